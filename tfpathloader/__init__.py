@@ -1,0 +1,56 @@
+"""tfpathloader: shuffle millions of training images evenly, then load them fast.
+
+Stage one shuffles a small TFRecord *path index* of (index, label, path) records completely;
+stage two reads and decodes the images in that order, in PyTorch or in tf.data.
+
+    >>> from tfpathloader import PathIndex, GlobalShuffleSampler, make_loader
+
+Importing the package needs neither torch nor TensorFlow; the backends load them on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._proto import install_tfrecord_shim
+
+install_tfrecord_shim()
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it; loaded on first access (PEP 562).
+_EXPORTS = {
+    "PathIndex": "index",
+    "write_index": "index",
+    "build_index": "index",
+    "encode_example": "index",
+    "TFPathLoaderError": "errors",
+    "IndexFormatError": "errors",
+    "ImageLoadError": "errors",
+    "load_image": "decode",
+    "decode_image": "decode",
+    "make_demo": "demo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfpathloader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .decode import decode_image, load_image
+    from .demo import make_demo
+    from .errors import ImageLoadError, IndexFormatError, TFPathLoaderError
+    from .index import PathIndex, build_index, encode_example, write_index

@@ -1,0 +1,240 @@
+"""The ``tfpathloader`` command line: demo data, index build/info/verify, audit, bench, compare."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import TFPathLoaderError
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Shuffle millions of training images evenly, then load them fast.
+
+tfpathloader keeps a small TFRecord *path index* of (index, label, path) records that can be
+shuffled completely, then reads and decodes the images in that order (PyTorch or tf.data).
+Start with:  tfpathloader demo data  &&  tfpathloader index info data/index.tfrecord
+"""
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """Progress bars on a terminal unless --quiet."""
+    return False if getattr(args, "quiet", False) else None
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import make_demo
+
+    summary = make_demo(
+        args.out_dir,
+        per_label=args.per_label,
+        test_per_label=args.test_per_label,
+        mnist=args.mnist,
+        seed=args.seed,
+        workers=args.workers,
+        progress=_progress(args),
+    )
+    if args.json:
+        _print_json(summary)
+        return 0
+    tr, te = summary["splits"]["train"], summary["splits"]["test"]
+    print(f"made {tr['records']:,} training and {te['records']:,} test images in {args.out_dir}")
+    print(f"  source: {summary['source']}")
+    print(f"  train index: {os.path.join(args.out_dir, tr['index'])} (sorted by label)")
+    print(f"  test index:  {os.path.join(args.out_dir, te['index'])}")
+    print(f"  image TFRecord (the article's format): {os.path.join(args.out_dir, 'images.tfrecord')}")
+    return 0
+
+
+# --------------------------------------------------------------------------- index
+
+
+def _open(args: argparse.Namespace):
+    from .index import PathIndex
+
+    return PathIndex.read(
+        args.index,
+        root=args.root,
+        allow_outside_root=args.allow_outside_root,
+        progress=_progress(args),
+    )
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from .index import build_index
+
+    index, report = build_index(
+        args.image_root,
+        args.out,
+        shards=args.shards,
+        compression="gzip" if args.gzip else None,
+        unlabeled=args.unlabeled,
+        progress=_progress(args),
+    )
+    if args.json:
+        _print_json({**report, **index.info()})
+        return 0
+    print(f"indexed {report['images']:,} images in {report['classes']} classes -> "
+          f"{', '.join(index.files) if len(index.files) <= 2 else f'{len(index.files)} shards'}")
+    for reason, count in report["skipped"].items():
+        if count:
+            ex = ", ".join(report["skipped_examples"][reason][:3])
+            print(f"  left out {count:,} files ({reason}), e.g. {ex}")
+    return 0
+
+
+def _cmd_index_info(args: argparse.Namespace) -> int:
+    index = _open(args)
+    info = index.info()
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"records:   {info['records']:,}")
+    print(f"shards:    {info['shards']}" + (f" ({info['compression']})" if info["compression"] else ""))
+    for f in info["files"][:4]:
+        print(f"           {f}")
+    if len(info["files"]) > 4:
+        print(f"           ... {len(info['files']) - 4} more")
+    print(f"root:      {info['root']}")
+    print(f"size:      {info['size_bytes']:,} bytes on disk, {info['memory_bytes']:,} bytes in memory")
+    print(f"labels:    {info['num_classes']} classes" + (f", {info['unlabeled']:,} unlabeled" if info["unlabeled"] else ""))
+    counts = info["label_counts"]
+    width = max((len(k) for k in counts), default=1)
+    top = max(counts.values(), default=1) or 1
+    for name, c in counts.items():
+        print(f"  {name:>{width}} {c:>10,} {'#' * max(1, round(30 * c / top)) if c else ''}")
+    return 0
+
+
+def _cmd_index_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_index
+
+    index = _open(args)
+    report = verify_index(index, decode=args.decode, workers=args.workers,
+                          progress=_progress(args))
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        for f in report.failures:
+            print(f"record {f.record_id}: {f.path}: {f.problem}")
+        what = "exist and decode" if args.decode else "exist"
+        if report.ok:
+            print(f"ok: all {report.records:,} files {what}")
+        else:
+            print(f"FAILED: {len(report.failures):,} of {report.records:,} records are bad", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index file, glob ('data/index-*.tfrecord') or sharded name")
+    p.add_argument("--root", help="folder the stored paths are relative to (default: the index's folder)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept absolute paths and paths climbing out of the root with '..'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="tfpathloader", description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="make the article's label-sorted digit dataset",
+                       description="Make 70,000 label-sorted 28x28 digit PNGs (7,000 per label) "
+                       "from scikit-learn's bundled digits, a held-out test split from other "
+                       "source digits, their path indexes and the article's image TFRecord.")
+    p.add_argument("out_dir", help="folder to write into (created if missing)")
+    p.add_argument("--per-label", type=int, default=None,
+                   help="training images per label (default 7000; with --mnist: all)")
+    p.add_argument("--test-per-label", type=int, default=None,
+                   help="held-out images per label (default 200; with --mnist: all)")
+    p.add_argument("--mnist", metavar="IDX_DIR",
+                   help="use real MNIST from this folder (train/t10k IDX files, plain or .gz)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+    idx = sub.add_parser("index", help="build, inspect or verify a path index",
+                         description="Build, inspect or verify a TFRecord path index.")
+    isub = idx.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    p = isub.add_parser("build", help="index an image folder (one sub-folder per class)",
+                        description="Walk IMAGE_ROOT's class sub-folders in sorted order and write "
+                        "a path index; labels are the folders' positions in that order.")
+    p.add_argument("image_root", help="folder with one sub-folder per class")
+    p.add_argument("--out", help="index file (default: IMAGE_ROOT/index.tfrecord)")
+    p.add_argument("--shards", type=int, default=1, help="number of TFRecord files (default 1)")
+    p.add_argument("--gzip", action="store_true", help="GZIP-compress the shards")
+    p.add_argument("--unlabeled", action="store_true", help="index every image with label -1")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_index_build)
+
+    p = isub.add_parser("info", help="records, shards, label histogram, root, size",
+                        description="Summarize a path index.")
+    _add_index_args(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_index_info)
+
+    p = isub.add_parser("verify", help="check every path exists (--decode: and decodes)",
+                        description="Check every file the index names; list every failure and "
+                        "exit with status 1 if there is any.")
+    _add_index_args(p)
+    p.add_argument("--decode", action="store_true", help="also decode every image with Pillow")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_index_verify)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Later commands (audit, bench, compare) register themselves here to keep this file flat.
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (TFPathLoaderError, FileNotFoundError, ValueError, ImportError) as e:
+        print(f"tfpathloader {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

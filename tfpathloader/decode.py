@@ -1,0 +1,129 @@
+"""Read and decode one image with Pillow into uint8 pixels, the same way in every process.
+
+NOTE [pixel rules]: both backends follow these rules, so a PNG gives identical pixels in PyTorch
+and in tf.data: 16-bit samples keep their high byte; palette images expand through their
+palette; alpha is dropped (not composited); RGB becomes grey by Pillow's ITU-R 601-2 integer
+formula ``(19595 R + 38470 G + 7471 B + 32768) >> 16``; grey becomes RGB by repetition.
+Resizing (optional) is bilinear.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+__all__ = ["decode_image", "load_image", "read_file"]
+
+
+def read_file(path: str, record_id: int = -1) -> bytes:
+    """The bytes of ``path``; an :class:`ImageLoadError` says why they could not be read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageLoadError(record_id, path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageLoadError(record_id, path, "is a directory, expected an image file") from None
+    except PermissionError:
+        raise ImageLoadError(record_id, path, "permission denied") from None
+    except OSError as e:
+        raise ImageLoadError(record_id, path, f"could not read the file: {e.strerror or e}") from None
+    if not data:
+        raise ImageLoadError(record_id, path, "file is empty (0 bytes), expected an image")
+    return data
+
+
+def _to_channels(im: Image.Image, channels: int | None) -> np.ndarray:
+    """Pixels of ``im`` as HxWxC uint8 with ``channels`` channels (``None``: 1 or 3, as stored)."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im)
+        if mode == "I" and arr.max(initial=0) <= 255 and im.format != "PNG":
+            arr8 = arr.astype(np.uint8)
+        else:
+            arr8 = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        grey = arr8[:, :, None]
+        return grey if channels in (None, 1) else np.repeat(grey, 3, axis=2)
+    if mode in ("L", "LA", "1", "F") or (mode == "P" and _palette_is_grey(im)):
+        grey = np.asarray(im.convert("L"))[:, :, None]
+        return grey if channels in (None, 1) else np.repeat(grey, 3, axis=2)
+    rgb = im.convert("RGB")
+    if channels == 1:
+        return np.asarray(rgb.convert("L"))[:, :, None]
+    return np.asarray(rgb)
+
+
+def _palette_is_grey(im: Image.Image) -> bool:
+    pal = im.getpalette()
+    if not pal:
+        return True
+    p = np.asarray(pal, dtype=np.uint8).reshape(-1, 3)
+    return bool(np.all(p[:, 0] == p[:, 1]) and np.all(p[:, 1] == p[:, 2]))
+
+
+def decode_image(
+    data: bytes,
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    path: str = "<bytes>",
+    record_id: int = -1,
+) -> np.ndarray:
+    """Decode encoded image bytes to an ``H x W x C`` uint8 array.
+
+    Args:
+        data: PNG, JPEG or any format Pillow reads.
+        channels: 1 (grey) or 3 (RGB); ``None`` keeps grey as 1 and everything else as 3.
+        size: ``(height, width)`` to resize to (bilinear), or ``None`` to keep the size.
+        path, record_id: Named in the error if decoding fails.
+
+    Raises:
+        ImageLoadError: if the bytes are not a decodable image.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Over Pillow's pixel limit is an error here, not a warning to scroll past.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                arr = _to_channels(im, channels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(
+            record_id, path, f"image is larger than Pillow's decompression-bomb limit ({e})"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(
+            record_id, path, "not a recognized image format (cannot identify image file)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageLoadError(record_id, path, f"image is corrupt or truncated: {e}") from None
+    if size is not None and arr.shape[:2] != tuple(size):
+        arr = _resize(arr, size)
+    return arr
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if arr.shape[2] == 1:
+        out = Image.fromarray(arr[:, :, 0]).resize((w, h), Image.Resampling.BILINEAR)
+        return np.asarray(out)[:, :, None]
+    return np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    record_id: int = -1,
+) -> np.ndarray:
+    """Read and decode the image at ``path`` (see :func:`decode_image`)."""
+    p = os.fspath(path)
+    return decode_image(read_file(p, record_id), channels=channels, size=size, path=p,
+                        record_id=record_id)

@@ -1,0 +1,49 @@
+"""Error types: every failure names the file, the record and what was expected."""
+
+from __future__ import annotations
+
+__all__ = ["ImageLoadError", "IndexFormatError", "TFPathLoaderError"]
+
+
+class TFPathLoaderError(Exception):
+    """Base class of every error tfpathloader raises on purpose."""
+
+
+class IndexFormatError(TFPathLoaderError, ValueError):
+    """A path-index file is unreadable or does not hold what the format requires.
+
+    Attributes:
+        file: The shard the problem was found in (``None`` when it concerns the whole index).
+        record: 0-based record number inside ``file`` (``None`` when it concerns the whole file).
+        reason: What was wrong and what was expected.
+    """
+
+    def __init__(self, reason: str, *, file: str | None = None, record: int | None = None):
+        self.file = file
+        self.record = record
+        self.reason = reason
+        where = []
+        if file is not None:
+            where.append(str(file))
+        if record is not None:
+            where.append(f"record {record}")
+        super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
+
+
+class ImageLoadError(TFPathLoaderError):
+    """An image named by the index could not be read or decoded.
+
+    Attributes:
+        record_id: The record id (``index`` feature) of the image.
+        path: The absolute path that was read.
+        cause: A short description of what failed.
+    """
+
+    def __init__(self, record_id: int, path: str, cause: str):
+        self.record_id = int(record_id)
+        self.path = path
+        self.cause = cause
+        super().__init__(f"record {record_id} ({path}): {cause}")
+
+    def __reduce__(self):  # keeps the fields when the error crosses a worker process
+        return (type(self), (self.record_id, self.path, self.cause))
