@@ -83,14 +83,21 @@ def load(files: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any], str] 
             }
         except (OSError, ValueError):
             continue
-        if len(arrays["offsets"]) != meta["records"] + 1 or len(arrays["labels"]) != meta["records"]:
+        if (
+            len(arrays["offsets"]) != meta["records"] + 1
+            or len(arrays["labels"]) != meta["records"]
+        ):
             continue
         return arrays, meta, folder
     return None
 
 
-def store(files: list[str], signature: list[dict[str, Any]], arrays: dict[str, np.ndarray],
-          meta: dict[str, Any]) -> str | None:
+def store(
+    files: list[str],
+    signature: list[dict[str, Any]],
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+) -> str | None:
     """Write a cache entry; returns its folder, or ``None`` (with a warning) if none is writable.
 
     ``signature`` must be taken *before* the shards were read, so that a shard changed while it

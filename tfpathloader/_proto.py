@@ -15,6 +15,7 @@ warns about it, and the tf backend turns TensorFlow's failure into an error that
 from __future__ import annotations
 
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -141,15 +142,17 @@ def _shim_module() -> types.ModuleType:
 class _TFRecordProtoFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves :func:`_shim_module` when ``tfrecord`` imports its ``example_pb2``."""
 
-    def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != _SHIM_NAME:
             return None
         return importlib.util.spec_from_loader(fullname, self)
 
-    def create_module(self, spec):  # type: ignore[no-untyped-def]
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         return _shim_module()
 
-    def exec_module(self, module) -> None:  # type: ignore[no-untyped-def]
+    def exec_module(self, module: types.ModuleType) -> None:
         return None
 
 
@@ -161,7 +164,11 @@ def install_tfrecord_shim() -> None:
     if not any(isinstance(f, _TFRecordProtoFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _TFRecordProtoFinder())
     loaded = sys.modules.get(_SHIM_NAME)
-    if loaded is not None and not getattr(loaded, _SHIM_MARK, False) and "tensorflow" not in sys.modules:
+    if (
+        loaded is not None
+        and not getattr(loaded, _SHIM_MARK, False)
+        and "tensorflow" not in sys.modules
+    ):
         warnings.warn(
             "the 'tfrecord' package was imported before tfpathloader, so its protobuf messages "
             "sit in protobuf's global pool and a later 'import tensorflow' will fail with "

@@ -15,7 +15,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import crc32c
 
@@ -44,12 +44,9 @@ def is_gzip(path: str) -> bool:
 
 
 def _open_for_read(path: str) -> BinaryIO:
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    if raw.read(2) == _GZIP_MAGIC:
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return io.BufferedReader(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
+    if is_gzip(path):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return open(path, "rb", buffering=1 << 20)
 
 
 def iter_records(path: str) -> Iterator[bytes]:
@@ -165,7 +162,7 @@ class RecordWriter:
     def __enter__(self) -> RecordWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.close()
         else:

@@ -55,7 +55,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  source: {summary['source']}")
     print(f"  train index: {os.path.join(args.out_dir, tr['index'])} (sorted by label)")
     print(f"  test index:  {os.path.join(args.out_dir, te['index'])}")
-    print(f"  image TFRecord (the article's format): {os.path.join(args.out_dir, 'images.tfrecord')}")
+    print(
+        f"  image TFRecord (the article's format): {os.path.join(args.out_dir, 'images.tfrecord')}"
+    )
     return 0
 
 
@@ -87,8 +89,10 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**report, **index.info()})
         return 0
-    print(f"indexed {report['images']:,} images in {report['classes']} classes -> "
-          f"{', '.join(index.files) if len(index.files) <= 2 else f'{len(index.files)} shards'}")
+    print(
+        f"indexed {report['images']:,} images in {report['classes']} classes -> "
+        f"{', '.join(index.files) if len(index.files) <= 2 else f'{len(index.files)} shards'}"
+    )
     for reason, count in report["skipped"].items():
         if count:
             ex = ", ".join(report["skipped_examples"][reason][:3])
@@ -103,14 +107,22 @@ def _cmd_index_info(args: argparse.Namespace) -> int:
         _print_json(info)
         return 0
     print(f"records:   {info['records']:,}")
-    print(f"shards:    {info['shards']}" + (f" ({info['compression']})" if info["compression"] else ""))
+    print(
+        f"shards:    {info['shards']}"
+        + (f" ({info['compression']})" if info["compression"] else "")
+    )
     for f in info["files"][:4]:
         print(f"           {f}")
     if len(info["files"]) > 4:
         print(f"           ... {len(info['files']) - 4} more")
     print(f"root:      {info['root']}")
-    print(f"size:      {info['size_bytes']:,} bytes on disk, {info['memory_bytes']:,} bytes in memory")
-    print(f"labels:    {info['num_classes']} classes" + (f", {info['unlabeled']:,} unlabeled" if info["unlabeled"] else ""))
+    print(
+        f"size:      {info['size_bytes']:,} bytes on disk, {info['memory_bytes']:,} bytes in memory"
+    )
+    print(
+        f"labels:    {info['num_classes']} classes"
+        + (f", {info['unlabeled']:,} unlabeled" if info["unlabeled"] else "")
+    )
     counts = info["label_counts"]
     width = max((len(k) for k in counts), default=1)
     top = max(counts.values(), default=1) or 1
@@ -123,8 +135,7 @@ def _cmd_index_verify(args: argparse.Namespace) -> int:
     from .verify import verify_index
 
     index = _open(args)
-    report = verify_index(index, decode=args.decode, workers=args.workers,
-                          progress=_progress(args))
+    report = verify_index(index, decode=args.decode, workers=args.workers, progress=_progress(args))
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -134,7 +145,10 @@ def _cmd_index_verify(args: argparse.Namespace) -> int:
         if report.ok:
             print(f"ok: all {report.records:,} files {what}")
         else:
-            print(f"FAILED: {len(report.failures):,} of {report.records:,} records are bad", file=sys.stderr)
+            print(
+                f"FAILED: {len(report.failures):,} of {report.records:,} records are bad",
+                file=sys.stderr,
+            )
     return 0 if report.ok else 1
 
 
@@ -143,44 +157,72 @@ def _cmd_index_verify(args: argparse.Namespace) -> int:
 
 def _add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file, glob ('data/index-*.tfrecord') or sharded name")
-    p.add_argument("--root", help="folder the stored paths are relative to (default: the index's folder)")
-    p.add_argument("--allow-outside-root", action="store_true",
-                   help="accept absolute paths and paths climbing out of the root with '..'")
+    p.add_argument(
+        "--root", help="folder the stored paths are relative to (default: the index's folder)"
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept absolute paths and paths climbing out of the root with '..'",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
-        prog="tfpathloader", description=_DESCRIPTION,
+        prog="tfpathloader",
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("demo", help="make the article's label-sorted digit dataset",
-                       description="Make 70,000 label-sorted 28x28 digit PNGs (7,000 per label) "
-                       "from scikit-learn's bundled digits, a held-out test split from other "
-                       "source digits, their path indexes and the article's image TFRecord.")
+    p = sub.add_parser(
+        "demo",
+        help="make the article's label-sorted digit dataset",
+        description="Make 70,000 label-sorted 28x28 digit PNGs (7,000 per label) "
+        "from scikit-learn's bundled digits, a held-out test split from other "
+        "source digits, their path indexes and the article's image TFRecord.",
+    )
     p.add_argument("out_dir", help="folder to write into (created if missing)")
-    p.add_argument("--per-label", type=int, default=None,
-                   help="training images per label (default 7000; with --mnist: all)")
-    p.add_argument("--test-per-label", type=int, default=None,
-                   help="held-out images per label (default 200; with --mnist: all)")
-    p.add_argument("--mnist", metavar="IDX_DIR",
-                   help="use real MNIST from this folder (train/t10k IDX files, plain or .gz)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the jitter (default 0)")
+    p.add_argument(
+        "--per-label",
+        type=int,
+        default=None,
+        help="training images per label (default 7000; with --mnist: all)",
+    )
+    p.add_argument(
+        "--test-per-label",
+        type=int,
+        default=None,
+        help="held-out images per label (default 200; with --mnist: all)",
+    )
+    p.add_argument(
+        "--mnist",
+        metavar="IDX_DIR",
+        help="use real MNIST from this folder (train/t10k IDX files, plain or .gz)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the split and the jitter (default 0)"
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
-    idx = sub.add_parser("index", help="build, inspect or verify a path index",
-                         description="Build, inspect or verify a TFRecord path index.")
+    idx = sub.add_parser(
+        "index",
+        help="build, inspect or verify a path index",
+        description="Build, inspect or verify a TFRecord path index.",
+    )
     isub = idx.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
-    p = isub.add_parser("build", help="index an image folder (one sub-folder per class)",
-                        description="Walk IMAGE_ROOT's class sub-folders in sorted order and write "
-                        "a path index; labels are the folders' positions in that order.")
+    p = isub.add_parser(
+        "build",
+        help="index an image folder (one sub-folder per class)",
+        description="Walk IMAGE_ROOT's class sub-folders in sorted order and write "
+        "a path index; labels are the folders' positions in that order.",
+    )
     p.add_argument("image_root", help="folder with one sub-folder per class")
     p.add_argument("--out", help="index file (default: IMAGE_ROOT/index.tfrecord)")
     p.add_argument("--shards", type=int, default=1, help="number of TFRecord files (default 1)")
@@ -190,19 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_index_build)
 
-    p = isub.add_parser("info", help="records, shards, label histogram, root, size",
-                        description="Summarize a path index.")
+    p = isub.add_parser(
+        "info",
+        help="records, shards, label histogram, root, size",
+        description="Summarize a path index.",
+    )
     _add_index_args(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_index_info)
 
-    p = isub.add_parser("verify", help="check every path exists (--decode: and decodes)",
-                        description="Check every file the index names; list every failure and "
-                        "exit with status 1 if there is any.")
+    p = isub.add_parser(
+        "verify",
+        help="check every path exists (--decode: and decodes)",
+        description="Check every file the index names; list every failure and "
+        "exit with status 1 if there is any.",
+    )
     _add_index_args(p)
     p.add_argument("--decode", action="store_true", help="also decode every image with Pillow")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="decoding processes (default: all cores)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_index_verify)

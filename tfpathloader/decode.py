@@ -33,7 +33,9 @@ def read_file(path: str, record_id: int = -1) -> bytes:
     except PermissionError:
         raise ImageLoadError(record_id, path, "permission denied") from None
     except OSError as e:
-        raise ImageLoadError(record_id, path, f"could not read the file: {e.strerror or e}") from None
+        raise ImageLoadError(
+            record_id, path, f"could not read the file: {e.strerror or e}"
+        ) from None
     if not data:
         raise ImageLoadError(record_id, path, "file is empty (0 bytes), expected an image")
     return data
@@ -125,5 +127,6 @@ def load_image(
 ) -> np.ndarray:
     """Read and decode the image at ``path`` (see :func:`decode_image`)."""
     p = os.fspath(path)
-    return decode_image(read_file(p, record_id), channels=channels, size=size, path=p,
-                        record_id=record_id)
+    return decode_image(
+        read_file(p, record_id), channels=channels, size=size, path=p, record_id=record_id
+    )

@@ -50,7 +50,9 @@ def demo_exists(out_dir: str | os.PathLike[str]) -> bool:
 # --------------------------------------------------------------------------- sources
 
 
-def _sklearn_sources(seed: int, test_fraction: float) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+def _sklearn_sources(
+    seed: int, test_fraction: float
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Source digits per label as 28x28 uint8 images, split into train and test scans."""
     datasets = optional_import("sklearn.datasets", "demo", "the demo data")
     digits = datasets.load_digits()
@@ -81,7 +83,7 @@ def _read_idx(path: str) -> np.ndarray:
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         data = f.read()
-    magic, = struct.unpack(">I", data[:4])
+    (magic,) = struct.unpack(">I", data[:4])
     ndim = magic & 0xFF
     if magic >> 8 != 0x08 or ndim not in (1, 3):
         raise ValueError(f"{path}: not an MNIST IDX file of unsigned bytes (magic {magic:#x})")
@@ -93,7 +95,12 @@ def _read_idx(path: str) -> np.ndarray:
 
 
 def _find_idx(folder: str, stem: str) -> str:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
         p = os.path.join(folder, name)
         if os.path.isfile(p):
             return p
@@ -208,8 +215,14 @@ def _run_split(
     return rel, pixels
 
 
-def _make(tasks: list, work: dict[str, Any], pixels: np.ndarray, workers: int,
-          progress: bool | None, desc: str) -> None:
+def _make(
+    tasks: list,
+    work: dict[str, Any],
+    pixels: np.ndarray,
+    workers: int,
+    progress: bool | None,
+    desc: str,
+) -> None:
     with progress_bar(progress, desc=desc, total=len(tasks), unit=" images") as bar:
         if workers <= 1 or len(tasks) < 2000:
             _init_worker(work)
@@ -225,10 +238,16 @@ def _make(tasks: list, work: dict[str, Any], pixels: np.ndarray, workers: int,
                 bar.update(1)
 
 
-def _write_image_tfrecord(path: str, labels: np.ndarray, pixels: np.ndarray, progress: bool | None) -> None:
+def _write_image_tfrecord(
+    path: str, labels: np.ndarray, pixels: np.ndarray, progress: bool | None
+) -> None:
     """The article's ``mnist_image.tfrecord``: index, label and raw pixel bytes per record."""
-    with RecordWriter(path) as w, progress_bar(progress, desc="writing image TFRecord",
-                                               total=len(labels), unit=" records") as bar:
+    with (
+        RecordWriter(path) as w,
+        progress_bar(
+            progress, desc="writing image TFRecord", total=len(labels), unit=" records"
+        ) as bar,
+    ):
         for i in range(len(labels)):
             ex = Example()
             f = ex.features.feature
@@ -288,8 +307,17 @@ def make_demo(
     classes = [str(c) for c in range(10)]
     made: dict[str, Any] = {}
     for split_no, (name, labels, sources) in enumerate(splits):
-        rel, pixels = _run_split(name, split_no + 1, out, labels, sources, mnist=mnist is not None,
-                                 seed=seed, workers=workers, progress=progress)
+        rel, pixels = _run_split(
+            name,
+            split_no + 1,
+            out,
+            labels,
+            sources,
+            mnist=mnist is not None,
+            seed=seed,
+            workers=workers,
+            progress=progress,
+        )
         index_name = "index.tfrecord" if name == "train" else "test.tfrecord"
         write_index(os.path.join(out, index_name), rel, labels, classes=classes, progress=progress)
         if name == "train":
@@ -308,7 +336,7 @@ def make_demo(
         "sorted_by_label": True,
     }
     with atomic_replace(os.path.join(out, "demo.json")) as f:
-        json.dump(summary, f, indent=2)  # type: ignore[arg-type]
+        json.dump(summary, f, indent=2)
     return summary
 
 

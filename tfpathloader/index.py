@@ -90,7 +90,9 @@ def _sibling_shards(path: str) -> list[str]:
     return sorted(set(found))
 
 
-def resolve_index_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+def resolve_index_files(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[str]:
     """Absolute shard paths for a file, a list of files, or a glob.
 
     A file name that does not exist but whose shards do (``index.tfrecord`` ->
@@ -137,21 +139,25 @@ def _check_shard_set(files: list[str]) -> None:
     for stem, ns in counts.items():
         if len(ns) > 1:
             raise IndexFormatError(
-                f"shards of {stem!r} from different writes are mixed (of-{', of-'.join(sorted(ns))}); "
-                "delete the stale ones or name the files explicitly"
+                f"shards of {stem!r} from different writes are mixed "
+                f"(of-{', of-'.join(sorted(ns))}); delete the stale ones or list the files"
             )
 
 
 # --------------------------------------------------------------------------- records
 
 
-def encode_example(index: int, label: int, path: str | bytes, label_name: str | None = None) -> bytes:
+def encode_example(
+    index: int, label: int, path: str | bytes, label_name: str | None = None
+) -> bytes:
     """Serialize one path-index record as a ``tf.train.Example``."""
     ex = Example()
     feat = ex.features.feature
     feat[INDEX_FEATURE].int64_list.value.append(int(index))
     feat[LABEL_FEATURE].int64_list.value.append(int(label))
-    feat[PATH_FEATURES[0]].bytes_list.value.append(path.encode("utf-8") if isinstance(path, str) else path)
+    feat[PATH_FEATURES[0]].bytes_list.value.append(
+        path.encode("utf-8") if isinstance(path, str) else path
+    )
     if label_name is not None:
         feat[LABEL_NAME_FEATURE].bytes_list.value.append(label_name.encode("utf-8"))
     return ex.SerializeToString(deterministic=True)
@@ -180,7 +186,7 @@ class _Parser:
     def parse_file(self, file: str, bar: Any) -> None:
         path_feature_used: str | None = None
         n = 0
-        for n, data in enumerate(iter_records(file)):  # noqa: B007 - n is used after the loop
+        for n, data in enumerate(iter_records(file)):
             path_feature_used = self._parse_record(file, n, data, path_feature_used)
             if n & 1023 == 1023:
                 bar.update(1024)
@@ -193,14 +199,16 @@ class _Parser:
         if name not in feat:
             raise IndexFormatError(
                 f"missing feature {name!r}: expected an int64 feature {name!r} with one value",
-                file=file, record=n,
+                file=file,
+                record=n,
             )
         f = feat[name]
         kind = f.WhichOneof("kind")
         if kind != "int64_list" or len(f.int64_list.value) != 1:
             raise IndexFormatError(
                 f"feature {name!r} is {_describe(f)}: expected int64_list with exactly one value",
-                file=file, record=n,
+                file=file,
+                record=n,
             )
         return f.int64_list.value[0]
 
@@ -218,7 +226,8 @@ class _Parser:
                 raise IndexFormatError(
                     f"missing feature 'path': expected a bytes feature 'path' (or the article's "
                     f"'path_string'); the record has {sorted(feat.keys()) or 'no features'}",
-                    file=file, record=n,
+                    file=file,
+                    record=n,
                 )
         idx = self._int(feat, INDEX_FEATURE, file, n)
         label = self._int(feat, LABEL_FEATURE, file, n)
@@ -227,7 +236,8 @@ class _Parser:
             raise IndexFormatError(
                 f"feature {path_feature!r} is {_describe(f)}: expected bytes_list with exactly "
                 "one value",
-                file=file, record=n,
+                file=file,
+                record=n,
             )
         raw = f.bytes_list.value[0]
         try:
@@ -236,7 +246,8 @@ class _Parser:
             raise IndexFormatError(
                 f"path {raw!r} is not valid UTF-8 ({e.reason} at byte {e.start}): paths must be "
                 "UTF-8 encoded",
-                file=file, record=n,
+                file=file,
+                record=n,
             ) from None
         if not rel:
             raise IndexFormatError("path is empty: expected a file path", file=file, record=n)
@@ -247,7 +258,8 @@ class _Parser:
         if label < -1:
             raise IndexFormatError(
                 f"label {label} is negative: expected a class id >= 0, or -1 for unlabeled",
-                file=file, record=n,
+                file=file,
+                record=n,
             )
         if LABEL_NAME_FEATURE in feat:
             self._label_name(feat[LABEL_NAME_FEATURE], label, file, n)
@@ -261,7 +273,8 @@ class _Parser:
         if f.WhichOneof("kind") != "bytes_list" or len(f.bytes_list.value) != 1:
             raise IndexFormatError(
                 f"feature 'label_name' is {_describe(f)}: expected bytes_list with one value",
-                file=file, record=n,
+                file=file,
+                record=n,
             )
         name = f.bytes_list.value[0].decode("utf-8", errors="replace")
         known = self.label_names.get(label)
@@ -273,7 +286,8 @@ class _Parser:
             raise IndexFormatError(
                 f"label {label} is named {name!r} here but {known!r} in {f0}, record {n0}: "
                 "each label must have one name",
-                file=file, record=n,
+                file=file,
+                record=n,
             )
 
 
@@ -285,7 +299,7 @@ def _describe(f: Any) -> str:
 
 
 def _locate(record: int, files: list[str], counts: list[int]) -> tuple[str, int]:
-    for f, c in zip(files, counts):
+    for f, c in zip(files, counts, strict=True):
         if record < c:
             return f, record
         record -= c
@@ -313,7 +327,8 @@ def _validate_ids(ids: np.ndarray, files: list[str], counts: list[int]) -> np.nd
             f"duplicate id {int(dup[0])}: also in {where[0][0]}, record {where[0][1]} "
             f"({len(dup)} ids are duplicated, {len(missing)} of 0..{n - 1} are missing); "
             "ids must be unique and cover 0..N-1 across all shards",
-            file=where[1][0], record=where[1][1],
+            file=where[1][0],
+            record=where[1][1],
         )
     f, r = _locate(int(bad[0]), files, counts)
     present = np.zeros(n, dtype=bool)
@@ -323,11 +338,14 @@ def _validate_ids(ids: np.ndarray, files: list[str], counts: list[int]) -> np.nd
     raise IndexFormatError(
         f"id {int(ids[bad[0]])} is out of range: {n} records need ids 0..{n - 1}, each once "
         f"({len(missing)} ids are missing, first {missing[:5].tolist()})",
-        file=f, record=r,
+        file=f,
+        record=r,
     )
 
 
-def _gather_paths(paths: np.ndarray, offsets: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gather_paths(
+    paths: np.ndarray, offsets: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Reorder a packed path buffer by ``order``, in chunks to bound temporary memory."""
     lengths = np.diff(offsets)[order]
     new_offsets = np.zeros(len(order) + 1, dtype=np.int64)
@@ -417,12 +435,18 @@ class PathIndex:
                 )
             root = dirs.pop()
         hit = _cache.load(files) if cache else None
+        folder: str | None
         if hit is not None:
             arrays, meta, folder = hit
         else:
             signature = _cache.shard_signature(files)
             arrays, meta = _parse(files, progress)
             folder = _cache.store(files, signature, arrays, meta) if cache else None
+            if folder is not None:
+                # Serve the memory-mapped copy: its pages are shared by worker processes.
+                hit = _cache.load(files)
+                if hit is not None:
+                    arrays, meta, folder = hit
         outside = meta.get("outside")
         if outside and not allow_outside_root:
             f, r, rel = outside
@@ -430,7 +454,8 @@ class PathIndex:
                 f"path {rel!r} leaves the index root {os.path.abspath(root)!r} (it is absolute "
                 "or climbs out with '..'); pass allow_outside_root=True "
                 "(--allow-outside-root) if that is intended",
-                file=f, record=r,
+                file=f,
+                record=r,
             )
         classes = meta.get("classes")
         return cls(
@@ -590,7 +615,11 @@ def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarra
         for f in files:
             parser.parse_file(f, bar)
     ids = np.frombuffer(parser.ids, dtype=np.int64) if len(parser.ids) else np.zeros(0, np.int64)
-    labels = np.frombuffer(parser.labels, dtype=np.int64) if len(parser.labels) else np.zeros(0, np.int64)
+    labels = (
+        np.frombuffer(parser.labels, dtype=np.int64)
+        if len(parser.labels)
+        else np.zeros(0, np.int64)
+    )
     offsets = np.frombuffer(parser.offsets, dtype=np.int64)
     paths = np.frombuffer(bytes(parser.paths), dtype=np.uint8)
     order = _validate_ids(ids, files, parser.shard_records)
@@ -722,20 +751,36 @@ def write_index(
         os.unlink(f)
     if not cache:
         return PathIndex.read(names, root=root, allow_outside_root=allow_outside_root, cache=False)
-    return _open_fresh(names, root, rel, lab, classes, compression, allow_outside_root, shards, bounds)
+    return _open_fresh(
+        names, root, rel, lab, classes, compression, allow_outside_root, shards, bounds
+    )
 
 
-def _open_fresh(names: list[str], root: str, rel: list[str], lab: np.ndarray,
-                classes: Sequence[str] | None, compression: str | None,
-                allow_outside_root: bool, shards: int, bounds: list[int]) -> PathIndex:
+def _open_fresh(
+    names: list[str],
+    root: str,
+    rel: list[str],
+    lab: np.ndarray,
+    classes: Sequence[str] | None,
+    compression: str | None,
+    allow_outside_root: bool,
+    shards: int,
+    bounds: list[int],
+) -> PathIndex:
     """Store the cache from the arrays already in memory, then open the index through it."""
     files = [os.path.abspath(f) for f in names]
     encoded = [p.encode("utf-8") for p in rel]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(p) for p in encoded], out=offsets[1:])
     paths = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    outside = next(((files[_shard_of(i, bounds)], i - bounds[_shard_of(i, bounds)], p)
-                    for i, p in enumerate(rel) if _escapes_root(p)), None)
+    outside = next(
+        (
+            (files[_shard_of(i, bounds)], i - bounds[_shard_of(i, bounds)], p)
+            for i, p in enumerate(rel)
+            if _escapes_root(p)
+        ),
+        None,
+    )
     meta = {
         "records": len(rel),
         "shard_records": [bounds[k + 1] - bounds[k] for k in range(shards)],
@@ -786,7 +831,11 @@ def build_index(
     image_root = os.path.abspath(os.fspath(image_root))
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"image folder {image_root!r} does not exist")
-    out = os.path.abspath(os.fspath(out)) if out is not None else os.path.join(image_root, "index.tfrecord")
+    out = (
+        os.path.abspath(os.fspath(out))
+        if out is not None
+        else os.path.join(image_root, "index.tfrecord")
+    )
     index_dir = os.path.dirname(out)
     if os.path.commonpath([index_dir, image_root]) != index_dir:
         raise ValueError(
@@ -833,10 +882,18 @@ def build_index(
     if not paths:
         raise ValueError(
             f"no images found under {image_root!r} (looked for {', '.join(exts)} files"
-            + ("" if unlabeled else " inside class sub-folders") + ")"
+            + ("" if unlabeled else " inside class sub-folders")
+            + ")"
         )
-    index = write_index(out, paths, labels, shards=shards, compression=compression,
-                        classes=classes, progress=progress)
+    index = write_index(
+        out,
+        paths,
+        labels,
+        shards=shards,
+        compression=compression,
+        classes=classes,
+        progress=progress,
+    )
     report = {
         "images": len(paths),
         "classes": len(classes) if classes is not None else 0,

@@ -118,7 +118,9 @@ def verify_index(
                 decoded_failures += fails
                 bar.update(k)
         else:
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            ctx = (
+                mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            )
             with ctx.Pool(workers) as pool:
                 for k, fails in pool.imap_unordered(_decode_chunk, chunks):
                     decoded_failures += fails

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny image folders and indexes made in tmp_path by the library's own writers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tfpathloader
+from tfpathloader import PathIndex, write_index
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_images(folder, n, *, classes=3, size=(8, 8), mode="L", ext=".png", seed=0):
+    """Write n small images into folder/<class>/<i>.png; return (relative paths, labels)."""
+    rng = np.random.default_rng(seed)
+    paths, labels = [], []
+    for i in range(n):
+        c = i * classes // n
+        rel = f"{c}/{i:05d}{ext}"
+        full = os.path.join(folder, rel)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        shape = (*size, 3) if mode == "RGB" else size
+        Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode=None).save(full)
+        paths.append(rel)
+        labels.append(c)
+    return paths, labels
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    """A folder of 30 grey 8x8 PNGs in 3 class folders, and its index (label-sorted)."""
+    paths, labels = make_images(tmp_path, 30)
+    index = write_index(tmp_path / "index.tfrecord", paths, labels, classes=["a", "b", "c"])
+    return tmp_path, index
+
+
+def run_python(
+    code: str, *, env_extra: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (for import-order and no-framework checks)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+__all__ = ["PathIndex", "make_images", "run_python", "tfpathloader"]
