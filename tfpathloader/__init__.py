@@ -31,6 +31,8 @@ _EXPORTS = {
     "load_image": "decode",
     "decode_image": "decode",
     "make_demo": "demo",
+    "GlobalShuffleSampler": "sampler",
+    "audit_ids": "audit",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -50,7 +52,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .audit import audit_ids
     from .decode import decode_image, load_image
     from .demo import make_demo
     from .errors import ImageLoadError, IndexFormatError, TFPathLoaderError
     from .index import PathIndex, build_index, encode_example, write_index
+    from .sampler import GlobalShuffleSampler

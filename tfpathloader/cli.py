@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import TFPathLoaderError
@@ -152,6 +152,57 @@ def _cmd_index_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+# --------------------------------------------------------------------------- audit
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_figure, audit_ids, delivered_ids, format_audit_table
+
+    index = _open(args)
+    shuffles = [s.strip() for s in args.shuffle.split(",") if s.strip()]
+    sequences, results = {}, {}
+    for shuffle in shuffles:
+        name = f"{shuffle} ({args.buffer_size:,})" if shuffle == "buffer" else shuffle
+        ids = delivered_ids(
+            index,
+            shuffle,
+            backend=args.backend,
+            draws=args.draws,
+            seed=args.seed,
+            epoch=args.epoch,
+            permutation=args.permutation,
+            buffer_size=args.buffer_size if shuffle == "buffer" else None,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
+        sequences[name] = ids
+        results[name] = audit_ids(ids, index.labels, label_names=index.classes)
+    os.makedirs(args.out, exist_ok=True)
+    figure = audit_figure(
+        sequences,
+        index.labels,
+        os.path.join(args.out, "audit.png"),
+        results=results,
+        title=f"{len(index):,} records, backend {args.backend}, seed {args.seed}",
+    )
+    payload = {
+        "index": list(index.files),
+        "backend": args.backend,
+        "seed": args.seed,
+        "epoch": args.epoch,
+        "figure": os.path.abspath(figure),
+        "orders": results,
+    }
+    with open(os.path.join(args.out, "audit.json"), "w") as f:
+        json.dump(payload, f, indent=2)
+    if args.json:
+        _print_json(payload)
+    else:
+        print(format_audit_table(results))
+        print(f"\nfigure: {figure}\nstatistics: {os.path.join(args.out, 'audit.json')}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -257,13 +308,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_index_verify)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser(
+        "audit",
+        help="how evenly an order (or a real loader) shuffles: statistics and figure",
+        description="Audit the shuffle quality of one or more orders side by side: rank "
+        "correlation of draw and record id, label shares, first draw of each label, "
+        "Kolmogorov-Smirnov uniformity, duplicates; and the article's figures.",
+        epilog="example: tfpathloader audit data/index.tfrecord --shuffle global,buffer "
+        "--buffer-size 10000 --draws 50000",
+    )
+    _add_index_args(p)
+    p.add_argument(
+        "--shuffle",
+        default="global",
+        help="comma-separated orders to compare: global, buffer, none (default global)",
+    )
+    p.add_argument(
+        "--buffer-size",
+        type=int,
+        default=10000,
+        help="shuffle buffer size for --shuffle buffer (default 10000)",
+    )
+    p.add_argument("--draws", type=int, default=None, help="draws to audit (default: one epoch)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--epoch", type=int, default=0, help="epoch (default 0)")
+    p.add_argument(
+        "--permutation",
+        default="exact",
+        choices=["exact", "stateless"],
+        help="how the global shuffle is computed (default exact)",
+    )
+    p.add_argument(
+        "--backend",
+        default="order",
+        choices=["order", "torch", "tf"],
+        help="order: the order alone, no images read; torch/tf: what the real loader "
+        "delivered (default order)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="loader batch size (torch/tf)")
+    p.add_argument("--num-workers", type=int, default=2, help="loader workers (torch/tf)")
+    p.add_argument(
+        "--out", default="audit", help="folder for audit.json and audit.png (default ./audit)"
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_audit)
+
     return parser
-
-
-# Later commands (audit, bench, compare) register themselves here to keep this file flat.
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def _version() -> str:
