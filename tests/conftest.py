@@ -63,3 +63,13 @@ def has_module(name: str) -> bool:
 
 
 __all__ = ["PathIndex", "make_images", "run_python", "tfpathloader"]
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The full demo data set (70,000 images), made once per test session."""
+    from tfpathloader.demo import make_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    make_demo(out, progress=False)
+    return out

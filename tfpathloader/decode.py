@@ -44,6 +44,11 @@ def read_file(path: str, record_id: int = -1) -> bytes:
 def _to_channels(im: Image.Image, channels: int | None) -> np.ndarray:
     """Pixels of ``im`` as HxWxC uint8 with ``channels`` channels (``None``: 1 or 3, as stored)."""
     mode = im.mode
+    # The common cases first, without an extra copy.
+    if mode == "L" and channels in (None, 1):
+        return np.asarray(im)[:, :, None]
+    if mode == "RGB" and channels in (None, 3):
+        return np.asarray(im)
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im)
         if mode == "I" and arr.max(initial=0) <= 255 and im.format != "PNG":
@@ -69,6 +74,15 @@ def _palette_is_grey(im: Image.Image) -> bool:
     return bool(np.all(p[:, 0] == p[:, 1]) and np.all(p[:, 1] == p[:, 2]))
 
 
+def _formats(data: bytes) -> tuple[str, ...] | None:
+    """Pillow's format for the common signatures (skips probing every plugin), else all."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ("PNG",)
+    if data[:3] == b"\xff\xd8\xff":
+        return ("JPEG",)
+    return None
+
+
 def decode_image(
     data: bytes,
     *,
@@ -92,7 +106,7 @@ def decode_image(
         with warnings.catch_warnings():
             # Over Pillow's pixel limit is an error here, not a warning to scroll past.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=_formats(data)) as im:
                 im.load()
                 arr = _to_channels(im, channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

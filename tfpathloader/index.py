@@ -389,9 +389,11 @@ class PathIndex:
     ):
         if len(offsets) != len(labels) + 1:
             raise ValueError("offsets must have one entry more than labels")
-        self._labels = labels
-        self._offsets = offsets
-        self._paths = paths
+        # Plain ndarray views of (possibly memory-mapped) arrays: slicing a np.memmap is slow.
+        self._labels = _plain(labels)
+        self._offsets = _plain(offsets)
+        self._paths = _plain(paths)
+        self._path_view = memoryview(self._paths)
         self.root = os.path.abspath(root)
         self.files = tuple(files)
         self.classes = tuple(classes) if classes is not None else None
@@ -542,11 +544,26 @@ class PathIndex:
     def relpath(self, i: int) -> str:
         """Record ``i``'s path as stored (relative to :attr:`root`)."""
         i = self._check(int(i))
-        return bytes(self._paths[self._offsets[i] : self._offsets[i + 1]]).decode("utf-8")
+        a, b = self._offsets[i : i + 2].tolist()
+        return self._path_view[a:b].tobytes().decode("utf-8")
 
     def path(self, i: int) -> str:
-        """Record ``i``'s absolute path."""
-        return os.path.normpath(os.path.join(self.root, self.relpath(i)))
+        """Record ``i``'s absolute path (the root joined with the stored relative path)."""
+        return os.path.join(self.root, self.relpath(i))
+
+    def paths(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """Absolute paths of many records at once (faster than :meth:`path` in a loop)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        n = len(self)
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise IndexError(f"record ids must lie in [0, {n})")
+        starts = self._offsets[ids].tolist()
+        ends = self._offsets[ids + 1].tolist()
+        view, prefix = self._path_view, os.path.join(self.root, "")
+        rels = [view[a:b].tobytes().decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+        # Concatenation is 5x faster than os.path.join; absolute paths (outside the root,
+        # when allowed) stand alone, as os.path.join would leave them.
+        return [rel if rel[0] == "/" else prefix + rel for rel in rels]
 
     def iter_paths(self) -> Iterator[str]:
         """Every absolute path, in record order."""
@@ -592,10 +609,16 @@ class PathIndex:
 
     # -- pickling: workers re-map the cache instead of receiving a copy ---------------------
 
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the arrays are memory-mapped from the cache (shared between processes)."""
+        return _is_mapped(self._paths)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_ids"] = None
-        if self._cache_folder is not None and isinstance(self._labels, np.memmap):
+        state["_path_view"] = None
+        if self._cache_folder is not None and self.memory_mapped:
             for k in ("_labels", "_offsets", "_paths"):
                 state[k] = None
         return state
@@ -606,7 +629,27 @@ class PathIndex:
             folder = self._cache_folder
             assert folder is not None
             for attr, name in (("_labels", "labels"), ("_offsets", "offsets"), ("_paths", "paths")):
-                setattr(self, attr, np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r"))
+                arr = np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
+                setattr(self, attr, _plain(arr))
+        self._path_view = memoryview(self._paths)
+
+
+def _plain(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a base ndarray (a view, no copy), read-only."""
+    out = arr.view(np.ndarray) if isinstance(arr, np.memmap) else arr
+    if out.flags.writeable:
+        out = out.view()
+        out.flags.writeable = False
+    return out
+
+
+def _is_mapped(arr: np.ndarray) -> bool:
+    import mmap
+
+    base = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return isinstance(base, mmap.mmap)
 
 
 def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
