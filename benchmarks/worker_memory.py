@@ -64,9 +64,14 @@ class ListPaths(torch.utils.data.Dataset):
 def run(dataset, workers: int, batch: int) -> dict:
     n = len(dataset)
     sampler = torch.utils.data.BatchSampler(range(n), batch, drop_last=False)
-    dl = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                                     collate_fn=lambda x: x, persistent_workers=True,
-                                     multiprocessing_context="fork")
+    dl = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=lambda x: x,
+        persistent_workers=True,
+        multiprocessing_context="fork",
+    )
     total = sum(dl)
     it = dl._iterator
     procs = {"main": smaps(__import__("os").getpid())}
@@ -75,12 +80,17 @@ def run(dataset, workers: int, batch: int) -> dict:
     del it, dl
     gc.collect()
     workers_pss = sum(v["pss_mb"] for k, v in procs.items() if k.startswith("worker"))
-    return {"path_chars": total, "processes": procs,
-            "total_pss_mb": round(workers_pss + procs["main"]["pss_mb"], 1)}
+    return {
+        "path_chars": total,
+        "processes": procs,
+        "total_pss_mb": round(workers_pss + procs["main"]["pss_mb"], 1),
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("index")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=4096)

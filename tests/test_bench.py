@@ -15,8 +15,22 @@ from tfpathloader.cli import main
 def test_bench_rows_and_ratios(tmp_path, capsys):
     paths, labels = make_images(tmp_path, 120, size=(16, 16))
     index = write_index(tmp_path / "index.tfrecord", paths, labels)
-    code = main(["bench", index.files[0], "--rows", "raw,torch,baseline", "--workers", "1",
-                 "--batch-size", "16", "--repeat", "1", "--json", "--quiet"])
+    code = main(
+        [
+            "bench",
+            index.files[0],
+            "--rows",
+            "raw,torch,baseline",
+            "--workers",
+            "1",
+            "--batch-size",
+            "16",
+            "--repeat",
+            "1",
+            "--json",
+            "--quiet",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["images"] == 120 and result["image_shape"] == [16, 16, 1]

@@ -179,7 +179,9 @@ def test_paths_outside_the_root_are_refused_unless_allowed(tmp_path):
     assert err.value.record == 1 and err.value.file == out
     assert "sub/../../escape.png" in str(err.value) and "allow_outside_root" in str(err.value)
     index = PathIndex.read(out, allow_outside_root=True)
-    assert os.path.normpath(index.path(1)) == os.path.normpath(os.path.join(str(tmp_path), "..", "escape.png"))
+    assert os.path.normpath(index.path(1)) == os.path.normpath(
+        os.path.join(str(tmp_path), "..", "escape.png")
+    )
     with pytest.raises(ValueError, match="outside the index root"):
         write_index(tmp_path / "x.tfrecord", ["/etc/passwd"], [0])
 

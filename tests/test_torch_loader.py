@@ -39,7 +39,9 @@ def test_full_demo_epoch_with_two_workers(demo_data):
         np.testing.assert_array_equal(batch["label"].numpy(), index.labels[batch["index"].numpy()])
         for k in range(0, len(batch["index"]), 7):  # every 7th image against Pillow
             i = int(batch["index"][k])
-            np.testing.assert_array_equal(batch["image"][k, 0].numpy(), pillow_pixels(index.path(i)))
+            np.testing.assert_array_equal(
+                batch["image"][k, 0].numpy(), pillow_pixels(index.path(i))
+            )
             first_checked += 1
     ids = np.concatenate(ids)
     assert len(ids) == 70_000 and len(np.unique(ids)) == 70_000
@@ -50,7 +52,7 @@ def test_full_demo_epoch_with_two_workers(demo_data):
 
 
 def test_every_pixel_equals_pillow(image_dir):
-    folder, index = image_dir
+    _, index = image_dir
     loader = make_loader(backend="torch", index=index, batch_size=7, num_workers=2)
     n = 0
     for batch in loader:
@@ -67,17 +69,27 @@ def test_rgb_batches_are_nchw_in_channels_last_memory(rgb_index):
     assert img.shape == (8, 3, 6, 5) and img.dtype == torch.uint8
     assert img.is_contiguous(memory_format=torch.channels_last)
     i = int(batch["index"][3])
-    np.testing.assert_array_equal(img[3].permute(1, 2, 0).numpy(), pillow_pixels(rgb_index.path(i), "RGB"))
+    np.testing.assert_array_equal(
+        img[3].permute(1, 2, 0).numpy(), pillow_pixels(rgb_index.path(i), "RGB")
+    )
     grey = make_loader(backend="torch", index=rgb_index, batch_size=8, channels=1)
     g = next(iter(grey))
     assert g["image"].shape == (8, 1, 6, 5)
-    np.testing.assert_array_equal(g["image"][3, 0].numpy(), pillow_pixels(rgb_index.path(int(g["index"][3]))))
+    np.testing.assert_array_equal(
+        g["image"][3, 0].numpy(), pillow_pixels(rgb_index.path(int(g["index"][3])))
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_after_k_batches_with_workers_ahead(image_dir, workers):
     _, index = image_dir
-    kwargs = {"backend": "torch", "index": index, "batch_size": 4, "num_workers": workers, "seed": 9}
+    kwargs = {
+        "backend": "torch",
+        "index": index,
+        "batch_size": 4,
+        "num_workers": workers,
+        "seed": 9,
+    }
     full = make_loader(**kwargs)
     full.set_epoch(2)
     reference = [b["index"].tolist() for b in full]
@@ -117,7 +129,9 @@ def test_raise_names_record_path_and_cause(tmp_path):
     with pytest.raises(ImageLoadError) as err:
         list(loader)
     assert err.value.record_id == 5 and err.value.path == broken
-    assert "record 5" in str(err.value) and broken in str(err.value) and "corrupt" in err.value.cause
+    assert (
+        "record 5" in str(err.value) and broken in str(err.value) and "corrupt" in err.value.cause
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -127,8 +141,9 @@ def test_skip_counts_and_reports_per_epoch(tmp_path, workers):
     os.unlink(index.path(3))
     with open(index.path(11), "w") as f:
         f.write("not an image")
-    loader = make_loader(backend="torch", index=index, batch_size=6, num_workers=workers,
-                         on_error="skip")
+    loader = make_loader(
+        backend="torch", index=index, batch_size=6, num_workers=workers, on_error="skip"
+    )
     with pytest.warns(RuntimeWarning, match="skipped 2 unreadable"):
         got = np.concatenate([b["index"].numpy() for b in loader])
     assert sorted(got.tolist()) == sorted(set(range(20)) - {3, 11})
@@ -141,15 +156,25 @@ def test_skip_counts_and_reports_per_epoch(tmp_path, workers):
 
 
 def _noise(image, rng):
-    return (image.astype(np.int16) + rng.integers(0, 50, size=image.shape)).clip(0, 255).astype(np.uint8)
+    return (
+        (image.astype(np.int16) + rng.integers(0, 50, size=image.shape))
+        .clip(0, 255)
+        .astype(np.uint8)
+    )
 
 
 def test_transform_is_seeded_by_record_and_epoch_not_worker(image_dir):
     _, index = image_dir
 
     def run(workers, epoch):
-        loader = make_loader(backend="torch", index=index, batch_size=5, num_workers=workers,
-                             transform=_noise, seed=1)
+        loader = make_loader(
+            backend="torch",
+            index=index,
+            batch_size=5,
+            num_workers=workers,
+            transform=_noise,
+            seed=1,
+        )
         loader.set_epoch(epoch)
         out = {}
         for b in loader:

@@ -6,15 +6,16 @@ Rows, all over *the same files* (the first M records of the seeded global order)
   a tight loop by as many processes as the loaders use; no batching, no transfer.
 - ``torch``: this project's PyTorch loader.
 - ``baseline``: what users write without it: a list of paths + Pillow +
-  ``DataLoader(shuffle=True)`` with default collation (torchvision's ImageFolder, minus torchvision).
+  ``DataLoader(shuffle=True)`` with default collation (torchvision's ImageFolder, minus
+  torchvision).
 - ``tf``: this project's tf.data loader (batches handed to PyTorch by DLPack).
 - ``tf-hand``: the idiomatic hand-written tf.data path pipeline:
   ``from_tensor_slices(paths).shuffle(N).map(read+decode, AUTOTUNE).batch().prefetch()``.
 
 Every row is timed from its first delivered batch to its last (start-up excluded, the same for
-all), rows are interleaved over ``repeat`` rounds and the median is reported, with its ratio to
-the raw limit measured in the same run (the machine is shared and noisy: ratios, not absolute
-numbers, are what to quote).
+all); rows are interleaved over ``repeat`` rounds; a row's ratio is the median over rounds of its
+rate divided by the raw rate of the same round (the machine is shared and noisy: ratios measured
+side by side, not absolute numbers, are what to quote).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,29 +81,34 @@ def make_jpeg_set(
             paths.append(rel)
             labels.append(label)
             bar.update(1)
-    return write_index(os.path.join(out, "index.tfrecord"), paths, labels, classes=names,
-                       progress=progress)
+    return write_index(
+        os.path.join(out, "index.tfrecord"), paths, labels, classes=names, progress=progress
+    )
 
 
 # --------------------------------------------------------------------------- rows
 
 
-def _raw_worker(paths: list[str], channels: int | None, size: tuple[int, int] | None,
-                barrier: Any, done: Any) -> None:
+def _raw_worker(
+    paths: list[str], channels: int | None, size: tuple[int, int] | None, barrier: Any, done: Any
+) -> None:
     barrier.wait()
     for p in paths:
         load_image(p, channels=channels, size=size)
     done.put(time.perf_counter())
 
 
-def _raw_rate(paths: list[str], workers: int, channels: int | None,
-              size: tuple[int, int] | None) -> float:
+def _raw_rate(
+    paths: list[str], workers: int, channels: int | None, size: tuple[int, int] | None
+) -> float:
     """Images/s of ``workers`` processes decoding their share of ``paths`` flat out."""
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     barrier = ctx.Barrier(workers + 1)
     done = ctx.Queue()
     shares = [paths[k::workers] for k in range(workers)]
-    procs = [ctx.Process(target=_raw_worker, args=(s, channels, size, barrier, done)) for s in shares]
+    procs = [
+        ctx.Process(target=_raw_worker, args=(s, channels, size, barrier, done)) for s in shares
+    ]
     for p in procs:
         p.start()
     barrier.wait()
@@ -158,15 +164,24 @@ class _PathListDataset:
         return torch.from_numpy(np.ascontiguousarray(arr)), self.labels[i]
 
 
-def _torch_rows(index: PathIndex, files: list[int], cfg: dict[str, Any]) -> dict[str, Callable[[], float]]:
+def _torch_rows(
+    index: PathIndex, files: list[int], cfg: dict[str, Any]
+) -> dict[str, Callable[[], float]]:
     import torch
 
     from .loader import make_loader
 
     images = len(files)
-    ours = make_loader(backend="torch", index=index, batch_size=cfg["batch_size"],
-                       num_workers=cfg["workers"], seed=cfg["seed"], channels=cfg["channels"],
-                       size=cfg["size"], persistent_workers=False)
+    ours = make_loader(
+        backend="torch",
+        index=index,
+        batch_size=cfg["batch_size"],
+        num_workers=cfg["workers"],
+        seed=cfg["seed"],
+        channels=cfg["channels"],
+        size=cfg["size"],
+        persistent_workers=False,
+    )
 
     def run_ours() -> float:
         ours.set_epoch(0)
@@ -179,21 +194,34 @@ def _torch_rows(index: PathIndex, files: list[int], cfg: dict[str, Any]) -> dict
     def run_baseline() -> float:
         ds = _PathListDataset(paths, labels, mode)
         g = torch.Generator().manual_seed(cfg["seed"])
-        dl = torch.utils.data.DataLoader(ds, batch_size=cfg["batch_size"], shuffle=True,  # type: ignore[arg-type]
-                                         num_workers=cfg["workers"], generator=g)
+        dl: Any = torch.utils.data.DataLoader(
+            cast(Any, ds),
+            batch_size=cfg["batch_size"],
+            shuffle=True,
+            num_workers=cfg["workers"],
+            generator=g,
+        )
         return _timed_batches(dl, images)
 
     return {"torch": run_ours, "baseline": run_baseline}
 
 
-def _tf_rows(index: PathIndex, files: list[int], cfg: dict[str, Any]) -> dict[str, Callable[[], float]]:
+def _tf_rows(
+    index: PathIndex, files: list[int], cfg: dict[str, Any]
+) -> dict[str, Callable[[], float]]:
     from .loader import make_loader
 
     tf = optional_import("tensorflow", "tf-cpu", "the tf rows of the benchmark")
     images = len(files)
-    ours = make_loader(backend="tf", index=index, batch_size=cfg["batch_size"],
-                       num_workers=cfg["workers"], seed=cfg["seed"], channels=cfg["channels"],
-                       size=cfg["size"])
+    ours = make_loader(
+        backend="tf",
+        index=index,
+        batch_size=cfg["batch_size"],
+        num_workers=cfg["workers"],
+        seed=cfg["seed"],
+        channels=cfg["channels"],
+        size=cfg["size"],
+    )
 
     def run_ours() -> float:
         ours.set_epoch(0)
@@ -205,7 +233,9 @@ def _tf_rows(index: PathIndex, files: list[int], cfg: dict[str, Any]) -> dict[st
 
     def run_hand() -> float:
         def load(path: Any, label: Any) -> Any:
-            img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+            img = tf.io.decode_image(
+                tf.io.read_file(path), channels=channels, expand_animations=False
+            )
             if cfg["size"] is not None:
                 img = tf.cast(tf.image.resize(img, cfg["size"]), tf.uint8)
             return tf.transpose(img, [2, 0, 1]), label
@@ -232,7 +262,7 @@ def run_bench(
     workers: int = 2,
     batch_size: int = 256,
     images: int | None = None,
-    repeat: int = 3,
+    repeat: int = 5,
     seed: int = 0,
     channels: int | None = None,
     size: tuple[int, int] | None = None,
@@ -265,8 +295,13 @@ def run_bench(
     for p in paths:  # warm the page cache once, for every row alike
         with open(p, "rb") as f:
             f.read()
-    cfg = {"workers": workers, "batch_size": batch_size, "seed": seed, "channels": channels,
-           "size": size}
+    cfg = {
+        "workers": workers,
+        "batch_size": batch_size,
+        "seed": seed,
+        "channels": channels,
+        "size": size,
+    }
     runners: dict[str, Callable[[], float]] = {
         "raw": lambda: _raw_rate(paths, workers, channels, size)
     }
@@ -276,20 +311,24 @@ def run_bench(
         runners.update(_tf_rows(index, files, cfg))
     order = ["raw", *[r for r in ROWS if r in rows and r != "raw"]]
     runs: dict[str, list[float]] = {r: [] for r in order}
-    with progress_bar(progress, desc="benchmarking", total=repeat * len(order), unit=" runs") as bar:
+    with progress_bar(
+        progress, desc="benchmarking", total=repeat * len(order), unit=" runs"
+    ) as bar:
         for _ in range(repeat):
             for r in order:
                 runs[r].append(runners[r]())
                 bar.update(1)
-    raw = statistics.median(runs["raw"])
-    table = {
-        r: {
+    # Each row's ratio is taken against the raw run of the same round, then the median over
+    # rounds: neighbours in time share the machine's mood, so slow drift cancels out.
+    table = {}
+    for r, v in runs.items():
+        ratios = [x / raw for x, raw in zip(v, runs["raw"], strict=True)]
+        table[r] = {
             "images_per_s": round(statistics.median(v), 1),
-            "ratio_to_raw": round(statistics.median(v) / raw, 3),
+            "ratio_to_raw": round(statistics.median(ratios), 3),
+            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
             "runs": [round(x, 1) for x in v],
         }
-        for r, v in runs.items()
-    }
     first = np.asarray(load_image(paths[0], channels=channels, size=size))
     return {
         "index": list(index.files),
@@ -310,10 +349,12 @@ def format_bench_table(result: dict[str, Any]) -> str:
         f"{result['images']:,} images of {h}x{w}x{c}, {result['workers']} workers, batch "
         f"{result['batch_size']}, median of {result['repeat']} interleaved runs",
         "",
-        "| row | images/s | x raw decode limit |",
-        "|---|---|---|",
+        "| row | images/s | x raw decode limit | range over rounds |",
+        "|---|---|---|---|",
     ]
     for name, r in result["rows"].items():
-        lines.append(f"| {name} | {r['images_per_s']:,.0f} | {r['ratio_to_raw']:.2f} |")
+        lo, hi = r["ratio_range"]
+        lines.append(
+            f"| {name} | {r['images_per_s']:,.0f} | {r['ratio_to_raw']:.2f} | {lo:.2f}-{hi:.2f} |"
+        )
     return "\n".join(lines)
-

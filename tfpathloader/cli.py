@@ -221,9 +221,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give an INDEX to benchmark, or --make-jpeg DIR")
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
-    result = run_bench(index, rows=rows, workers=args.workers, batch_size=args.batch_size,
-                       images=args.images, repeat=args.repeat, seed=args.seed,
-                       progress=_progress(args))
+    result = run_bench(
+        index,
+        rows=rows,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        images=args.images,
+        repeat=args.repeat,
+        seed=args.seed,
+        progress=_progress(args),
+    )
     if args.json:
         _print_json(result)
     else:
@@ -383,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_audit)
 
     p = sub.add_parser(
-        "bench", help="images/s of the loaders against the machine's decode limit",
+        "bench",
+        help="images/s of the loaders against the machine's decode limit",
         description="Measure, in one run and over the same files: the raw decode limit (the "
         "files decoded flat out by as many processes as the loaders use), this project's "
         "loaders, and the loaders users would otherwise write. Prints each row's ratio to the "
@@ -395,17 +403,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("index", nargs="?", help="index to benchmark (or use --make-jpeg)")
     p.add_argument("--root", help="folder the stored paths are relative to")
     p.add_argument("--allow-outside-root", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--make-jpeg", metavar="DIR",
-                   help="make the 224x224 RGB JPEG set in DIR (if missing) and benchmark it")
+    p.add_argument(
+        "--make-jpeg",
+        metavar="DIR",
+        help="make the 224x224 RGB JPEG set in DIR (if missing) and benchmark it",
+    )
     p.add_argument("--jpeg-count", type=int, default=4000, help="JPEGs to make (default 4000)")
-    p.add_argument("--rows", default="raw,torch,baseline,tf,tf-hand",
-                   help="comma-separated rows: raw, torch, baseline, tf, tf-hand (default: all)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes per row (default: all cores)")
+    p.add_argument(
+        "--rows",
+        default="raw,torch,baseline,tf,tf-hand",
+        help="comma-separated rows: raw, torch, baseline, tf, tf-hand (default: all)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes per row (default: all cores)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument("--images", type=int, default=None,
-                   help="images per measurement (default: the index, at most 50,000)")
-    p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images per measurement (default: the index, at most 50,000)",
+    )
+    p.add_argument("--repeat", type=int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

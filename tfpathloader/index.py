@@ -393,7 +393,7 @@ class PathIndex:
         self._labels = _plain(labels)
         self._offsets = _plain(offsets)
         self._paths = _plain(paths)
-        self._path_view = memoryview(self._paths)
+        self._path_view = self._paths.data  # a memoryview: slicing it is cheap
         self.root = os.path.abspath(root)
         self.files = tuple(files)
         self.classes = tuple(classes) if classes is not None else None
@@ -629,9 +629,9 @@ class PathIndex:
             folder = self._cache_folder
             assert folder is not None
             for attr, name in (("_labels", "labels"), ("_offsets", "offsets"), ("_paths", "paths")):
-                arr = np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
+                arr: np.ndarray = np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
                 setattr(self, attr, _plain(arr))
-        self._path_view = memoryview(self._paths)
+        self._path_view = self._paths.data
 
 
 def _plain(arr: np.ndarray) -> np.ndarray:
@@ -646,7 +646,7 @@ def _plain(arr: np.ndarray) -> np.ndarray:
 def _is_mapped(arr: np.ndarray) -> bool:
     import mmap
 
-    base = arr
+    base: Any = arr
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None)
     return isinstance(base, mmap.mmap)

@@ -62,8 +62,16 @@ class LoaderConfig:
 
     def order_config(self) -> dict[str, Any]:
         """The part that decides the id sequence (checked on resume)."""
-        keys = ("batch_size", "shuffle", "seed", "permutation", "buffer_size", "drop_last",
-                "rank", "world_size")
+        keys = (
+            "batch_size",
+            "shuffle",
+            "seed",
+            "permutation",
+            "buffer_size",
+            "drop_last",
+            "rank",
+            "world_size",
+        )
         d = asdict(self)
         return {k: d[k] for k in keys}
 
@@ -105,9 +113,15 @@ class LoaderBase:
         self.config = cfg
         self.transform = transform
         self.sampler = GlobalShuffleSampler(
-            len(index), seed=cfg.seed, rank=cfg.rank, world_size=cfg.world_size,
-            drop_last=cfg.drop_last, permutation=cfg.permutation, shuffle=cfg.shuffle,
-            buffer_size=cfg.buffer_size, batch_size=cfg.batch_size,
+            len(index),
+            seed=cfg.seed,
+            rank=cfg.rank,
+            world_size=cfg.world_size,
+            drop_last=cfg.drop_last,
+            permutation=cfg.permutation,
+            shuffle=cfg.shuffle,
+            buffer_size=cfg.buffer_size,
+            batch_size=cfg.batch_size,
         )
         self.epoch = 0
         self._consumed = 0  # batches of this epoch handed to the user
@@ -139,11 +153,16 @@ class LoaderBase:
 
     def _start(self) -> int:
         """Called when an iteration begins; returns the first batch to deliver."""
-        if self._finished_epoch == self.epoch and self._consumed == 0 and self.config.shuffle != "none":
+        if (
+            self._finished_epoch == self.epoch
+            and self._consumed == 0
+            and self.config.shuffle != "none"
+        ):
             warnings.warn(
                 f"iterating epoch {self.epoch} again, in the same order; call "
                 "loader.set_epoch(e) before each epoch to get a new order",
-                UserWarning, stacklevel=3,
+                UserWarning,
+                stacklevel=3,
             )
         if self._consumed == 0:
             self.skipped = []
@@ -193,7 +212,9 @@ class LoaderBase:
         check_state(state, self.config.order_config() | {"num_records": len(self.index)}, "loader")
         batches = int(state["batches"])
         if not 0 <= batches <= len(self):
-            raise ValueError(f"loader state has {batches} batches consumed, the epoch has {len(self)}")
+            raise ValueError(
+                f"loader state has {batches} batches consumed, the epoch has {len(self)}"
+            )
         self.set_epoch(int(state["epoch"]))
         self._consumed = batches
         self.skipped = list(state.get("skipped", []))
@@ -272,11 +293,22 @@ def make_loader(
     if transform is not None and not callable(transform):
         raise ValueError("transform must be a callable f(image, rng) -> image")
     cfg = LoaderConfig(
-        batch_size=batch_size, shuffle=shuffle, seed=seed, permutation=permutation,
-        buffer_size=buffer_size, drop_last=drop_last, rank=rank, world_size=world_size,
-        channels=channels, size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
-        on_error=on_error, num_workers=num_workers, prefetch_factor=prefetch_factor,
-        persistent_workers=persistent_workers, pin_memory=pin_memory, device=device,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        permutation=permutation,
+        buffer_size=buffer_size,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        channels=channels,
+        size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
+        on_error=on_error,
+        num_workers=num_workers,
+        prefetch_factor=prefetch_factor,
+        persistent_workers=persistent_workers,
+        pin_memory=pin_memory,
+        device=device,
         timeout=timeout,
     )
     _check_config(cfg, len(index))
@@ -297,6 +329,4 @@ def _replace(cfg: LoaderConfig, **changes: Any) -> LoaderConfig:
     return replace(cfg, **changes)
 
 
-_MAKE_LOADER_NAMES = tuple(
-    p for p in inspect.signature(make_loader).parameters if p != "unknown"
-)
+_MAKE_LOADER_NAMES = tuple(p for p in inspect.signature(make_loader).parameters if p != "unknown")

@@ -13,7 +13,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ _SHARED_MEMORY_MIN_BYTES = 512 * 1024
 class _SlotPool:
     """Reusable batch buffers in one anonymous shared mapping, inherited by forked workers."""
 
-    _live: weakref.WeakValueDictionary[int, _SlotPool] = weakref.WeakValueDictionary()
+    _live: ClassVar[weakref.WeakValueDictionary[int, _SlotPool]] = weakref.WeakValueDictionary()
 
     def __init__(self, slots: int, shape: tuple[int, ...]):
         self.shape = shape
@@ -194,14 +194,22 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 img = self._load_path(i, path, epoch)
             except ImageLoadError as e:
                 if self.on_error == "raise":
-                    return _WireBatch(error=(e.record_id, e.path, e.cause), slot=slot,
-                                      pool_key=pool.key if pool else None)
+                    return _WireBatch(
+                        error=(e.record_id, e.path, e.cause),
+                        slot=slot,
+                        pool_key=pool.key if pool else None,
+                    )
                 skipped.append((e.record_id, e.path, e.cause))
                 continue
             if out is None:
                 # The first image fixes the batch's shape.
-                if (pool is not None and slot is not None and img.dtype == np.uint8
-                        and img.shape == pool.shape[1:] and len(ids) <= pool.shape[0]):
+                if (
+                    pool is not None
+                    and slot is not None
+                    and img.dtype == np.uint8
+                    and img.shape == pool.shape[1:]
+                    and len(ids) <= pool.shape[0]
+                ):
                     buffer = pool.buffer(slot)
                 else:
                     pool = None
@@ -218,15 +226,17 @@ class PathIndexDataset(torch.utils.data.Dataset):
         n = len(kept)
         index = np.asarray(kept, dtype=np.int64)
         labels = np.asarray(self.index.labels[index], dtype=np.int64)
-        common = {"label": labels, "index": index, "skipped": skipped,
-                  "channels_last": self.transform is None}
+        channels_last = self.transform is None
         if pool is not None:
-            return _WireBatch(slot=slot, pool_key=pool.key, n=n, **common)
+            return _WireBatch(label=labels, index=index, skipped=skipped, slot=slot,
+                              pool_key=pool.key, n=n, channels_last=channels_last)
         if buffer is None:
             h, w = self.size if self.size is not None else (0, 0)
             buffer = np.empty((0, h, w, self.channels), dtype=np.uint8)
-        return _WireBatch(image=buffer[:n], slot=slot, pool_key=self.pool.key if self.pool and
-                          slot is not None else None, **common)
+        # A slot this request did not use goes back to the pool when the main process sees it.
+        unused_slot_pool = self.pool.key if self.pool is not None and slot is not None else None
+        return _WireBatch(image=buffer[:n], label=labels, index=index, skipped=skipped, slot=slot,
+                          pool_key=unused_slot_pool, channels_last=channels_last)
 
 
 def _fresh_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | torch.Tensor:
@@ -242,13 +252,31 @@ def _fresh_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | torch
 class _WireBatch:
     """A batch as it crosses from a worker: its arrays (or its pool slot), skips and errors."""
 
-    __slots__ = ("channels_last", "error", "image", "index", "label", "n", "pool_key", "skipped",
-                 "slot")
+    __slots__ = (
+        "channels_last",
+        "error",
+        "image",
+        "index",
+        "label",
+        "n",
+        "pool_key",
+        "skipped",
+        "slot",
+    )
 
-    def __init__(self, *, image: Any = None, label: Any = None, index: Any = None,
-                 skipped: list[tuple[int, str, str]] | None = None,
-                 error: tuple[int, str, str] | None = None, channels_last: bool = True,
-                 slot: int | None = None, pool_key: int | None = None, n: int = 0):
+    def __init__(
+        self,
+        *,
+        image: Any = None,
+        label: Any = None,
+        index: Any = None,
+        skipped: list[tuple[int, str, str]] | None = None,
+        error: tuple[int, str, str] | None = None,
+        channels_last: bool = True,
+        slot: int | None = None,
+        pool_key: int | None = None,
+        n: int = 0,
+    ):
         self.image = image
         self.label = label
         self.index = index
@@ -351,7 +379,11 @@ class TorchLoader(LoaderBase):
         super().__init__(index, cfg, transform)
         assert cfg.channels is not None
         self.dataset = PathIndexDataset(
-            index, channels=cfg.channels, size=cfg.size, transform=transform, seed=cfg.seed,
+            index,
+            channels=cfg.channels,
+            size=cfg.size,
+            transform=transform,
+            seed=cfg.seed,
             on_error=cfg.on_error,
         )
         self._batch_sampler = _EpochBatchSampler(self.sampler, self.dataset)
@@ -373,7 +405,7 @@ class TorchLoader(LoaderBase):
                     )
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=self._batch_sampler,
+            batch_sampler=cast(Any, self._batch_sampler),  # yields BatchRequests, not lists
             collate_fn=_pass_through,
             num_workers=workers,
             pin_memory=pin,
@@ -386,8 +418,12 @@ class TorchLoader(LoaderBase):
     def _image_shape(self) -> tuple[int, ...]:
         """HxWxC of record 0 after channel conversion and resizing (the pool's image shape)."""
         try:
-            return load_image(self.index.path(0), channels=self.config.channels,
-                              size=self.config.size, record_id=0).shape
+            return load_image(
+                self.index.path(0),
+                channels=self.config.channels,
+                size=self.config.size,
+                record_id=0,
+            ).shape
         except ImageLoadError:
             c = self.config.channels or 3
             return (*self.config.size, c) if self.config.size else (0, 0, c)

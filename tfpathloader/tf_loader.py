@@ -1,0 +1,358 @@
+"""The tf.data backend: the same ids as the PyTorch loader, read and decoded by tf.data.
+
+Per epoch: this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> parallel,
+deterministic ``map`` (``tf.io.read_file`` + decode) -> ``batch`` -> ``prefetch``. Batches reach
+PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the same pipeline as a
+plain ``tf.data.Dataset`` for TensorFlow users.
+
+NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
+their high byte (``decode_png`` does that for uint8), palettes expand, alpha is dropped, and
+RGB -> grey uses Pillow's integer formula instead of ``decode_png(channels=1)`` (which differs by
+one in places). JPEGs use ``dct_method="INTEGER_ACCURATE"`` (Pillow's islow IDCT). Any other
+format goes through the PyTorch backend's own Pillow decoder (``tf.numpy_function``). Resizing is
+``tf.image.resize(antialias=True)`` and is close to, not equal to, Pillow's bilinear.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .decode import decode_image, load_image
+from .errors import ImageLoadError
+from .index import PathIndex
+from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
+from .order import ArrayOrder
+
+__all__ = ["TFLoader", "import_tensorflow"]
+
+
+def import_tensorflow() -> Any:
+    """``import tensorflow``, quietly, with errors that say what to do."""
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except TypeError as e:  # protobuf: duplicate symbol
+        if "duplicate symbol" in str(e):
+            raise ImportError(
+                "TensorFlow cannot be imported: the 'tfrecord' package was imported before "
+                "tfpathloader and registered the same protobuf messages. Import tfpathloader "
+                "before tfrecord (see NOTE [protobuf clash] in tfpathloader/_proto.py)."
+            ) from e
+        raise
+    except ImportError as e:
+        raise ImportError(
+            "the tf backend needs TensorFlow: pip install 'tfpathloader[tf-cpu]' (or [tf])"
+        ) from e
+    return tf
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    """Pillow's 3-channel decode, for formats tf.io does not read (see NOTE [pixel parity])."""
+    return decode_image(bytes(data), channels=3)
+
+
+class TFLoader(LoaderBase):
+    """The ``backend="tf"`` loader made by :func:`~tfpathloader.make_loader`."""
+
+    backend = "tf"
+
+    def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Transform | None):
+        super().__init__(index, cfg, transform)
+        tf = import_tensorflow()
+        self.tf = tf
+        # The index as three tensors: all paths in one string, offsets, labels.
+        self._buffer = tf.constant(index.path_buffer.tobytes())
+        self._offsets = tf.constant(np.asarray(index.offsets, dtype=np.int64))
+        self._labels = tf.constant(np.asarray(index.labels, dtype=np.int64))
+        self._prefix = tf.constant(os.path.join(index.root, ""))
+        self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
+        self._fast = self._fast_formats_only()
+        self._absolute_paths = _has_absolute_paths(index)
+        self._epoch_ids: np.ndarray | None = None
+        self._epoch_ids_key: tuple[int, int] | None = None
+        self._torch: Any = None
+
+    # -- ids ------------------------------------------------------------------------------
+
+    def rank_ids(self) -> np.ndarray:
+        """This rank's ids for the current epoch, from its first batch."""
+        key = (self.epoch, len(self.index))
+        if self._epoch_ids is None or self._epoch_ids_key != key:
+            if self.config.shuffle == "buffer":
+                self._epoch_ids = self._tf_buffer_ids()
+            else:
+                self.sampler.set_epoch(self.epoch)
+                self._epoch_ids = self.sampler.epoch_ids()
+            self._epoch_ids_key = key
+        return self._epoch_ids
+
+    def _tf_buffer_ids(self) -> np.ndarray:
+        """TensorFlow's own ``Dataset.shuffle`` over the stored order, split like any order."""
+        tf = self.tf
+        n = len(self.index)
+        seed = int(np.random.SeedSequence([self.config.seed, self.epoch, 2]).generate_state(1)[0])
+        ds = tf.data.Dataset.range(n).shuffle(
+            self.config.buffer_size, seed=seed, reshuffle_each_iteration=False
+        )
+        order = ArrayOrder(np.concatenate([b.numpy() for b in ds.batch(1 << 16)]))
+        layout = self.sampler.layout
+        return layout.ids(order, layout.positions(self.config.rank))
+
+    def _batch_bounds(self, k: int) -> tuple[int, int]:
+        b = self.config.batch_size
+        return k * b, min((k + 1) * b, len(self.rank_ids()))
+
+    # -- the pipeline ---------------------------------------------------------------------
+
+    # NOTE [tf pipeline cost]: in a tf.data map every op costs about a microsecond and every
+    # tf.cond several, which is as much as decoding a 28x28 PNG. So the per-record map holds only
+    # read_file and one decode op: paths and labels are computed per batch (vectorized), images
+    # are decoded straight to 3 channels (libpng/libjpeg replicate grey, expand palettes and drop
+    # alpha exactly as the Pillow rules do), and grey conversion and the size check run once per
+    # batch. tf.io.decode_jpeg also decodes PNG and GIF; other formats need a branch to Pillow,
+    # which is only built when the index names files with other extensions.
+
+    def _fast_formats_only(self) -> bool:
+        """Whether every path ends in .png, .jpg, .jpeg or .gif (one tf.io op decodes them)."""
+        buf = np.asarray(self.index.path_buffer)
+        ends = np.asarray(self.index.offsets[1:])
+        lengths = np.diff(np.asarray(self.index.offsets))
+        tail = np.zeros((len(ends), 5), dtype=np.uint8)
+        for k in range(5):
+            ok = lengths > k
+            tail[ok, 4 - k] = buf[ends[ok] - 1 - k] | 0x20  # lower-case ASCII letters
+        t = tail.view("S5").ravel()
+        fast = (
+            np.char.endswith(t, b".png")
+            | np.char.endswith(t, b".jpg")
+            | np.char.endswith(t, b".jpeg")
+            | np.char.endswith(t, b".gif")
+        )
+        return bool(np.all(fast))
+
+    def _prepare(self, ids: Any) -> dict[str, Any]:
+        """Paths and labels of a batch of ids, vectorized."""
+        tf = self.tf
+        start = tf.gather(self._offsets, ids)
+        rel = tf.strings.substr(self._buffer, start, tf.gather(self._offsets, ids + 1) - start)
+        path = self._prefix + rel
+        if self._absolute_paths:
+            path = tf.where(tf.strings.substr(rel, 0, 1) == "/", rel, path)
+        return {"path": path, "label": tf.gather(self._labels, ids), "index": ids}
+
+    def _decode(self, data: Any) -> Any:
+        tf = self.tf
+
+        def fast() -> Any:
+            return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+
+        if self._fast:
+            return tf.ensure_shape(fast(), [None, None, 3])
+
+        def other() -> Any:
+            img = tf.numpy_function(_pillow_rgb, [data], tf.uint8, stateful=False)
+            return tf.ensure_shape(img, [None, None, 3])
+
+        head = tf.strings.substr(data, 0, 3)
+        known = tf.reduce_any(tf.equal(head, [b"\x89PN", b"\xff\xd8\xff", b"GIF"]))
+        return tf.ensure_shape(tf.cond(known, fast, other), [None, None, 3])
+
+    def _check_pixels(self, shape: Any) -> Any:
+        """Pillow's decompression-bomb limit, on a decoded image's (or batch's) shape."""
+        tf = self.tf
+        limit = Image.MAX_IMAGE_PIXELS or 2**62
+        pixels = tf.cast(shape[-3], tf.int64) * tf.cast(shape[-2], tf.int64)
+        return tf.debugging.assert_less_equal(
+            pixels,
+            tf.constant(limit, tf.int64),
+            message="image is larger than Pillow's decompression-bomb limit",
+        )
+
+    def _grey(self, rgb: Any) -> Any:
+        """Pillow's RGB -> L (exact for grey replicated to RGB, too)."""
+        tf = self.tf
+        x = tf.cast(rgb, tf.int32)
+        y = tf.bitwise.right_shift(
+            x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 32768, 16
+        )
+        return tf.cast(y, tf.uint8)[..., None]
+
+    def _load(self, item: dict[str, Any]) -> dict[str, Any]:
+        """One record: read and decode (3 channels), resize, transform."""
+        tf = self.tf
+        img = self._decode(tf.io.read_file(item["path"]))
+        if self.config.size is not None:
+            h, w = self.config.size
+            with tf.control_dependencies([self._check_pixels(tf.shape(img))]):
+                img = tf.image.resize(img, [h, w], method="bilinear", antialias=True)
+            img = tf.cast(tf.round(tf.clip_by_value(img, 0, 255)), tf.uint8)
+        if self.transform is not None:
+            if self.config.channels == 1:
+                img = self._grey(img)
+            img = tf.numpy_function(
+                self._apply_transform, [img, item["index"], self._epoch_tensor], tf.uint8
+            )
+        return {**item, "image": img}
+
+    def _finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Per batch: the size check (unless resized) and grey conversion."""
+        tf = self.tf
+        batch = dict(batch)
+        img = batch.pop("image")
+        del batch["path"]
+        if self.transform is None:
+            if self.config.size is None:
+                with tf.control_dependencies([self._check_pixels(tf.shape(img))]):
+                    img = tf.identity(img)
+            if self.config.channels == 1:
+                img = self._grey(img)
+        return {"image": img, **batch}
+
+    def _apply_transform(self, hwc: np.ndarray, i: np.int64, epoch: np.int64) -> np.ndarray:
+        assert self.transform is not None
+        rng = np.random.default_rng([self.config.seed, int(epoch), int(i), TRANSFORM_STREAM])
+        return np.asarray(
+            self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng), dtype=np.uint8
+        )
+
+    def as_tf_dataset(self, start_batch: int | None = None) -> Any:
+        """This rank's current epoch as a ``tf.data.Dataset`` of dicts.
+
+        Each element: ``image`` uint8 ``[B, H, W, C]`` (``[B, C, H, W]`` with a transform),
+        ``label`` and ``index`` int64 ``[B]``. Starts at the batch a loaded state points to.
+        With ``on_error="skip"`` elements also carry ``batch``, their batch number.
+        """
+        tf = self.tf
+        start = self._consumed if start_batch is None else start_batch
+        lo, _ = self._batch_bounds(start)
+        ids = self.rank_ids()[lo:]
+        self._epoch_tensor = tf.constant(self.epoch, dtype=tf.int64)
+        b = self.config.batch_size
+        batches = tf.data.Dataset.from_tensor_slices(ids.astype(np.int64)).batch(b)
+        if self.config.on_error == "raise":
+            ds = batches.map(self._prepare).unbatch()
+            ds = ds.map(self._load, num_parallel_calls=self._parallel, deterministic=True)
+            ds = ds.batch(b).map(self._finish_batch)
+        else:
+            # Each batch decodes in its own small dataset whose bad records are dropped, so a
+            # batch keeps its identity (and its number) however many records it loses.
+            def one_batch(no: Any, batch_ids: Any) -> Any:
+                inner = tf.data.Dataset.from_tensor_slices(self._prepare(batch_ids))
+                inner = inner.map(self._load).ignore_errors().batch(b).map(self._finish_batch)
+                return inner.map(lambda x: {**x, "batch": no})
+
+            ds = batches.enumerate(start=start).interleave(
+                one_batch,
+                cycle_length=max(2, self.config.num_workers),
+                num_parallel_calls=self._parallel,
+                deterministic=True,
+            )
+        options = tf.data.Options()
+        options.deterministic = True
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def _to_torch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        torch = self._torch
+        image = torch.from_dlpack(batch["image"])  # shares TensorFlow's buffer: no copy
+        if self.transform is None:
+            image = image.permute(0, 3, 1, 2)  # NxCxHxW, channels_last memory (as torch backend)
+        out = {
+            "image": image,
+            "label": torch.from_dlpack(batch["label"]),
+            "index": torch.from_dlpack(batch["index"]),
+        }
+        if self.config.device is not None:
+            out = {k: v.to(self.config.device, non_blocking=True) for k, v in out.items()}
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._torch is None:
+            import torch
+
+            self._torch = torch
+        start = self._start()
+        expected = start
+        ds = self.as_tf_dataset(start)
+        it = iter(ds)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            except self.tf.errors.OpError as e:
+                raise self._culprit(expected, e) from None
+            if self.config.on_error == "skip":
+                no = int(batch.pop("batch"))
+                for lost in range(expected, no):  # whole batches lost to bad records
+                    self._note_skips(lost, np.zeros(0, dtype=np.int64))
+                    self._delivered()
+                self._note_skips(no, batch["index"].numpy())
+                expected = no
+            out = self._to_torch(batch)
+            self._delivered()  # counted as consumed once handed over (see LoaderBase)
+            expected += 1
+            yield out
+        if self.config.on_error == "skip":
+            for lost in range(expected, len(self)):
+                self._note_skips(lost, np.zeros(0, dtype=np.int64))
+                self._delivered()
+        self._finish()
+
+    def _note_skips(self, k: int, delivered: np.ndarray) -> None:
+        lo, hi = self._batch_bounds(k)
+        wanted = self.rank_ids()[lo:hi]
+        missing = np.setdiff1d(wanted, delivered)
+        self._record_skips([self._why(int(i)) for i in missing])
+
+    def _why(self, i: int) -> tuple[int, str, str]:
+        """Why record ``i`` does not load: Pillow's reason, else TensorFlow's."""
+        path = self.index.path(i)
+        try:
+            load_image(path, channels=self.config.channels, size=self.config.size, record_id=i)
+        except ImageLoadError as e:
+            return (i, path, e.cause)
+        tf = self.tf
+        try:
+            item = self._prepare(tf.constant([i], dtype=tf.int64))
+            self._finish_batch(
+                {
+                    k: v[None] if k == "image" else v
+                    for k, v in self._load({k: v[0] for k, v in item.items()}).items()
+                }
+            )
+        except tf.errors.OpError as e:
+            return (i, path, f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
+        return (i, path, "could not be loaded")
+
+    def _culprit(self, k: int, error: Exception) -> ImageLoadError:
+        """The first bad record of batch ``k``, named like the PyTorch backend names it."""
+        lo, hi = self._batch_bounds(k)
+        for i in self.rank_ids()[lo:hi].tolist():
+            rid, path, cause = self._why(int(i))
+            if cause != "could not be loaded":
+                return ImageLoadError(rid, path, cause)
+        return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
+
+    def close(self) -> None:
+        """Nothing to stop: tf.data threads end with their iterator."""
+
+    def __enter__(self) -> TFLoader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _has_absolute_paths(index: PathIndex) -> bool:
+    """Whether any stored path is absolute (allowed only with allow_outside_root)."""
+    starts = np.asarray(index.offsets[:-1])
+    return bool(np.any(np.asarray(index.path_buffer)[starts] == ord("/")))
