@@ -32,6 +32,7 @@ _EXPORTS = {
     "decode_image": "decode",
     "make_demo": "demo",
     "GlobalShuffleSampler": "sampler",
+    "make_loader": "loader",
     "audit_ids": "audit",
 }
 
@@ -57,4 +58,5 @@ if TYPE_CHECKING:
     from .demo import make_demo
     from .errors import ImageLoadError, IndexFormatError, TFPathLoaderError
     from .index import PathIndex, build_index, encode_example, write_index
+    from .loader import make_loader
     from .sampler import GlobalShuffleSampler

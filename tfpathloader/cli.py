@@ -238,6 +238,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- compare
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+
+    result = compare_runs(args.folder, args.out)
+    print(result["table"])
+    print(f"\nfigure: {result['figure']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -432,6 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "compare", help="one table and one figure from a sweep of train.py runs",
+        description="Read every metrics.json under a Hydra multirun folder and write "
+        "comparison.md (accuracy, per-class extremes, images/s, audit statistics), "
+        "comparison.json and comparison.png beside them.",
+        epilog="example: python train.py -m loader=torch,tf shuffle=global,buffer && "
+        "tfpathloader compare multirun/<date>/<time>",
+    )
+    p.add_argument("folder", help="the multirun folder (or any folder holding run folders)")
+    p.add_argument("--out", help="where to write the comparison (default: the folder itself)")
+    p.set_defaults(func=_cmd_compare)
 
     return parser
 
