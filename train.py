@@ -94,11 +94,11 @@ def ensure_data(cfg: DictConfig, dist: Dist) -> str:
     if not os.path.exists(index) and not glob.glob(index.replace(".tfrecord", "-*")):
         if not cfg.data.make_demo_if_missing:
             raise FileNotFoundError(f"no path index at {index} (data.make_demo_if_missing=false)")
-        if dist.rank == 0:
-            if not demo_exists(root):
-                log.info("making the demo data in %s (once)", root)
-                make_demo(root, per_label=cfg.data.per_label, seed=cfg.seed,
-                          progress=cfg.trainer.progress)
+        if dist.rank == 0 and not demo_exists(root):
+            log.info("making the demo data in %s (once)", root)
+            make_demo(
+                root, per_label=cfg.data.per_label, seed=cfg.seed, progress=cfg.trainer.progress
+            )
         dist.barrier()
     return root
 
@@ -140,7 +140,7 @@ def find_checkpoint(resume: str, folder: str, dist: Dist) -> str | None:
         folder = resume
     steps: dict[int, set[int]] = {}
     for f in glob.glob(os.path.join(folder, "checkpoints", "step-*-rank*.pt")):
-        name = os.path.basename(f)[len("step-"):-len(".pt")]
+        name = os.path.basename(f)[len("step-") : -len(".pt")]
         step, rank = name.split("-rank")
         steps.setdefault(int(step), set()).add(int(rank))
     complete = [s for s, ranks in steps.items() if ranks == set(range(dist.world_size))]
@@ -153,12 +153,24 @@ def find_checkpoint(resume: str, folder: str, dist: Dist) -> str | None:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, index: PathIndex, device: torch.device, batch_size: int,
-             channels: int, size: Any) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module,
+    index: PathIndex,
+    device: torch.device,
+    batch_size: int,
+    channels: int,
+    size: Any,
+) -> dict[str, Any]:
     """Accuracy overall and per class on a held-out index."""
     model.eval()
-    loader = make_loader(backend="torch", index=index, batch_size=batch_size, shuffle="none",
-                         channels=channels, size=size)
+    loader = make_loader(
+        backend="torch",
+        index=index,
+        batch_size=batch_size,
+        shuffle="none",
+        channels=channels,
+        size=size,
+    )
     n_classes = index.num_classes
     correct = np.zeros(n_classes, dtype=np.int64)
     total = np.zeros(n_classes, dtype=np.int64)
@@ -169,10 +181,15 @@ def evaluate(model: torch.nn.Module, index: PathIndex, device: torch.device, bat
         np.add.at(total, y, 1)
         np.add.at(correct, y, pred == y)
     model.train()
-    per_class = {index.label_name(k): (float(correct[k] / total[k]) if total[k] else None)
-                 for k in range(n_classes)}
-    return {"test_accuracy": float(correct.sum() / max(1, total.sum())),
-            "per_class_accuracy": per_class, "test_samples": int(total.sum())}
+    per_class = {
+        index.label_name(k): (float(correct[k] / total[k]) if total[k] else None)
+        for k in range(n_classes)
+    }
+    return {
+        "test_accuracy": float(correct.sum() / max(1, total.sum())),
+        "per_class_accuracy": per_class,
+        "test_samples": int(total.sum()),
+    }
 
 
 # --------------------------------------------------------------------------- figures
@@ -212,12 +229,14 @@ def training_figure(path: str, losses: list[float], accs: list[float], title: st
 def global_order(per_rank: list[list[np.ndarray]]) -> np.ndarray:
     """Interleave the ranks' batches step by step: the epoch's sequence of global batches."""
     steps = max((len(b) for b in per_rank), default=0)
-    parts = [per_rank[r][s] for s in range(steps) for r in range(len(per_rank)) if s < len(per_rank[r])]
+    parts = [
+        per_rank[r][s] for s in range(steps) for r in range(len(per_rank)) if s < len(per_rank[r])
+    ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
-    """Train, evaluate, audit; returns (and writes) the metrics. Testable without ``@hydra.main``."""
+    """Train, evaluate, audit; return (and write) the metrics. Testable without @hydra.main."""
     dist = Dist(cfg.trainer.distributed)
     try:
         return _train(cfg, dist, out_dir)
@@ -238,16 +257,25 @@ def _train(cfg: DictConfig, dist: Dist, out_dir: str | None) -> dict[str, Any]:
     index = PathIndex.read(os.path.join(root, cfg.data.index))
     size = tuple(cfg.data.size) if cfg.data.size is not None else None
     loader = instantiate(
-        cfg.loader, index=index, shuffle=cfg.shuffle.name, permutation=cfg.shuffle.permutation,
-        buffer_size=cfg.shuffle.buffer_size, drop_last=cfg.shuffle.drop_last, seed=cfg.seed,
-        rank=dist.rank, world_size=dist.world_size, channels=cfg.data.channels, size=size,
+        cfg.loader,
+        index=index,
+        shuffle=cfg.shuffle.name,
+        permutation=cfg.shuffle.permutation,
+        buffer_size=cfg.shuffle.buffer_size,
+        drop_last=cfg.shuffle.drop_last,
+        seed=cfg.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        channels=cfg.data.channels,
+        size=size,
         _convert_="all",
     )
     channels = loader.config.channels
     model = instantiate(cfg.model, channels=channels, num_classes=index.num_classes).to(device)
     model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.trainer.lr,
-                                 weight_decay=cfg.trainer.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
+    )
     net: torch.nn.Module = model
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -262,8 +290,11 @@ def _train(cfg: DictConfig, dist: Dist, out_dir: str | None) -> dict[str, Any]:
     resume_info: dict[str, Any] = {"resumed": False}
     ckpt_path = find_checkpoint(cfg.trainer.resume, folder, dist) if cfg.trainer.resume else None
     if cfg.trainer.resume and ckpt_path is None:
-        log.warning("trainer.resume=%s: no checkpoint found in %s; starting fresh",
-                    cfg.trainer.resume, folder)
+        log.warning(
+            "trainer.resume=%s: no checkpoint found in %s; starting fresh",
+            cfg.trainer.resume,
+            folder,
+        )
     if ckpt_path is not None:
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -272,10 +303,19 @@ def _train(cfg: DictConfig, dist: Dist, out_dir: str | None) -> dict[str, Any]:
         step, start_epoch = ckpt["step"], ckpt["loader"]["epoch"]
         losses, accs = ckpt["losses"], ckpt["accs"]
         trained = {int(e): [np.asarray(b) for b in bs] for e, bs in ckpt["trained"].items()}
-        resume_info = {"resumed": True, "from_step": step, "checkpoint": ckpt_path,
-                       "runs": ckpt.get("runs", 1) + 1}
-        log.info("resumed from %s (step %d, epoch %d, %d batches into it)", ckpt_path, step,
-                 start_epoch, loader.batches_consumed)
+        resume_info = {
+            "resumed": True,
+            "from_step": step,
+            "checkpoint": ckpt_path,
+            "runs": ckpt.get("runs", 1) + 1,
+        }
+        log.info(
+            "resumed from %s (step %d, epoch %d, %d batches into it)",
+            ckpt_path,
+            step,
+            start_epoch,
+            loader.batches_consumed,
+        )
 
     # -- the loop ------------------------------------------------------------------------
     max_steps = cfg.trainer.max_steps
@@ -285,8 +325,13 @@ def _train(cfg: DictConfig, dist: Dist, out_dir: str | None) -> dict[str, Any]:
     show = cfg.trainer.progress and dist.rank == 0
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=not show, dynamic_ncols=True,
-               desc=f"{cfg.loader.backend}/{cfg.shuffle.name}")
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        disable=not show,
+        dynamic_ncols=True,
+        desc=f"{cfg.loader.backend}/{cfg.shuffle.name}",
+    )
     t_train = time.perf_counter()
     samples_here = 0
     done = False
@@ -312,11 +357,20 @@ def _train(cfg: DictConfig, dist: Dist, out_dir: str | None) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{rate:,.0f}", refresh=False)
                 bar.update(1)
             if cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0:
-                save_checkpoint(folder, dist, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "loader": loader.state_dict(), "step": step, "losses": losses, "accs": accs,
-                    "trained": trained, "runs": resume_info.get("runs", 1),
-                })
+                save_checkpoint(
+                    folder,
+                    dist,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "loader": loader.state_dict(),
+                        "step": step,
+                        "losses": losses,
+                        "accs": accs,
+                        "trained": trained,
+                        "runs": resume_info.get("runs", 1),
+                    },
+                )
             if max_steps is not None and step >= max_steps:
                 done = True
                 break
@@ -361,38 +415,52 @@ def _train(cfg: DictConfig, dist: Dist, out_dir: str | None) -> dict[str, Any]:
         metrics["exactly_once"] = exactly_once
         resume_info["samples_lost"] = sum(a.get("samples_lost", 0) for a in audits)
         resume_info["samples_repeated"] = sum(a.get("samples_repeated", 0) for a in audits)
-        metrics.update({
-            "images_per_s": float(sum(rates)),
-            "steps": step,
-            "samples": int(sum(len(b) for r in all_trained for bs in r.values() for b in bs)),
-            "epochs_trained": len(epochs),
-            "train_loss_last100": float(np.mean(losses[-100:])) if losses else None,
-            "train_seconds": train_s,
-            "wall_seconds": time.perf_counter() - t_start,
-            "loader": cfg.loader.backend,
-            "shuffle": cfg.shuffle.name,
-            "permutation": cfg.shuffle.permutation,
-            "buffer_size": cfg.shuffle.buffer_size,
-            "batch_size": cfg.loader.batch_size,
-            "num_workers": cfg.loader.num_workers,
-            "world_size": dist.world_size,
-            "seed": cfg.seed,
-            "device": str(device),
-            "resume": resume_info,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-        })
-        title = (f"{cfg.loader.backend} loader, {cfg.shuffle.name} shuffle: test accuracy "
-                 f"{metrics['test_accuracy']:.3f}")
+        metrics.update(
+            {
+                "images_per_s": float(sum(rates)),
+                "steps": step,
+                "samples": int(sum(len(b) for r in all_trained for bs in r.values() for b in bs)),
+                "epochs_trained": len(epochs),
+                "train_loss_last100": float(np.mean(losses[-100:])) if losses else None,
+                "train_seconds": train_s,
+                "wall_seconds": time.perf_counter() - t_start,
+                "loader": cfg.loader.backend,
+                "shuffle": cfg.shuffle.name,
+                "permutation": cfg.shuffle.permutation,
+                "buffer_size": cfg.shuffle.buffer_size,
+                "batch_size": cfg.loader.batch_size,
+                "num_workers": cfg.loader.num_workers,
+                "world_size": dist.world_size,
+                "seed": cfg.seed,
+                "device": str(device),
+                "resume": resume_info,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            }
+        )
+        title = (
+            f"{cfg.loader.backend} loader, {cfg.shuffle.name} shuffle: test accuracy "
+            f"{metrics['test_accuracy']:.3f}"
+        )
         metrics["figures"] = {
             "training": training_figure(os.path.join(folder, "training.png"), losses, accs, title),
-            "audit": audit_figure(sequences, index.labels, os.path.join(folder, "audit.png"),
-                                  results={f"epoch {a['epoch']}": a for a in audits}, title=title),
+            "audit": audit_figure(
+                sequences,
+                index.labels,
+                os.path.join(folder, "audit.png"),
+                results={f"epoch {a['epoch']}": a for a in audits},
+                title=title,
+            ),
         }
         with open(os.path.join(folder, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
-        log.info("test accuracy %.4f, %.0f images/s, %d steps, audit spearman z %s -> %s",
-                 metrics["test_accuracy"], metrics["images_per_s"], step,
-                 _fmt(metrics["audit"].get("spearman_z")), os.path.join(folder, "metrics.json"))
+        log.info(
+            "test accuracy %.4f, %.0f images/s, %d steps, audit spearman z %s -> %s",
+            metrics["test_accuracy"],
+            metrics["images_per_s"],
+            step,
+            _fmt(metrics["audit"].get("spearman_z")),
+            os.path.join(folder, "metrics.json"),
+        )
     dist.barrier()
     return metrics
 
@@ -408,7 +476,7 @@ def _padding(loader: Any, world_size: int, n: int) -> np.ndarray | None:
     for s in range(steps):
         for r in range(world_size):
             lo = s * layout.batch_size
-            parts.append(per_rank[r][lo: lo + layout.batch_size_at(s)])
+            parts.append(per_rank[r][lo : lo + layout.batch_size_at(s)])
     mask = layout.is_padding(np.concatenate(parts))
     return mask[:n] if len(mask) >= n else None
 

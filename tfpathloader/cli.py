@@ -446,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser(
-        "compare", help="one table and one figure from a sweep of train.py runs",
+        "compare",
+        help="one table and one figure from a sweep of train.py runs",
         description="Read every metrics.json under a Hydra multirun folder and write "
         "comparison.md (accuracy, per-class extremes, images/s, audit statistics), "
         "comparison.json and comparison.png beside them.",

@@ -48,8 +48,18 @@ def _extremes(per_class: dict[str, float | None]) -> tuple[str, str]:
 
 def comparison_table(runs: list[dict[str, Any]]) -> str:
     """The markdown table, one row per run."""
-    header = ("run", "loader / shuffle", "test acc", "worst class", "best class", "images/s",
-              "spearman z", "last label first drawn", "labels never drawn", "duplicates")
+    header = (
+        "run",
+        "loader / shuffle",
+        "test acc",
+        "worst class",
+        "best class",
+        "images/s",
+        "spearman z",
+        "last label first drawn",
+        "labels never drawn",
+        "duplicates",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in runs:
         audit = m.get("audit", {})
@@ -62,18 +72,24 @@ def comparison_table(runs: list[dict[str, Any]]) -> str:
         else:
             last_first = f"{max(first):,}"
         z = audit.get("spearman_z")
-        lines.append("| " + " | ".join([
-            m["run"],
-            m["name"],
-            f"{m.get('test_accuracy', float('nan')):.4f}",
-            worst,
-            best,
-            f"{m.get('images_per_s', 0):,.0f}",
-            "-" if z is None else f"{z:+.1f}",
-            last_first,
-            ", ".join(audit.get("missing_labels", [])) or "-",
-            str(audit.get("duplicates", "-")),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    m["run"],
+                    m["name"],
+                    f"{m.get('test_accuracy', float('nan')):.4f}",
+                    worst,
+                    best,
+                    f"{m.get('images_per_s', 0):,.0f}",
+                    "-" if z is None else f"{z:+.1f}",
+                    last_first,
+                    ", ".join(audit.get("missing_labels", [])) or "-",
+                    str(audit.get("duplicates", "-")),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -84,22 +100,35 @@ def _figure(runs: list[dict[str, Any]], path: str) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
     names = [m["name"] for m in runs]
     accs = [m.get("test_accuracy", 0.0) for m in runs]
-    bars = axes[0].barh(range(len(runs)), accs, color=[
-        "tab:red" if m.get("shuffle") == "buffer" else "tab:blue" for m in runs
-    ])
+    bars = axes[0].barh(
+        range(len(runs)),
+        accs,
+        color=["tab:red" if m.get("shuffle") == "buffer" else "tab:blue" for m in runs],
+    )
     axes[0].set_yticks(range(len(runs)), names)
     axes[0].invert_yaxis()
     axes[0].set_xlim(0, 1)
     axes[0].set_xlabel("test accuracy")
     for b, a in zip(bars, accs, strict=True):
-        axes[0].text(min(a, 0.98), b.get_y() + b.get_height() / 2, f"{a:.3f} ", ha="right",
-                     va="center", color="white", fontsize=9)
+        axes[0].text(
+            min(a, 0.98),
+            b.get_y() + b.get_height() / 2,
+            f"{a:.3f} ",
+            ha="right",
+            va="center",
+            color="white",
+            fontsize=9,
+        )
     for m in runs:
         per_class = m.get("per_class_accuracy", {})
         keys = list(per_class)
-        axes[1].plot(keys, [per_class[k] if per_class[k] is not None else float("nan") for k in keys],
-                     marker="o", label=m["name"],
-                     linestyle="--" if m.get("shuffle") == "buffer" else "-")
+        axes[1].plot(
+            keys,
+            [per_class[k] if per_class[k] is not None else float("nan") for k in keys],
+            marker="o",
+            label=m["name"],
+            linestyle="--" if m.get("shuffle") == "buffer" else "-",
+        )
     axes[1].set_ylim(0, 1.02)
     axes[1].set_xlabel("class")
     axes[1].set_ylabel("test accuracy")
@@ -111,8 +140,9 @@ def _figure(runs: list[dict[str, Any]], path: str) -> str:
     return path
 
 
-def compare_runs(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
-                 ) -> dict[str, Any]:
+def compare_runs(
+    folder: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
     """Write ``comparison.md``, ``comparison.json`` and ``comparison.png``; return them."""
     runs = collect_runs(folder)
     out = os.fspath(out_dir if out_dir is not None else folder)
@@ -120,8 +150,19 @@ def compare_runs(folder: str | os.PathLike[str], out_dir: str | os.PathLike[str]
     table = comparison_table(runs)
     with open(os.path.join(out, "comparison.md"), "w") as f:
         f.write(table + "\n")
-    keep = ("run", "name", "loader", "shuffle", "buffer_size", "test_accuracy",
-            "per_class_accuracy", "images_per_s", "steps", "samples", "audit")
+    keep = (
+        "run",
+        "name",
+        "loader",
+        "shuffle",
+        "buffer_size",
+        "test_accuracy",
+        "per_class_accuracy",
+        "images_per_s",
+        "steps",
+        "samples",
+        "audit",
+    )
     summary = [{k: m.get(k) for k in keep} for m in runs]
     with open(os.path.join(out, "comparison.json"), "w") as f:
         json.dump(summary, f, indent=2)

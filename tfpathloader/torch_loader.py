@@ -228,15 +228,29 @@ class PathIndexDataset(torch.utils.data.Dataset):
         labels = np.asarray(self.index.labels[index], dtype=np.int64)
         channels_last = self.transform is None
         if pool is not None:
-            return _WireBatch(label=labels, index=index, skipped=skipped, slot=slot,
-                              pool_key=pool.key, n=n, channels_last=channels_last)
+            return _WireBatch(
+                label=labels,
+                index=index,
+                skipped=skipped,
+                slot=slot,
+                pool_key=pool.key,
+                n=n,
+                channels_last=channels_last,
+            )
         if buffer is None:
             h, w = self.size if self.size is not None else (0, 0)
             buffer = np.empty((0, h, w, self.channels), dtype=np.uint8)
         # A slot this request did not use goes back to the pool when the main process sees it.
         unused_slot_pool = self.pool.key if self.pool is not None and slot is not None else None
-        return _WireBatch(image=buffer[:n], label=labels, index=index, skipped=skipped, slot=slot,
-                          pool_key=unused_slot_pool, channels_last=channels_last)
+        return _WireBatch(
+            image=buffer[:n],
+            label=labels,
+            index=index,
+            skipped=skipped,
+            slot=slot,
+            pool_key=unused_slot_pool,
+            channels_last=channels_last,
+        )
 
 
 def _fresh_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | torch.Tensor:
