@@ -156,7 +156,8 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
-def run_killed_at(small_data, run, kill_after_step, loader="torch"):
+def run_killed_at(small_data, run, kill_steps, loader="torch", extra=()):
+    """Kill the run with SIGKILL soon after each checkpoint in ``kill_steps``, then finish it."""
     args = [
         f"data.root={small_data}",
         f"hydra.run.dir={run}",
@@ -164,24 +165,27 @@ def run_killed_at(small_data, run, kill_after_step, loader="torch"):
         "loader.batch_size=4",
         "trainer.checkpoint_every=5",
         f"loader={loader}",
+        *extra,
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_STEPS, *args],
-        cwd=ROOT,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 120
-    target = run / "checkpoints" / f"step-{kill_after_step:08d}-rank0.pt"
-    while not target.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(0.12)  # a couple more steps past the checkpoint, then the kill
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-    assert not (run / "metrics.json").exists()
+    for n, step in enumerate(kill_steps):
+        resume = ["trainer.resume=auto"] if n else []
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SLOW_STEPS, *args, *resume],
+            cwd=ROOT,
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 120
+        target = run / "checkpoints" / f"step-{step:08d}-rank0.pt"
+        while not target.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(0.12)  # a couple more steps past the checkpoint, then the kill
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert not (run / "metrics.json").exists()
     resumed = subprocess.run(
         [sys.executable, "train.py", *args, "trainer.resume=auto"],
         cwd=ROOT,
@@ -195,13 +199,27 @@ def run_killed_at(small_data, run, kill_after_step, loader="torch"):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loader", ["torch", "tf"])
-def test_kill_and_resume_loses_nothing(small_data, tmp_path, loader):
-    m = run_killed_at(small_data, tmp_path / "run", kill_after_step=20, loader=loader)
-    assert m["resume"]["resumed"] is True and m["resume"]["from_step"] >= 20
+@pytest.mark.parametrize(
+    ("loader", "kill_steps", "extra"),
+    [
+        ("torch", [5], ()),  # early
+        ("torch", [30], ()),  # mid-epoch
+        ("torch", [55], ()),  # near the end
+        ("torch", [10, 35], ()),  # killed twice
+        ("tf", [20], ()),
+        ("torch", [25, 70], ("trainer.epochs=2",)),  # across an epoch boundary
+    ],
+)
+def test_kill_and_resume_loses_nothing(small_data, tmp_path, loader, kill_steps, extra):
+    m = run_killed_at(small_data, tmp_path / "run", kill_steps, loader=loader, extra=extra)
+    epochs = 2 if extra else 1
+    assert m["resume"]["resumed"] is True and m["resume"]["from_step"] >= kill_steps[-1]
+    assert m["resume"]["runs"] == len(kill_steps) + 1
     assert m["resume"]["samples_lost"] == 0 and m["resume"]["samples_repeated"] == 0
-    assert m["exactly_once"] is True and m["samples"] == 240 and m["steps"] == 60
-    assert m["audit"]["unique"] == 240
+    assert m["exactly_once"] is True
+    assert m["samples"] == 240 * epochs and m["steps"] == 60 * epochs
+    for audit in m["audit_epochs"]:
+        assert audit["unique"] == 240 and audit["duplicates"] == 0 and audit["complete_epoch"]
 
 
 @pytest.mark.slow

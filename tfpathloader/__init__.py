@@ -28,6 +28,7 @@ _EXPORTS = {
     "TFPathLoaderError": "errors",
     "IndexFormatError": "errors",
     "ImageLoadError": "errors",
+    "LoaderWorkerError": "errors",
     "load_image": "decode",
     "decode_image": "decode",
     "make_demo": "demo",
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from .audit import audit_ids
     from .decode import decode_image, load_image
     from .demo import make_demo
-    from .errors import ImageLoadError, IndexFormatError, TFPathLoaderError
+    from .errors import ImageLoadError, IndexFormatError, LoaderWorkerError, TFPathLoaderError
     from .index import PathIndex, build_index, encode_example, write_index
     from .loader import make_loader
     from .sampler import GlobalShuffleSampler

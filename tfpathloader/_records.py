@@ -83,7 +83,7 @@ def iter_records(path: str) -> Iterator[bytes]:
                         file=path,
                         record=record,
                     )
-                body = f.read(length + 4)
+                body = _read_exactly(f, length + 4)
                 if len(body) < length + 4:
                     raise IndexFormatError(
                         f"file is truncated: expected {length} data bytes and a 4-byte CRC, "
@@ -104,6 +104,20 @@ def iter_records(path: str) -> Iterator[bytes]:
             raise IndexFormatError(f"GZIP stream is broken: {e}", file=path, record=record) from e
         except OSError as e:
             raise IndexFormatError(f"could not read the file: {e}", file=path, record=record) from e
+
+
+def _read_exactly(f: BinaryIO, n: int, chunk: int = 1 << 20) -> bytes:
+    """Up to ``n`` bytes; a corrupt length field must not allocate gigabytes up front."""
+    if n <= chunk:
+        return f.read(n)
+    parts = []
+    while n > 0:
+        part = f.read(min(n, chunk))
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
 class RecordWriter:

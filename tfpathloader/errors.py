@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageLoadError", "IndexFormatError", "TFPathLoaderError"]
+__all__ = ["ImageLoadError", "IndexFormatError", "LoaderWorkerError", "TFPathLoaderError"]
 
 
 class TFPathLoaderError(Exception):
@@ -47,3 +47,11 @@ class ImageLoadError(TFPathLoaderError):
 
     def __reduce__(self):  # keeps the fields when the error crosses a worker process
         return (type(self), (self.record_id, self.path, self.cause))
+
+
+class LoaderWorkerError(TFPathLoaderError, RuntimeError):
+    """A loader's worker process died mid-epoch (killed, out of memory, crashed).
+
+    The loader has stopped its workers; its state still counts the batches that were delivered,
+    so iterating again (or a fresh loader given ``state_dict()``) resumes the epoch there.
+    """

@@ -46,6 +46,7 @@ PATH_FEATURES = ("path", "path_string")  # ours, then the article's
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
+_MAX_LABEL = 2**31 - 1  # class ids index per-class arrays; larger ones are corruption
 _SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.tfrecord(\.gz)?$")
 
 
@@ -258,6 +259,12 @@ class _Parser:
         if label < -1:
             raise IndexFormatError(
                 f"label {label} is negative: expected a class id >= 0, or -1 for unlabeled",
+                file=file,
+                record=n,
+            )
+        if label > _MAX_LABEL:
+            raise IndexFormatError(
+                f"label {label} is implausibly large: expected a class id below 2**31",
                 file=file,
                 record=n,
             )

@@ -75,6 +75,10 @@ class TFLoader(LoaderBase):
         self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
         self._fast = self._fast_formats_only()
         self._absolute_paths = _has_absolute_paths(index)
+        # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
+        self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)
+        self._load_fn = tf.function(self._load, reduce_retracing=True)
+        self._finish_fn = tf.function(self._finish_batch, reduce_retracing=True)
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
@@ -137,15 +141,20 @@ class TFLoader(LoaderBase):
         )
         return bool(np.all(fast))
 
-    def _prepare(self, ids: Any) -> dict[str, Any]:
-        """Paths and labels of a batch of ids, vectorized."""
+    def _prepare(self, ids: Any, epoch: Any) -> dict[str, Any]:
+        """Paths and labels of a batch of ids, vectorized (and the epoch, for transforms)."""
         tf = self.tf
         start = tf.gather(self._offsets, ids)
         rel = tf.strings.substr(self._buffer, start, tf.gather(self._offsets, ids + 1) - start)
         path = self._prefix + rel
         if self._absolute_paths:
             path = tf.where(tf.strings.substr(rel, 0, 1) == "/", rel, path)
-        return {"path": path, "label": tf.gather(self._labels, ids), "index": ids}
+        return {
+            "path": path,
+            "label": tf.gather(self._labels, ids),
+            "index": ids,
+            "epoch": tf.fill(tf.shape(ids), epoch),
+        }
 
     def _decode(self, data: Any) -> Any:
         tf = self.tf
@@ -188,6 +197,10 @@ class TFLoader(LoaderBase):
         """One record: read and decode (3 channels), resize, transform."""
         tf = self.tf
         img = self._decode(tf.io.read_file(item["path"]))
+        if self.config.size is None and self.config.on_error == "skip":
+            # Checked per record here, so that an oversized image is skipped, not batched.
+            with tf.control_dependencies([self._check_pixels(tf.shape(img))]):
+                img = tf.identity(img)
         if self.config.size is not None:
             h, w = self.config.size
             with tf.control_dependencies([self._check_pixels(tf.shape(img))]):
@@ -197,7 +210,7 @@ class TFLoader(LoaderBase):
             if self.config.channels == 1:
                 img = self._grey(img)
             img = tf.numpy_function(
-                self._apply_transform, [img, item["index"], self._epoch_tensor], tf.uint8
+                self._apply_transform, [img, item["index"], item["epoch"]], tf.uint8
             )
         return {**item, "image": img}
 
@@ -206,7 +219,7 @@ class TFLoader(LoaderBase):
         tf = self.tf
         batch = dict(batch)
         img = batch.pop("image")
-        del batch["path"]
+        del batch["path"], batch["epoch"]
         if self.transform is None:
             if self.config.size is None:
                 with tf.control_dependencies([self._check_pixels(tf.shape(img))]):
@@ -233,19 +246,19 @@ class TFLoader(LoaderBase):
         start = self._consumed if start_batch is None else start_batch
         lo, _ = self._batch_bounds(start)
         ids = self.rank_ids()[lo:]
-        self._epoch_tensor = tf.constant(self.epoch, dtype=tf.int64)
+        epoch = tf.constant(self.epoch, dtype=tf.int64)
         b = self.config.batch_size
         batches = tf.data.Dataset.from_tensor_slices(ids.astype(np.int64)).batch(b)
         if self.config.on_error == "raise":
-            ds = batches.map(self._prepare).unbatch()
-            ds = ds.map(self._load, num_parallel_calls=self._parallel, deterministic=True)
-            ds = ds.batch(b).map(self._finish_batch)
+            ds = batches.map(lambda batch_ids: self._prepare_fn(batch_ids, epoch)).unbatch()
+            ds = ds.map(self._load_fn, num_parallel_calls=self._parallel, deterministic=True)
+            ds = ds.batch(b).map(self._finish_fn)
         else:
             # Each batch decodes in its own small dataset whose bad records are dropped, so a
             # batch keeps its identity (and its number) however many records it loses.
             def one_batch(no: Any, batch_ids: Any) -> Any:
-                inner = tf.data.Dataset.from_tensor_slices(self._prepare(batch_ids))
-                inner = inner.map(self._load).ignore_errors().batch(b).map(self._finish_batch)
+                inner = tf.data.Dataset.from_tensor_slices(self._prepare_fn(batch_ids, epoch))
+                inner = inner.map(self._load_fn).ignore_errors().batch(b).map(self._finish_fn)
                 return inner.map(lambda x: {**x, "batch": no})
 
             ds = batches.enumerate(start=start).interleave(
@@ -322,7 +335,9 @@ class TFLoader(LoaderBase):
             return (i, path, e.cause)
         tf = self.tf
         try:
-            item = self._prepare(tf.constant([i], dtype=tf.int64))
+            item = self._prepare(
+                tf.constant([i], dtype=tf.int64), tf.constant(self.epoch, tf.int64)
+            )
             self._finish_batch(
                 {
                     k: v[None] if k == "image" else v
@@ -333,13 +348,27 @@ class TFLoader(LoaderBase):
             return (i, path, f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
         return (i, path, "could not be loaded")
 
-    def _culprit(self, k: int, error: Exception) -> ImageLoadError:
+    def _culprit(self, k: int, error: Exception) -> Exception:
         """The first bad record of batch ``k``, named like the PyTorch backend names it."""
         lo, hi = self._batch_bounds(k)
-        for i in self.rank_ids()[lo:hi].tolist():
+        ids = self.rank_ids()[lo:hi].tolist()
+        for i in ids:
             rid, path, cause = self._why(int(i))
             if cause != "could not be loaded":
                 return ImageLoadError(rid, path, cause)
+        # Every record loads alone: the batch mixes image sizes (the PyTorch backend's message).
+        cfg = self.config
+        first: tuple[int, tuple[int, ...]] | None = None
+        for i in ids:
+            shape = load_image(self.index.path(i), channels=cfg.channels, size=cfg.size).shape
+            if first is None:
+                first = (i, shape)
+            elif shape != first[1]:
+                return ValueError(
+                    f"record {i} ({self.index.path(i)}) has shape {shape} but record "
+                    f"{first[0]} has {first[1]}: images of one batch must have one size; "
+                    "pass size=(height, width) to resize them"
+                )
         return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.utils.data
 
 from .decode import load_image
-from .errors import ImageLoadError
+from .errors import ImageLoadError, LoaderWorkerError
 from .index import PathIndex
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
 
@@ -384,6 +384,21 @@ def _stop_workers(key: int) -> None:
         shutdown()
 
 
+def _surface_worker_death(it: Iterator[Any], loader: TorchLoader) -> Iterator[Any]:
+    """DataLoader's iterator, with a dead worker turned into a LoaderWorkerError."""
+    try:
+        yield from it
+    except RuntimeError as e:
+        if "DataLoader worker" not in str(e):
+            raise
+        loader.close()
+        raise LoaderWorkerError(
+            f"a loader worker process died: {e}. {loader.batches_consumed} batches of epoch "
+            f"{loader.epoch} were delivered; iterate again, or give loader.state_dict() to a new "
+            "loader, to resume the epoch from there"
+        ) from e
+
+
 class TorchLoader(LoaderBase):
     """The ``backend="torch"`` loader made by :func:`~tfpathloader.make_loader`."""
 
@@ -469,7 +484,7 @@ class TorchLoader(LoaderBase):
         if self.config.num_workers > 0:
             _LIVE_ITERATORS[id(self)] = it  # see NOTE [worker shutdown]
         try:
-            for wire in it:
+            for wire in _surface_worker_death(it, self):
                 if wire.error is not None:
                     wire._settle()
                     raise ImageLoadError(*wire.error)
