@@ -45,6 +45,7 @@ def test_killed_worker_is_a_clear_error_and_the_epoch_resumes(tmp_path):
     assert len(workers) == 2
     os.kill(min(workers), signal.SIGKILL)
     t0 = time.time()
+
     def consume():
         for batch in it:
             got.append(batch["index"].tolist())
