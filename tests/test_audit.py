@@ -115,3 +115,20 @@ def test_figure_has_one_row_per_order(tmp_path):
     one = audit_figure({"a": np.arange(100)}, labels, tmp_path / "g.png")
     h3, h1 = Image.open(path).size[1], Image.open(one).size[1]
     assert h3 > 2.5 * h1
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf"])
+def test_cli_audit_of_what_a_real_loader_delivered(tmp_path, capsys, backend):
+    from conftest import make_images
+
+    paths, labels = make_images(tmp_path, 200, classes=10)  # label-sorted
+    index = write_index(tmp_path / "index.tfrecord", paths, labels)
+    code = main(["audit", index.files[0], "--shuffle", "buffer,global", "--buffer-size", "20",
+                 "--backend", backend, "--batch-size", "16", "--num-workers", "1",
+                 "--out", str(tmp_path / "a"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["backend"] == backend
+    buffer, uniform = result["orders"]["buffer (20)"], result["orders"]["global"]
+    assert buffer["draws"] == uniform["draws"] == 200
+    assert buffer["duplicates"] == uniform["duplicates"] == 0
+    assert buffer["spearman_z"] > 10 > abs(uniform["spearman_z"])

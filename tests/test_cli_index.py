@@ -152,3 +152,15 @@ def test_help_mentions_every_command(capsys):
     assert e.value.code == 0
     for cmd in ("demo", "index"):
         assert cmd in out
+
+
+@pytest.mark.slow
+def test_full_demo_index_info(demo_data, capsys):
+    code, out, _ = run_cli(capsys, "index", "info", str(demo_data / "index.tfrecord"), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["records"] == 70_000
+    assert info["label_counts"] == {str(c): 7000 for c in range(10)}
+    index = PathIndex.read(demo_data / "index.tfrecord")
+    np.testing.assert_array_equal(index.labels, np.arange(70_000) // 7000)
+    test = PathIndex.read(demo_data / "test.tfrecord")
+    assert len(test) == 2000 and test.label_counts().tolist() == [200] * 10

@@ -166,16 +166,14 @@ class _PathListDataset:
         return torch.from_numpy(np.ascontiguousarray(arr)), self.labels[i]
 
 
-def _torch_rows(
-    index: PathIndex, files: list[int], cfg: dict[str, Any]
-) -> dict[str, Callable[[], float]]:
-    import torch
-
+def _our_row(
+    backend: str, index: PathIndex, images: int, cfg: dict[str, Any]
+) -> tuple[Any, Callable[[], float]]:
+    """This project's loader for ``backend``, and its timed run: epoch 0's first files."""
     from .loader import make_loader
 
-    images = len(files)
     ours = make_loader(
-        backend="torch",
+        backend=backend,
         index=index,
         batch_size=cfg["batch_size"],
         num_workers=cfg["workers"],
@@ -184,10 +182,20 @@ def _torch_rows(
         size=cfg["size"],
     )
 
-    def run_ours() -> float:
+    def run() -> float:
         ours.set_epoch(0)
         return _timed_batches(ours, images)
 
+    return ours, run
+
+
+def _torch_rows(
+    index: PathIndex, files: list[int], cfg: dict[str, Any]
+) -> dict[str, Callable[[], float]]:
+    import torch
+
+    images = len(files)
+    ours, run_ours = _our_row("torch", index, images, cfg)
     paths = index.paths(files)
     labels = index.labels[files].tolist()
     mode = "L" if ours.config.channels == 1 else "RGB"
@@ -210,24 +218,9 @@ def _torch_rows(
 def _tf_rows(
     index: PathIndex, files: list[int], cfg: dict[str, Any]
 ) -> dict[str, Callable[[], float]]:
-    from .loader import make_loader
-
     tf = optional_import("tensorflow", "tf-cpu", "the tf rows of the benchmark")
     images = len(files)
-    ours = make_loader(
-        backend="tf",
-        index=index,
-        batch_size=cfg["batch_size"],
-        num_workers=cfg["workers"],
-        seed=cfg["seed"],
-        channels=cfg["channels"],
-        size=cfg["size"],
-    )
-
-    def run_ours() -> float:
-        ours.set_epoch(0)
-        return _timed_batches(ours, images)
-
+    ours, run_ours = _our_row("tf", index, images, cfg)
     paths = index.paths(files)
     labels = index.labels[files]
     channels = ours.config.channels

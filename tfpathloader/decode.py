@@ -50,12 +50,9 @@ def _to_channels(im: Image.Image, channels: int | None) -> np.ndarray:
     if mode == "RGB" and channels in (None, 3):
         return np.asarray(im)
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(im)
-        if mode == "I" and arr.max(initial=0) <= 255 and im.format != "PNG":
-            arr8 = arr.astype(np.uint8)
-        else:
-            arr8 = (arr.astype(np.uint32) >> 8).astype(np.uint8)
-        grey = arr8[:, :, None]
+        # 16-bit samples: keep the high byte (what libpng does for tf.io, too).
+        arr = np.asarray(im).astype(np.int64)
+        grey = np.clip(arr >> 8, 0, 255).astype(np.uint8)[:, :, None]
         return grey if channels in (None, 1) else np.repeat(grey, 3, axis=2)
     if mode in ("L", "LA", "1", "F") or (mode == "P" and _palette_is_grey(im)):
         grey = np.asarray(im.convert("L"))[:, :, None]
