@@ -123,9 +123,25 @@ def test_cli_audit_of_what_a_real_loader_delivered(tmp_path, capsys, backend):
 
     paths, labels = make_images(tmp_path, 200, classes=10)  # label-sorted
     index = write_index(tmp_path / "index.tfrecord", paths, labels)
-    code = main(["audit", index.files[0], "--shuffle", "buffer,global", "--buffer-size", "20",
-                 "--backend", backend, "--batch-size", "16", "--num-workers", "1",
-                 "--out", str(tmp_path / "a"), "--json"])
+    code = main(
+        [
+            "audit",
+            index.files[0],
+            "--shuffle",
+            "buffer,global",
+            "--buffer-size",
+            "20",
+            "--backend",
+            backend,
+            "--batch-size",
+            "16",
+            "--num-workers",
+            "1",
+            "--out",
+            str(tmp_path / "a"),
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["backend"] == backend
     buffer, uniform = result["orders"]["buffer (20)"], result["orders"]["global"]

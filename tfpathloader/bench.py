@@ -312,6 +312,7 @@ def run_bench(
             bar.update(1)
         for _ in range(repeat):
             for r in order:
+                _settle()
                 runs[r].append(runners[r]())
                 bar.update(1)
     # Each row's ratio is taken against the raw run of the same round, then the median over
@@ -336,6 +337,14 @@ def run_bench(
         "cpu_count": os.cpu_count(),
         "rows": table,
     }
+
+
+def _settle(seconds: float = 0.3) -> None:
+    """Let the previous row's background threads (tf.data prefetch, freed workers) go quiet."""
+    import gc
+
+    gc.collect()
+    time.sleep(seconds)
 
 
 def format_bench_table(result: dict[str, Any]) -> str:

@@ -270,7 +270,8 @@ def make_loader(
         transform: ``f(image CxHxW uint8, rng) -> array``, ``rng`` seeded from (seed, epoch,
             record id): augmentation that is reproducible and independent of worker count.
         prefetch_factor, persistent_workers, timeout: As for ``DataLoader`` (torch backend);
-            workers persist across epochs by default.
+            workers persist across epochs, and keep 4 batches queued each (2 when that would
+            hold over 512 MiB), by default.
         pin_memory: Pin batches for fast CUDA copies; default: on when CUDA is available.
         device: Deliver batches on this device (e.g. ``"cuda"``), copied with
             ``non_blocking=True`` from pinned memory.

@@ -1,9 +1,10 @@
 """The tf.data backend: the same ids as the PyTorch loader, read and decoded by tf.data.
 
-Per epoch: this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> parallel,
-deterministic ``map`` (``tf.io.read_file`` + decode) -> ``batch`` -> ``prefetch``. Batches reach
-PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the same pipeline as a
-plain ``tf.data.Dataset`` for TensorFlow users.
+Per epoch: this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> ``batch``
+-> parallel, deterministic ``map`` that reads (``tf.io.read_file``) and decodes a whole batch ->
+``prefetch`` (batching the ids before the map, not the images after it: see NOTE [tf pipeline
+cost]). Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the
+same pipeline as a plain ``tf.data.Dataset`` for TensorFlow users.
 
 NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
 their high byte (``decode_png`` does that for uint8), palettes expand, alpha is dropped, and

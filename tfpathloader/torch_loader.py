@@ -384,6 +384,16 @@ def _stop_workers(key: int) -> None:
         shutdown()
 
 
+def _default_prefetch(workers: int, batch_bytes: int) -> int:
+    """Batches each worker keeps queued: 4 unless that would hold over 512 MiB, then 2.
+
+    With 2 the main process, competing with busy workers for the cores, is often late to send
+    the next request and workers idle: 28x28 PNGs on 2 cores went from 0.78x to 0.93x of the raw
+    decode rate (and CPU use from 1.78 to 1.92 cores) with 4.
+    """
+    return 4 if workers * 4 * batch_bytes <= 512 * 2**20 else 2
+
+
 def _surface_worker_death(it: Iterator[Any], loader: TorchLoader) -> Iterator[Any]:
     """DataLoader's iterator, with a dead worker turned into a LoaderWorkerError."""
     try:
@@ -422,16 +432,17 @@ class TorchLoader(LoaderBase):
         kwargs: dict[str, Any] = {}
         self.persistent = False
         if workers > 0:
-            prefetch = cfg.prefetch_factor or 2
+            shape = self._image_shape()
+            prefetch = cfg.prefetch_factor or _default_prefetch(
+                workers, cfg.batch_size * int(np.prod(shape))
+            )
             self.persistent = True if cfg.persistent_workers is None else cfg.persistent_workers
             kwargs.update(prefetch_factor=prefetch, persistent_workers=self.persistent)
             if "fork" in torch.multiprocessing.get_all_start_methods():
                 kwargs["multiprocessing_context"] = "fork"
                 if transform is None:
                     # Requests in flight, the batch being used, and one in the pin thread.
-                    self.dataset.pool = _SlotPool(
-                        workers * prefetch + 3, (cfg.batch_size, *self._image_shape())
-                    )
+                    self.dataset.pool = _SlotPool(workers * prefetch + 3, (cfg.batch_size, *shape))
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=cast(Any, self._batch_sampler),  # yields BatchRequests, not lists
