@@ -142,10 +142,3 @@ def _replace_dir(tmp: str, folder: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not os.path.isdir(folder):
             raise
-
-
-def remove(files: list[str]) -> None:
-    """Delete every cache entry for ``files`` (used when the shards are rewritten)."""
-    name = _entry_name(files)
-    for base in cache_dirs(files):
-        shutil.rmtree(os.path.join(base, name), ignore_errors=True)

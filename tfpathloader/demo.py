@@ -33,7 +33,7 @@ from PIL import Image
 from ._proto import Example
 from ._records import RecordWriter, atomic_replace
 from ._utils import optional_import, progress_bar
-from .index import PathIndex, write_index
+from .index import write_index
 
 __all__ = ["DEMO_FILES", "demo_exists", "make_demo"]
 
@@ -338,9 +338,3 @@ def make_demo(
     with atomic_replace(os.path.join(out, "demo.json")) as f:
         json.dump(summary, f, indent=2)
     return summary
-
-
-def open_demo(out_dir: str | os.PathLike[str], split: str = "train") -> PathIndex:
-    """The demo's path index for ``split`` (``"train"`` or ``"test"``)."""
-    name = {"train": "index.tfrecord", "test": "test.tfrecord"}[split]
-    return PathIndex.read(os.path.join(out_dir, name))

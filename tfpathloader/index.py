@@ -18,7 +18,7 @@ import glob as _glob
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -490,11 +490,8 @@ class PathIndex:
     ) -> PathIndex:
         """An in-memory index; record ``i`` is ``paths[i]`` (relative to ``root``)."""
         rel = _relative_paths(paths, os.fspath(root), allow_outside_root)
-        encoded = [p.encode("utf-8") for p in rel]
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(p) for p in encoded], out=offsets[1:])
-        buf = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
-        lab = _labels_array(labels, len(encoded))
+        offsets, buf = _pack(rel)
+        lab = _labels_array(labels, len(rel))
         return cls(labels=lab, offsets=offsets, paths=buf, root=os.fspath(root), classes=classes)
 
     # -- access ---------------------------------------------------------------------------
@@ -571,11 +568,6 @@ class PathIndex:
         # Concatenation is 5x faster than os.path.join; absolute paths (outside the root,
         # when allowed) stand alone, as os.path.join would leave them.
         return [rel if rel[0] == "/" else prefix + rel for rel in rels]
-
-    def iter_paths(self) -> Iterator[str]:
-        """Every absolute path, in record order."""
-        for i in range(len(self)):
-            yield self.path(i)
 
     def label_counts(self) -> np.ndarray:
         """Records per label (length :attr:`num_classes`; unlabeled records not counted)."""
@@ -693,6 +685,14 @@ def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarra
         "outside": list(parser.outside) if parser.outside else None,
     }
     return {"labels": labels, "offsets": offsets, "paths": paths}, meta
+
+
+def _pack(rel: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Relative paths as (offsets, one UTF-8 byte buffer): the columnar layout."""
+    encoded = [p.encode("utf-8") for p in rel]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in encoded], out=offsets[1:])
+    return offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
 
 
 def _labels_array(labels: Sequence[int] | np.ndarray | None, n: int) -> np.ndarray:
@@ -819,10 +819,7 @@ def _open_fresh(
 ) -> PathIndex:
     """Store the cache from the arrays already in memory, then open the index through it."""
     files = [os.path.abspath(f) for f in names]
-    encoded = [p.encode("utf-8") for p in rel]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in encoded], out=offsets[1:])
-    paths = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    offsets, paths = _pack(rel)
     outside = next(
         (
             (files[_shard_of(i, bounds)], i - bounds[_shard_of(i, bounds)], p)

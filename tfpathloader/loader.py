@@ -8,6 +8,7 @@ state, which counts batches the *user consumed* (not what workers prefetched).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import warnings
@@ -314,7 +315,7 @@ def make_loader(
     )
     _check_config(cfg, len(index))
     if cfg.channels is None:
-        cfg = _replace(cfg, channels=infer_channels(index))
+        cfg = dataclasses.replace(cfg, channels=infer_channels(index))
     if backend == "torch":
         from .torch_loader import TorchLoader
 
@@ -322,12 +323,6 @@ def make_loader(
     from .tf_loader import TFLoader
 
     return TFLoader(index, cfg, transform)
-
-
-def _replace(cfg: LoaderConfig, **changes: Any) -> LoaderConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **changes)
 
 
 _MAKE_LOADER_NAMES = tuple(p for p in inspect.signature(make_loader).parameters if p != "unknown")

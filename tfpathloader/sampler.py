@@ -115,13 +115,6 @@ class GlobalShuffleSampler:
         """Batches per epoch for every rank (with ``batch_size`` as given)."""
         return self.layout.steps
 
-    @property
-    def num_padded(self) -> int:
-        """Samples of this rank that repeat a record to complete the last step."""
-        # Padding only ever sits in the last step.
-        pos = self.layout.positions(self.rank, max(0, len(self) - self.batch_size))
-        return int(np.count_nonzero(self.layout.is_padding(pos)))
-
     # -- ids -------------------------------------------------------------------------------
 
     def ids(self, start: int = 0, stop: int | None = None) -> np.ndarray:
