@@ -150,23 +150,9 @@ def test_resume_at_any_point_yields_exactly_the_rest(
     permutation, n, world_size, batch_size, drop_last
 ):
     for rank in range(world_size):
-        s = GlobalShuffleSampler(
-            n,
-            seed=5,
-            rank=rank,
-            world_size=world_size,
-            drop_last=drop_last,
-            permutation=permutation,
-            batch_size=batch_size,
-        )
-        s.set_epoch(2)
-        full = list(s)
-        for k in range(len(full) + 1):
-            s.set_epoch(2)
-            it = iter(s)
-            head = [next(it) for _ in range(k)]
-            state = json.loads(json.dumps(s.state_dict()))  # JSON-able
-            fresh = GlobalShuffleSampler(
+
+        def make(rank=rank):
+            return GlobalShuffleSampler(
                 n,
                 seed=5,
                 rank=rank,
@@ -175,6 +161,16 @@ def test_resume_at_any_point_yields_exactly_the_rest(
                 permutation=permutation,
                 batch_size=batch_size,
             )
+
+        s = make()
+        s.set_epoch(2)
+        full = list(s)
+        for k in range(len(full) + 1):
+            s.set_epoch(2)
+            it = iter(s)
+            head = [next(it) for _ in range(k)]
+            state = json.loads(json.dumps(s.state_dict()))  # JSON-able
+            fresh = make()
             fresh.load_state_dict(state)
             assert head + list(fresh) == full
 
