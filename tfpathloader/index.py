@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _cache
 from ._proto import Example
-from ._records import RecordWriter, iter_records
+from ._records import RecordWriter, is_gzip, iter_records
 from ._utils import progress_bar
 from .errors import IndexFormatError
 
@@ -674,8 +674,6 @@ def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarra
         missing = [k for k in range(n_classes) if k not in parser.label_names]
         if not missing:
             classes = [parser.label_names[k] for k in range(n_classes)]
-    from ._records import is_gzip
-
     meta = {
         "records": len(labels),
         "shard_records": parser.shard_records,
