@@ -161,7 +161,7 @@ class _PathListDataset:
         from PIL import Image
 
         img = Image.open(self.paths[i]).convert(self.mode)
-        arr = np.asarray(img)
+        arr = np.array(img)  # a writable copy, as torchvision's PILToTensor makes
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr)), self.labels[i]
 

@@ -23,9 +23,17 @@ __all__ = ["decode_image", "load_image", "read_file"]
 
 def read_file(path: str, record_id: int = -1) -> bytes:
     """The bytes of ``path``; an :class:`ImageLoadError` says why they could not be read."""
+    # os.open/os.read: a third of the cost of open().read() for small files (no buffered
+    # reader object per file), which matters when a 28x28 PNG decodes in 25 us.
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size + 1)  # one byte over: getting it means the file grew
+            if len(data) != size:  # grew, shrank, a short read, or no size (/proc, a pipe)
+                data += _read_rest(fd)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ImageLoadError(record_id, path, "file not found") from None
     except IsADirectoryError:
@@ -41,14 +49,19 @@ def read_file(path: str, record_id: int = -1) -> bytes:
     return data
 
 
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_rest(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _to_channels(im: Image.Image, channels: int | None) -> np.ndarray:
     """Pixels of ``im`` as HxWxC uint8 with ``channels`` channels (``None``: 1 or 3, as stored)."""
     mode = im.mode
-    # The common cases first, without an extra copy.
-    if mode == "L" and channels in (None, 1):
-        return np.asarray(im)[:, :, None]
-    if mode == "RGB" and channels in (None, 3):
-        return np.asarray(im)
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit samples: keep the high byte (what libpng does for tf.io, too).
         arr = np.asarray(im).astype(np.int64)
@@ -99,13 +112,43 @@ def decode_image(
     Raises:
         ImageLoadError: if the bytes are not a decodable image.
     """
+    return _as_array(
+        *decode_pixels(data, channels=channels, size=size, path=path, record_id=record_id)
+    )
+
+
+Pixels = tuple["bytes | np.ndarray", tuple[int, ...]]
+
+
+def decode_pixels(
+    data: bytes,
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    path: str = "<bytes>",
+    record_id: int = -1,
+) -> Pixels:
+    """:func:`decode_image`'s pixels as ``(buffer, (H, W, C))``, the buffer C-ordered uint8.
+
+    The buffer is Pillow's own bytes for grey and RGB images (a uint8 array for the rest), so
+    a loader copies them into its batch once, without making an array per image first.
+    """
     try:
         with warnings.catch_warnings():
             # Over Pillow's pixel limit is an error here, not a warning to scroll past.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=_formats(data)) as im:
                 im.load()
-                arr = _to_channels(im, channels)
+                mode, (w, h) = im.mode, im.size
+                # The common cases without an array: grey or RGB, kept as stored.
+                if mode == "L" and channels in (None, 1):
+                    pixels: bytes | np.ndarray = im.tobytes()
+                    shape: tuple[int, ...] = (h, w, 1)
+                elif mode == "RGB" and channels in (None, 3):
+                    pixels, shape = im.tobytes(), (h, w, 3)
+                else:
+                    pixels = _to_channels(im, channels)
+                    shape = pixels.shape
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(
             record_id, path, f"image is larger than Pillow's decompression-bomb limit ({e})"
@@ -116,9 +159,16 @@ def decode_image(
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(record_id, path, f"image is corrupt or truncated: {e}") from None
-    if size is not None and arr.shape[:2] != tuple(size):
-        arr = _resize(arr, size)
-    return arr
+    if size is not None and shape[:2] != tuple(size):
+        pixels = _resize(_as_array(pixels, shape), size)
+        shape = pixels.shape
+    return pixels, shape
+
+
+def _as_array(pixels: bytes | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(pixels, np.ndarray):
+        return pixels
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(shape)
 
 
 def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -137,7 +187,18 @@ def load_image(
     record_id: int = -1,
 ) -> np.ndarray:
     """Read and decode the image at ``path`` (see :func:`decode_image`)."""
+    return _as_array(*load_pixels(path, channels=channels, size=size, record_id=record_id))
+
+
+def load_pixels(
+    path: str | os.PathLike[str],
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    record_id: int = -1,
+) -> Pixels:
+    """Read and decode the image at ``path`` (see :func:`decode_pixels`)."""
     p = os.fspath(path)
-    return decode_image(
+    return decode_pixels(
         read_file(p, record_id), channels=channels, size=size, path=p, record_id=record_id
     )

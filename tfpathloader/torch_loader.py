@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from .decode import load_image
+from .decode import Pixels, _as_array, load_image, load_pixels
 from .errors import ImageLoadError, LoaderWorkerError
 from .index import PathIndex
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
@@ -156,17 +156,18 @@ class PathIndexDataset(torch.utils.data.Dataset):
         state["pool"] = None  # a pickled (spawned) worker cannot see the pool's mapping
         return state
 
-    def _load_path(self, i: int, path: str, epoch: int) -> np.ndarray:
-        """Image ``i``: HxWxC as decoded, or CxHxW from the transform (if there is one)."""
-        hwc = load_image(path, channels=self.channels, size=self.size, record_id=i)
+    def _pixels(self, i: int, path: str, epoch: int) -> Pixels:
+        """Image ``i``: HxWxC pixels as decoded, or the CxHxW array the transform returned."""
         if self.transform is None:
-            return hwc
+            return load_pixels(path, channels=self.channels, size=self.size, record_id=i)
+        hwc = load_image(path, channels=self.channels, size=self.size, record_id=i)
         rng = np.random.default_rng([self.seed, epoch, i, TRANSFORM_STREAM])
-        return np.asarray(self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng))
+        img = np.asarray(self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng))
+        return img, img.shape
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
-        image = torch.from_numpy(self._load_path(i, self.index.path(i), self.epoch).copy())
+        image = torch.from_numpy(_as_array(*self._pixels(i, self.index.path(i), self.epoch)).copy())
         return {
             "image": image if self.transform is not None else image.permute(2, 0, 1),
             "label": torch.tensor(int(self.index.labels[i])),
@@ -189,9 +190,11 @@ class PathIndexDataset(torch.utils.data.Dataset):
         out: np.ndarray | None = None
         buffer: np.ndarray | torch.Tensor | None = None
         pool = self.pool if slot is not None else None
+        flat = memoryview(b"")  # the batch as bytes, for the images Pillow gives as bytes
+        row, first_shape = 0, cast(tuple[int, ...], ())
         for i, path in zip(ids.tolist(), self.index.paths(ids), strict=True):
             try:
-                img = self._load_path(i, path, epoch)
+                pixels, shape = self._pixels(i, path, epoch)
             except ImageLoadError as e:
                 if self.on_error == "raise":
                     return _WireBatch(
@@ -203,25 +206,33 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 continue
             if out is None:
                 # The first image fixes the batch's shape.
+                dtype = pixels.dtype if isinstance(pixels, np.ndarray) else np.dtype(np.uint8)
                 if (
                     pool is not None
                     and slot is not None
-                    and img.dtype == np.uint8
-                    and img.shape == pool.shape[1:]
+                    and dtype == np.uint8
+                    and shape == pool.shape[1:]
                     and len(ids) <= pool.shape[0]
                 ):
                     buffer = pool.buffer(slot)
                 else:
                     pool = None
-                    buffer = _fresh_buffer((len(ids), *img.shape), img.dtype)
+                    buffer = _fresh_buffer((len(ids), *shape), dtype)
                 out = buffer.numpy() if isinstance(buffer, torch.Tensor) else buffer
-            elif img.shape != out.shape[1:]:
+                if dtype == np.uint8:
+                    flat, row = out.data.cast("B"), int(np.prod(shape))
+                first_shape = shape
+            elif shape != first_shape:
                 raise ValueError(
-                    f"record {i} ({path}) has shape {img.shape} but record {kept[0]} has "
+                    f"record {i} ({path}) has shape {shape} but record {kept[0]} has "
                     f"{out.shape[1:]}: images of one batch must have one size; pass "
                     "size=(height, width) to resize them"
                 )
-            out[len(kept)] = img
+            k = len(kept)
+            if isinstance(pixels, bytes):
+                flat[k * row : (k + 1) * row] = pixels  # one copy, no array per image
+            else:
+                out[k] = pixels
             kept.append(i)
         n = len(kept)
         index = np.asarray(kept, dtype=np.int64)
