@@ -34,6 +34,12 @@ def _png(arr, **kw):
     return buf.getvalue()
 
 
+def _gif(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="GIF")
+    return buf.getvalue()
+
+
 def _rgb(seed):
     return np.random.default_rng(seed).integers(0, 256, (*SIZE, 3), dtype=np.uint8)
 
@@ -63,6 +69,16 @@ def corpus():
         "over the decompression-bomb limit": (
             "huge.png",
             _png(np.zeros((40, 40), np.uint8)),
+            "decompression-bomb",
+        ),
+        "over the limit, JPEG": (
+            "huge.jpg",
+            _jpeg_bytes(Image.new("RGB", (40, 40))),
+            "decompression-bomb",
+        ),
+        "over the limit, GIF": (
+            "huge.gif",
+            _gif(np.zeros((40, 40), np.uint8)),
             "decompression-bomb",
         ),
         "CMYK JPEG": ("cmyk.jpg", cmyk, "ok"),
@@ -260,3 +276,72 @@ def test_verify_reports_every_bad_input(tmp_path, small_bomb_limit, capsys):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def _huge_blank_png(width: int, height: int) -> bytes:
+    """A valid grey PNG of width x height zeros, written row by row (never held decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    z = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte 0, then the samples
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.tf
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
+    """Pillow refuses by the header; the tf backend must too, not after decoding 1.2 GB."""
+    side = 20_000  # 400 M pixels: over 2x Pillow's default limit; 1.2 GB decoded as RGB
+    (tmp_path / "bomb.png").write_bytes(_huge_blank_png(side, side))
+    write_index(tmp_path / "index.tfrecord", ["bomb.png"], [0])
+    code = f"""
+    import json, resource
+    from tfpathloader import ImageLoadError, PathIndex
+    from tfpathloader.loader import make_loader
+    index = PathIndex.read({str(tmp_path / "index.tfrecord")!r})
+    out = {{}}
+    for backend in ("torch", "tf"):
+        loader = make_loader(backend=backend, index=index, batch_size=1, shuffle="none",
+                             channels=3, num_workers=0)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            list(loader)
+            cause = "loaded"
+        except ImageLoadError as e:
+            cause = e.cause
+        grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        out[backend] = [cause, grew // 1024]
+    print(json.dumps(out))
+    """
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    for backend, (cause, grew_mb) in got.items():
+        assert "decompression-bomb" in cause, (backend, cause)
+        # Decoding would take 1,200 MB; refusing by the header takes next to nothing.
+        assert grew_mb < 300, (backend, grew_mb)
+
+
+@pytest.mark.tf
+def test_tf_header_pixel_counts_of_png_gif_and_jpeg(tmp_path):
+    """The tf backend's bomb check reads sizes from headers; other bytes count as 0 (Pillow's)."""
+    import tensorflow as tf
+
+    index, _ = build(tmp_path, "missing file")
+    loader = make_loader(backend="tf", index=index, batch_size=4, shuffle="none")
+    files = [
+        _png(np.zeros((3, 70_000 // 3), np.uint8)),  # 3 x 23,333: widths above 16 bits
+        _gif(np.zeros((300, 7), np.uint8)),
+        _jpeg_bytes(Image.new("RGB", (513, 257))),
+        b"just some text\n" * 20,
+        b"GI",
+    ]
+    got = loader._header_pixels(tf.constant(files)).numpy().tolist()
+    assert got == [3 * (70_000 // 3), 300 * 7, 513 * 257, 0, 0]
