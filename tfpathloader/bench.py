@@ -3,7 +3,8 @@
 Rows, all over *the same files* (the first M records of the seeded global order):
 
 - ``raw``: the decode limit: the files read and decoded (the loaders' own decode function) in
-  a tight loop by as many processes as the loaders use; no batching, no transfer.
+  a tight loop by as many processes as the loaders use, which take the files 32 at a time as
+  they go (balanced as a loader's batches are); no batching, no transfer.
 - ``torch``: this project's PyTorch loader.
 - ``baseline``: what users write without it: a list of paths + Pillow +
   ``DataLoader(shuffle=True)`` with default collation (torchvision's ImageFolder, minus
@@ -92,24 +93,41 @@ def make_jpeg_set(
 
 
 def _raw_worker(
-    paths: list[str], channels: int | None, size: tuple[int, int] | None, barrier: Any, done: Any
+    paths: list[str],
+    channels: int | None,
+    size: tuple[int, int] | None,
+    barrier: Any,
+    next_chunk: Any,
+    done: Any,
 ) -> None:
     barrier.wait()
-    for p in paths:
-        load_image(p, channels=channels, size=size)
+    while True:
+        with next_chunk.get_lock():
+            start = next_chunk.value
+            next_chunk.value += _RAW_CHUNK
+        if start >= len(paths):
+            break
+        for p in paths[start : start + _RAW_CHUNK]:
+            load_image(p, channels=channels, size=size)
     done.put(time.perf_counter())
+
+
+# Files a raw process takes at a time: shared out as they go, as a loader's batches are, so
+# that a process the machine slows down takes fewer (a fixed split would wait for the slowest).
+_RAW_CHUNK = 32
 
 
 def _raw_rate(
     paths: list[str], workers: int, channels: int | None, size: tuple[int, int] | None
 ) -> float:
-    """Images/s of ``workers`` processes decoding their share of ``paths`` flat out."""
+    """Images/s of ``workers`` processes decoding ``paths`` flat out, sharing them as they go."""
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     barrier = ctx.Barrier(workers + 1)
+    next_chunk = ctx.Value("q", 0)
     done = ctx.Queue()
-    shares = [paths[k::workers] for k in range(workers)]
     procs = [
-        ctx.Process(target=_raw_worker, args=(s, channels, size, barrier, done)) for s in shares
+        ctx.Process(target=_raw_worker, args=(paths, channels, size, barrier, next_chunk, done))
+        for _ in range(workers)
     ]
     for p in procs:
         p.start()
