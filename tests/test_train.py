@@ -116,6 +116,30 @@ def test_config_is_validated():
         compose_cfg(["trainer.epochz=2"])
 
 
+def test_ranks_of_one_torchrun_launch_name_one_run_folder():
+    """The default run folder comes from the launcher's start time under torchrun, not `now`."""
+    code = "from tfpathloader.hydra_config import launch_time; print(launch_time('%d/%H-%M-%S'))"
+    plain = {k: v for k, v in env().items() if k != "LOCAL_RANK"}
+
+    def two_processes_a_second_apart(extra):
+        out = []
+        for _ in range(2):
+            run = subprocess.run(
+                [sys.executable, "-c", code], env={**plain, **extra}, capture_output=True, text=True
+            )
+            assert run.returncode == 0, run.stderr
+            out.append(run.stdout.strip())
+            time.sleep(1.1)
+        return out
+
+    # Two ranks of one launch (children of this process): one folder name.
+    a, b = two_processes_a_second_apart({"LOCAL_RANK": "0"})
+    assert a == b
+    # Two separate runs: `now`, as Hydra's default.
+    a, b = two_processes_a_second_apart({})
+    assert a != b
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loader", ["torch", "tf"])
 def test_two_process_distributed_run_covers_the_data_once(small_data, tmp_path, loader):

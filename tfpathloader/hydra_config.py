@@ -6,10 +6,14 @@ factories (:func:`tfpathloader.make_loader`, :func:`tfpathloader.models.small_cn
 
 from __future__ import annotations
 
+import functools
+import os
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Optional
 
-__all__ = ["Config", "register_configs"]
+__all__ = ["Config", "launch_time", "register_configs"]
 
 # NOTE: Optional[...] rather than `X | None`: OmegaConf reads these annotations at runtime.
 
@@ -80,9 +84,43 @@ class Config:
     trainer: TrainerConf = field(default_factory=TrainerConf)
 
 
+def launch_time(pattern: str) -> str:
+    """When this run was launched, formatted by ``pattern`` (``${launch_time:%H-%M-%S}``).
+
+    Hydra's ``${now:...}`` is read by every process: torchrun ranks that compose their config
+    either side of a second boundary each made a run folder. Every rank of one torchrun launch
+    is a child of the same launcher process, so ranks format the launcher's start time instead.
+    """
+    return datetime.fromtimestamp(_launched()).strftime(pattern)
+
+
+@functools.cache
+def _launched() -> float:
+    if "LOCAL_RANK" in os.environ:  # a torchrun worker
+        started = _process_start(os.getppid())
+        if started is not None:
+            return started
+    return time.time()
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time of process ``pid`` (Linux ``/proc``), or None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def register_configs() -> None:
-    """Store the schemas as ``base_config`` and ``<group>/base_<group>``."""
+    """Store the schemas as ``base_config`` and ``<group>/base_<group>``; add ``launch_time``."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("launch_time", launch_time, replace=True)
 
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
