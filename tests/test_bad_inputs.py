@@ -345,3 +345,25 @@ def test_tf_header_pixel_counts_of_png_gif_and_jpeg(tmp_path):
     ]
     got = loader._header_pixels(tf.constant(files)).numpy().tolist()
     assert got == [3 * (70_000 // 3), 300 * 7, 513 * 257, 0, 0]
+
+
+@pytest.mark.parametrize("batch_size", [8, 5])  # tf: 8 images per loop step, or one by one
+def test_mixed_image_sizes_in_a_batch_name_the_record_in_both_loaders(tmp_path, batch_size):
+    paths = []
+    for i in range(16):
+        shape = (10, 12, 3) if i == 6 else (*SIZE, 3)
+        Image.fromarray(np.full(shape, i, np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(f"{i}.png")
+    index = write_index(tmp_path / "index.tfrecord", paths, [0] * 16)
+    first = 0 if batch_size == 8 else 5  # the first record of the batch holding record 6
+    for backend in BACKENDS:
+        kw = {"index": index, "batch_size": batch_size, "shuffle": "none", "channels": 3}
+        with pytest.raises(ValueError) as err:
+            list(make_loader(backend=backend, num_workers=2 if backend == "torch" else 0, **kw))
+        message = str(err.value)
+        assert f"record 6 ({index.path(6)}) has shape (10, 12, 3)" in message, (backend, message)
+        assert f"but record {first} has (8, 8, 3)" in message, (backend, message)
+        assert "pass size=(height, width)" in message
+        # Resized, the same images batch in both.
+        batches = list(make_loader(backend=backend, size=SIZE, **kw))
+        assert [b["image"].shape[1:] for b in batches] == [(3, *SIZE)] * len(batches)

@@ -32,7 +32,7 @@ from .order import ArrayOrder
 
 __all__ = ["TFLoader", "import_tensorflow"]
 
-_GROUP = 8  # elements per step of the read and header loops (see NOTE [bomb check])
+_GROUP = 8  # images per step of the read, header and decode loops (see TFLoader._map_grouped)
 
 
 def import_tensorflow() -> Any:
