@@ -231,3 +231,83 @@ def test_sharded_name_resolves_to_its_shards(tmp_path):
     assert len(PathIndex.read(tmp_path / "idx.tfrecord").files) == 3
     with pytest.raises(IndexFormatError, match="no path index"):
         PathIndex.read(tmp_path / "nothing.tfrecord")
+
+
+def _parse_and_sign(file):
+    from tfpathloader.index import _Parser
+
+    parser = _Parser()
+    parser.parse_file(file, None)
+    parser.pid = os.getpid()
+    return parser
+
+
+@pytest.fixture
+def parallel_parse(monkeypatch):
+    """Shards parse in worker processes even when small; each result says which process."""
+    import tfpathloader.index as index_module
+
+    monkeypatch.setattr(index_module, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(index_module, "_parse_shard", _parse_and_sign)
+    seen = []
+    real_merge = index_module._Parser.merge
+
+    def merge(self, later):
+        seen.append(getattr(later, "pid", None))
+        return real_merge(self, later)
+
+    monkeypatch.setattr(index_module._Parser, "merge", merge)
+    return seen
+
+
+def _shards_out_of_order(tmp_path, classes=("cat", "dog", "eel")):
+    """Four shards whose ids interleave (record k of shard s has id 4k + (3 - s))."""
+    files = []
+    for s in range(4):
+        path = str(tmp_path / f"idx-{s:05d}-of-00004.tfrecord")
+        with RecordWriter(path) as w:
+            for k in range(25):
+                i = 4 * k + (3 - s)
+                w.write(encode_example(i, i % 3, f"c{i % 3}/{i:03d}.png", classes[i % 3]))
+        files.append(path)
+    return files
+
+
+def test_parallel_parse_equals_the_single_process_parse(tmp_path, parallel_parse):
+    files = _shards_out_of_order(tmp_path)
+    index = PathIndex.read(files, cache=False)
+    assert len(parallel_parse) == 4 and os.getpid() not in parallel_parse
+    assert None not in parallel_parse  # every shard came from a worker process
+    import tfpathloader.index as index_module
+
+    index_module._PARALLEL_MIN_BYTES = 1 << 60  # restored by monkeypatch afterwards
+    single = PathIndex.read(files, cache=False)
+    assert [index.relpath(i) for i in range(100)] == [f"c{i % 3}/{i:03d}.png" for i in range(100)]
+    for a, b in ((index.labels, single.labels), (index.offsets, single.offsets)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(index.path_buffer, single.path_buffer)
+    assert index.classes == single.classes == ("cat", "dog", "eel")
+    assert index.info() == single.info()
+
+
+def test_parallel_parse_reports_errors_as_one_process_would(tmp_path, parallel_parse):
+    files = _shards_out_of_order(tmp_path)
+    data = bytearray(open(files[2], "rb").read())
+    data[-3] ^= 0x10  # the data CRC of shard 2's last record
+    open(files[2], "wb").write(bytes(data))
+    with pytest.raises(IndexFormatError) as err:
+        PathIndex.read(files, cache=False)
+    assert (err.value.file, err.value.record) == (files[2], 24)
+    assert "CRC mismatch" in err.value.reason
+    # A label named differently in two shards: the later place is the error, the earlier named.
+    (tmp_path / "names").mkdir()
+    files = _shards_out_of_order(tmp_path / "names")
+    with RecordWriter(files[3]) as w:  # ids 4k; label 0 named "cow" here, "cat" elsewhere
+        for k in range(25):
+            i = 4 * k
+            w.write(encode_example(i, i % 3, f"{i}.png", ("cow", "dog", "eel")[i % 3]))
+    with pytest.raises(IndexFormatError) as err:
+        PathIndex.read(files, cache=False)
+    assert (err.value.file, err.value.record) == (files[3], 0)
+    assert f"named 'cow' here but 'cat' in {files[0]}, record 0" in str(err.value)

@@ -29,6 +29,15 @@ class IndexFormatError(TFPathLoaderError, ValueError):
             where.append(f"record {record}")
         super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
+    def __reduce__(self):  # keeps the fields when the error crosses a worker process
+        return (_index_format_error, (type(self), self.reason, self.file, self.record))
+
+
+def _index_format_error(
+    cls: type[IndexFormatError], reason: str, file: str | None, record: int | None
+) -> IndexFormatError:
+    return cls(reason, file=file, record=record)
+
 
 class ImageLoadError(TFPathLoaderError):
     """An image named by the index could not be read or decoded.

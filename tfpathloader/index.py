@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import array
 import glob as _glob
+import multiprocessing as mp
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -184,15 +186,16 @@ class _Parser:
         self.shard_records: list[int] = []
         self.path_features: list[str] = []
 
-    def parse_file(self, file: str, bar: Any) -> None:
+    def parse_file(self, file: str, bar: Any | None) -> None:
         path_feature_used: str | None = None
         n = 0
         for n, data in enumerate(iter_records(file)):
             path_feature_used = self._parse_record(file, n, data, path_feature_used)
-            if n & 1023 == 1023:
+            if n & 1023 == 1023 and bar is not None:
                 bar.update(1024)
         count = n + 1 if path_feature_used is not None else 0
-        bar.update(count & 1023 if count else 0)
+        if bar is not None:
+            bar.update(count & 1023 if count else 0)
         self.shard_records.append(count)
         self.path_features.append(path_feature_used or PATH_FEATURES[0])
 
@@ -283,7 +286,9 @@ class _Parser:
                 file=file,
                 record=n,
             )
-        name = f.bytes_list.value[0].decode("utf-8", errors="replace")
+        self._name(label, f.bytes_list.value[0].decode("utf-8", errors="replace"), file, n)
+
+    def _name(self, label: int, name: str, file: str, n: int) -> None:
         known = self.label_names.get(label)
         if known is None:
             self.label_names[label] = name
@@ -296,6 +301,14 @@ class _Parser:
                 file=file,
                 record=n,
             )
+
+    def merge(self, later: _Parser) -> None:
+        """Take the label names and first outside path of ``later`` (the next shards)."""
+        for label, name in later.label_names.items():
+            self._name(label, name, *later.label_name_origin[label])
+        self.outside = self.outside or later.outside
+        self.shard_records += later.shard_records
+        self.path_features += later.path_features
 
 
 def _describe(f: Any) -> str:
@@ -651,38 +664,78 @@ def _is_mapped(arr: np.ndarray) -> bool:
     return isinstance(base, mmap.mmap)
 
 
-def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+# NOTE [parallel parse]: parsing is about 5 us per record of Python and protobuf, so a large
+# sharded index is parsed one shard per process, as many processes as cores (only the first
+# open: later opens map the cache). Records, label names and errors are merged in shard order,
+# so the result is the one a single process makes. A forked process costs tens of
+# milliseconds: small indexes, and single shards, are parsed in this process.
+_PARALLEL_MIN_BYTES = 16 << 20
+
+
+def _parse_shard(file: str) -> _Parser:
     parser = _Parser()
-    with progress_bar(progress, desc="reading path index", unit=" records") as bar:
+    parser.parse_file(file, None)
+    return parser
+
+
+def _parsed_shards(files: list[str], bar: Any) -> Iterator[_Parser]:
+    """A parser per shard, in order (in parallel processes when it pays: NOTE above)."""
+    workers = min(len(files), os.cpu_count() or 1)
+    size = sum(os.path.getsize(f) for f in files)
+    if workers < 2 or size < _PARALLEL_MIN_BYTES or "fork" not in mp.get_all_start_methods():
         for f in files:
+            parser = _Parser()
             parser.parse_file(f, bar)
-    ids = np.frombuffer(parser.ids, dtype=np.int64) if len(parser.ids) else np.zeros(0, np.int64)
-    labels = (
-        np.frombuffer(parser.labels, dtype=np.int64)
-        if len(parser.labels)
-        else np.zeros(0, np.int64)
-    )
-    offsets = np.frombuffer(parser.offsets, dtype=np.int64)
-    paths = np.frombuffer(bytes(parser.paths), dtype=np.uint8)
-    order = _validate_ids(ids, files, parser.shard_records)
+            yield parser
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        for parser in pool.map(_parse_shard, files):
+            bar.update(parser.shard_records[0])
+            yield parser
+
+
+def _int64s(values: array.array) -> np.ndarray:
+    return np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
+
+
+def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    merged = _Parser()
+    ids: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    paths: list[bytearray] = []
+    base = 0
+    with progress_bar(progress, desc="reading path index", unit=" records") as bar:
+        for parser in _parsed_shards(files, bar):
+            merged.merge(parser)
+            ids.append(_int64s(parser.ids))
+            labels.append(_int64s(parser.labels))
+            offsets.append(_int64s(parser.offsets)[:-1] + base)
+            paths.append(parser.paths)
+            base += len(parser.paths)
+    all_ids = np.concatenate(ids)
+    all_labels = np.concatenate(labels)
+    all_offsets = np.concatenate([*offsets, np.array([base], dtype=np.int64)])
+    all_paths = np.frombuffer(b"".join(paths), dtype=np.uint8)
+    order = _validate_ids(all_ids, files, merged.shard_records)
     if order is not None:
-        labels = labels[order]
-        paths, offsets = _gather_paths(paths, offsets, order)
+        all_labels = all_labels[order]
+        all_paths, all_offsets = _gather_paths(all_paths, all_offsets, order)
     classes = None
-    if parser.label_names:
-        n_classes = int(labels.max()) + 1
-        missing = [k for k in range(n_classes) if k not in parser.label_names]
+    if merged.label_names:
+        n_classes = int(all_labels.max()) + 1
+        missing = [k for k in range(n_classes) if k not in merged.label_names]
         if not missing:
-            classes = [parser.label_names[k] for k in range(n_classes)]
+            classes = [merged.label_names[k] for k in range(n_classes)]
     meta = {
-        "records": len(labels),
-        "shard_records": parser.shard_records,
-        "path_features": parser.path_features,
+        "records": len(all_labels),
+        "shard_records": merged.shard_records,
+        "path_features": merged.path_features,
         "compression": "gzip" if any(is_gzip(f) for f in files) else None,
         "classes": classes,
-        "outside": list(parser.outside) if parser.outside else None,
+        "outside": list(merged.outside) if merged.outside else None,
     }
-    return {"labels": labels, "offsets": offsets, "paths": paths}, meta
+    return {"labels": all_labels, "offsets": all_offsets, "paths": all_paths}, meta
 
 
 def _pack(rel: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
