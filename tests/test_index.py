@@ -311,3 +311,21 @@ def test_parallel_parse_reports_errors_as_one_process_would(tmp_path, parallel_p
         PathIndex.read(files, cache=False)
     assert (err.value.file, err.value.record) == (files[3], 0)
     assert f"named 'cow' here but 'cat' in {files[0]}, record 0" in str(err.value)
+
+
+def _read_in_daemon(files, out):
+    out.put(len(PathIndex.read(files, cache=False)))
+
+
+def test_parallel_parse_falls_back_inside_a_daemon_process(tmp_path, parallel_parse):
+    """A DataLoader worker (a daemon) may not start processes: it parses in one."""
+    import multiprocessing as mp
+
+    files = _shards_out_of_order(tmp_path)
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_read_in_daemon, args=(files, out), daemon=True)
+    proc.start()
+    assert out.get(timeout=60) == 100
+    proc.join()
+    assert proc.exitcode == 0

@@ -682,7 +682,12 @@ def _parsed_shards(files: list[str], bar: Any) -> Iterator[_Parser]:
     """A parser per shard, in order (in parallel processes when it pays: NOTE above)."""
     workers = min(len(files), os.cpu_count() or 1)
     size = sum(os.path.getsize(f) for f in files)
-    if workers < 2 or size < _PARALLEL_MIN_BYTES or "fork" not in mp.get_all_start_methods():
+    if (
+        workers < 2
+        or size < _PARALLEL_MIN_BYTES
+        or "fork" not in mp.get_all_start_methods()
+        or mp.current_process().daemon  # e.g. a DataLoader worker: may not start processes
+    ):
         for f in files:
             parser = _Parser()
             parser.parse_file(f, bar)
