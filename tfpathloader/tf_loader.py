@@ -9,9 +9,10 @@ same pipeline as a plain ``tf.data.Dataset`` for TensorFlow users.
 NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
 their high byte (``decode_png`` does that for uint8), palettes expand, alpha is dropped, and
 RGB -> grey uses Pillow's integer formula instead of ``decode_png(channels=1)`` (which differs by
-one in places). JPEGs use ``dct_method="INTEGER_ACCURATE"`` (Pillow's islow IDCT). Any other
-format goes through the PyTorch backend's own Pillow decoder (``tf.numpy_function``). Resizing is
-``tf.image.resize(antialias=True)`` and is close to, not equal to, Pillow's bilinear.
+one in places). JPEGs use ``dct_method="INTEGER_ACCURATE"`` (Pillow's islow IDCT). CMYK JPEGs
+(4 components in the header; libjpeg's CMYK -> RGB differs from Pillow's by up to 12) and any
+other format go through the PyTorch backend's own Pillow decoder (``tf.numpy_function``).
+Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, Pillow's bilinear.
 """
 
 from __future__ import annotations
@@ -164,22 +165,25 @@ class TFLoader(LoaderBase):
             "epoch": tf.fill(tf.shape(ids), epoch),
         }
 
-    def _decode(self, data: Any) -> Any:
+    def _decode(self, data: Any, cmyk: Any = None) -> Any:
+        """RGB pixels of one file; by Pillow where tf.io would differ (NOTE [pixel parity])."""
         tf = self.tf
 
         def fast() -> Any:
             return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
 
-        if self._fast:
-            return tf.ensure_shape(fast(), [None, None, 3])
-
         def other() -> Any:  # Pillow checks the pixel count itself
             img = tf.numpy_function(_pillow_rgb, [data], tf.uint8, stateful=False)
             return tf.ensure_shape(img, [None, None, 3])
 
-        head = tf.strings.substr(data, 0, 3)
-        known = tf.reduce_any(tf.equal(head, [b"\x89PN", b"\xff\xd8\xff", b"GIF"]))
-        return tf.ensure_shape(tf.cond(known, fast, other), [None, None, 3])
+        pillow = cmyk
+        if not self._fast:
+            head = tf.strings.substr(data, 0, 3)
+            known = tf.reduce_any(tf.equal(head, [b"\x89PN", b"\xff\xd8\xff", b"GIF"]))
+            pillow = tf.logical_not(known) if cmyk is None else tf.logical_or(cmyk, ~known)
+        if pillow is None:
+            return tf.ensure_shape(fast(), [None, None, 3])
+        return tf.ensure_shape(tf.cond(pillow, other, fast), [None, None, 3])
 
     # NOTE [bomb check]: Pillow refuses an image over its decompression-bomb limit from the
     # header, before allocating anything; tf.io decodes first (a 20,000 x 20,000 PNG of zeros is
@@ -192,8 +196,9 @@ class TFLoader(LoaderBase):
     # a loop of its own one file per step, cost 10 us per 28x28 PNG (a third of its decode);
     # reading (and reading JPEG headers) 8 per loop step costs about 1 us.
 
-    def _header_pixels(self, data: Any) -> Any:
-        """Width x height (int64) from the headers of PNG, GIF and JPEG bytes; 0 for others."""
+    def _headers(self, data: Any) -> tuple[Any, Any]:
+        """From the headers of PNG, GIF and JPEG bytes: width x height (int64; 0 for other
+        formats), and whether the image is a CMYK JPEG (4 components)."""
         tf = self.tf
         flat = tf.reshape(data, [-1])
         head24 = tf.strings.substr(flat, 0, 24) + bytes(24)  # long enough for every field
@@ -216,19 +221,21 @@ class TFLoader(LoaderBase):
         )
         hwc = tf.cast(hwc, tf.int64)
         pixels = tf.tensor_scatter_nd_update(pixels, jpegs, hwc[:, 0] * hwc[:, 1])
-        return tf.reshape(pixels, tf.shape(data))
+        cmyk = tf.tensor_scatter_nd_update(tf.zeros_like(pixels, tf.bool), jpegs, hwc[:, 2] == 4)
+        return tf.reshape(pixels, tf.shape(data)), tf.reshape(cmyk, tf.shape(data))
 
-    def _checked(self, data: Any) -> Any:
-        """``data``, available only after its headers passed the bomb check."""
+    def _checked(self, data: Any) -> tuple[Any, Any]:
+        """``data``, available only after its headers passed the bomb check; CMYK flags."""
         tf = self.tf
+        pixels, cmyk = self._headers(data)
         limit = Image.MAX_IMAGE_PIXELS or 2**62
         check = tf.debugging.assert_less_equal(
-            self._header_pixels(data),
+            pixels,
             tf.constant(limit, tf.int64),
             message="image is larger than Pillow's decompression-bomb limit",
         )
         with tf.control_dependencies([check]):
-            return tf.identity(data)
+            return tf.identity(data), cmyk
 
     def _grey(self, rgb: Any) -> Any:
         """Pillow's RGB -> L (exact for grey replicated to RGB, too)."""
@@ -241,13 +248,13 @@ class TFLoader(LoaderBase):
 
     def _load(self, item: dict[str, Any]) -> dict[str, Any]:
         """One record: read, check, decode (see :meth:`_image`)."""
-        data = self._checked(self.tf.io.read_file(item["path"]))
-        return {**item, "image": self._image(data, item["index"], item["epoch"])}
+        data, cmyk = self._checked(self.tf.io.read_file(item["path"]))
+        return {**item, "image": self._image(data, item["index"], item["epoch"], cmyk)}
 
-    def _image(self, data: Any, index: Any = None, epoch: Any = None) -> Any:
+    def _image(self, data: Any, index: Any = None, epoch: Any = None, cmyk: Any = None) -> Any:
         """One file's bytes: decode (3 channels), resize, transform (seeded by index, epoch)."""
         tf = self.tf
-        img = self._decode(data)
+        img = self._decode(data, cmyk)
         if self.config.size is not None:
             h, w = self.config.size
             img = tf.image.resize(img, [h, w], method="bilinear", antialias=True)
@@ -266,15 +273,22 @@ class TFLoader(LoaderBase):
             spec = tf.TensorSpec([None, None, 3], tf.uint8)
         else:
             spec = tf.TensorSpec([None, None, None], tf.uint8)
-        data = self._checked(self._read_files(items["path"]))
-        if self.transform is None:
-            images = self._map_grouped(self._image, data, spec)
-        else:
-            images = self._map_grouped(
-                lambda x: self._image(x["data"], x["index"], x["epoch"]),
-                {"data": data, "index": items["index"], "epoch": items["epoch"]},
+        data, cmyk = self._checked(self._read_files(items["path"]))
+
+        def decode_all(any_cmyk: bool) -> Any:
+            # Only a batch holding a CMYK JPEG pays for a per-image choice of decoder.
+            values = {"data": data}
+            if any_cmyk:
+                values["cmyk"] = cmyk
+            if self.transform is not None:
+                values.update(index=items["index"], epoch=items["epoch"])
+            return self._map_grouped(
+                lambda x: self._image(x["data"], x.get("index"), x.get("epoch"), x.get("cmyk")),
+                values,
                 spec,
             )
+
+        images = tf.cond(tf.reduce_any(cmyk), lambda: decode_all(True), lambda: decode_all(False))
         return self._finish_batch({**items, "image": images})
 
     def _read_files(self, paths: Any) -> Any:
