@@ -112,7 +112,7 @@ def decode_image(
     Raises:
         ImageLoadError: if the bytes are not a decodable image.
     """
-    return _as_array(
+    return as_array(
         *decode_pixels(data, channels=channels, size=size, path=path, record_id=record_id)
     )
 
@@ -160,12 +160,13 @@ def decode_pixels(
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(record_id, path, f"image is corrupt or truncated: {e}") from None
     if size is not None and shape[:2] != tuple(size):
-        pixels = _resize(_as_array(pixels, shape), size)
+        pixels = _resize(as_array(pixels, shape), size)
         shape = pixels.shape
     return pixels, shape
 
 
-def _as_array(pixels: bytes | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def as_array(pixels: bytes | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`decode_pixels`' result as an ``H x W x C`` array (a view of the bytes)."""
     if isinstance(pixels, np.ndarray):
         return pixels
     return np.frombuffer(pixels, dtype=np.uint8).reshape(shape)
@@ -187,7 +188,7 @@ def load_image(
     record_id: int = -1,
 ) -> np.ndarray:
     """Read and decode the image at ``path`` (see :func:`decode_image`)."""
-    return _as_array(*load_pixels(path, channels=channels, size=size, record_id=record_id))
+    return as_array(*load_pixels(path, channels=channels, size=size, record_id=record_id))
 
 
 def load_pixels(

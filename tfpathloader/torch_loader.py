@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from .decode import Pixels, _as_array, load_image, load_pixels
+from .decode import Pixels, as_array, load_image, load_pixels
 from .errors import ImageLoadError, LoaderWorkerError
 from .index import PathIndex
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
@@ -167,7 +167,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
-        image = torch.from_numpy(_as_array(*self._pixels(i, self.index.path(i), self.epoch)).copy())
+        image = torch.from_numpy(as_array(*self._pixels(i, self.index.path(i), self.epoch)).copy())
         return {
             "image": image if self.transform is not None else image.permute(2, 0, 1),
             "label": torch.tensor(int(self.index.labels[i])),
@@ -191,7 +191,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
         buffer: np.ndarray | torch.Tensor | None = None
         pool = self.pool if slot is not None else None
         flat = memoryview(b"")  # the batch as bytes, for the images Pillow gives as bytes
-        row, first_shape = 0, cast(tuple[int, ...], ())
+        row = 0
+        first_shape: tuple[int, ...] = ()
         for i, path in zip(ids.tolist(), self.index.paths(ids), strict=True):
             try:
                 pixels, shape = self._pixels(i, path, epoch)
