@@ -169,7 +169,8 @@ def encode_example(
 def _escapes_root(rel: str) -> bool:
     if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         return True
-    return posixpath.normpath(rel).split("/", 1)[0] == ".."
+    # Without "..", normalizing cannot climb out (the common case: no normpath per record).
+    return ".." in rel and posixpath.normpath(rel).split("/", 1)[0] == ".."
 
 
 class _Parser:
@@ -200,15 +201,14 @@ class _Parser:
         self.path_features.append(path_feature_used or PATH_FEATURES[0])
 
     def _int(self, feat: Any, name: str, file: str, n: int) -> int:
-        if name not in feat:
+        f = feat.get(name)
+        if f is None:
             raise IndexFormatError(
                 f"missing feature {name!r}: expected an int64 feature {name!r} with one value",
                 file=file,
                 record=n,
             )
-        f = feat[name]
-        kind = f.WhichOneof("kind")
-        if kind != "int64_list" or len(f.int64_list.value) != 1:
+        if f.WhichOneof("kind") != "int64_list" or len(f.int64_list.value) != 1:
             raise IndexFormatError(
                 f"feature {name!r} is {_describe(f)}: expected int64_list with exactly one value",
                 file=file,
