@@ -329,3 +329,55 @@ def test_parallel_parse_falls_back_inside_a_daemon_process(tmp_path, parallel_pa
     assert out.get(timeout=60) == 100
     proc.join()
     assert proc.exitcode == 0
+
+
+@pytest.fixture
+def parallel_write(monkeypatch):
+    import tfpathloader.index as index_module
+
+    monkeypatch.setattr(index_module, "_PARALLEL_MIN_RECORDS", 0)
+    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 3)
+    return index_module
+
+
+def _files(folder):
+    return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
+
+
+def test_parallel_write_is_byte_identical_to_the_single_process_write(
+    tmp_path, parallel_write, monkeypatch
+):
+    paths = [f"c{i % 3}/{i:04d}.png" for i in range(500)]
+    labels = [i % 3 for i in range(500)]
+    moved = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (moved.append(a), real_replace(a, b)))
+    for name, parallel in (("one", False), ("many", True)):
+        parallel_write._PARALLEL_MIN_RECORDS = 0 if parallel else 1 << 60
+        (tmp_path / name).mkdir()
+        out = tmp_path / name / "idx.tfrecord"
+        write_index(out, paths, labels, shards=5, classes=["a", "b", "c"], cache=False)
+    one, many = _files(tmp_path / "one"), _files(tmp_path / "many")
+    assert len(many) == 5 and one == many
+    writers = {int(tmp.rsplit("-", 1)[1]) for tmp in moved[5:]}  # ".name.tmp-<pid>"
+    assert os.getpid() not in writers and len(writers) >= 2  # written by worker processes
+
+
+def _fail_on_record_333(index, label, path, label_name=None):
+    if index == 333:
+        raise ValueError("no space left on device (simulated)")
+    return encode_example(index, label, path, label_name)
+
+
+def test_failed_parallel_write_leaves_previous_index_untouched(tmp_path, parallel_write):
+    paths = [f"{i:04d}.png" for i in range(500)]
+    out = tmp_path / "idx.tfrecord"
+    write_index(out, paths, [0] * 500, shards=2, cache=False)
+    before = _files(tmp_path)
+    parallel_write.encode_example = _fail_on_record_333  # forked workers see it too
+    try:
+        with pytest.raises(ValueError, match="simulated"):
+            write_index(out, paths, [1] * 500, shards=5, cache=False)  # record 333: shard 3
+    finally:
+        parallel_write.encode_example = encode_example
+    assert _files(tmp_path) == before  # no new shard, no temporary file left

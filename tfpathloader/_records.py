@@ -151,15 +151,18 @@ class RecordWriter:
 
     def close(self) -> None:
         """Finish the file and move it into place."""
-        if self._done:
-            return
+        if not self._done:
+            os.replace(self.finish(), self.path)
+
+    def finish(self) -> str:
+        """Complete the file under its temporary name, returned; moving it is up to the caller."""
         self._done = True
         if self._f is not self._raw:
             self._f.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
-        os.replace(self._tmp, self.path)
+        return self._tmp
 
     def abort(self) -> None:
         """Discard what was written; ``path`` is left untouched."""
