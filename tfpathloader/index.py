@@ -681,9 +681,8 @@ def _parse_shard(file: str) -> _Parser:
 
 def _parsed_shards(files: list[str], bar: Any) -> Iterator[_Parser]:
     """A parser per shard, in order (in parallel processes when it pays: NOTE above)."""
-    workers = min(len(files), os.cpu_count() or 1)
-    size = sum(os.path.getsize(f) for f in files)
-    if workers < 2 or size < _PARALLEL_MIN_BYTES or not _may_fork():
+    workers = _workers(len(files), sum(os.path.getsize(f) for f in files), _PARALLEL_MIN_BYTES)
+    if not workers:
         for f in files:
             parser = _Parser()
             parser.parse_file(f, bar)
@@ -890,9 +889,8 @@ _PARALLEL_MIN_RECORDS = 200_000
 
 def _written_shards(jobs: list[_ShardJob], bar: Any) -> Iterator[str]:
     """The temporary file of every shard, in order (written in parallel when it pays)."""
-    workers = min(len(jobs), os.cpu_count() or 1)
-    records = sum(len(job[2]) for job in jobs)
-    if workers < 2 or records < _PARALLEL_MIN_RECORDS or not _may_fork():
+    workers = _workers(len(jobs), sum(len(job[2]) for job in jobs), _PARALLEL_MIN_RECORDS)
+    if not workers:
         for job in jobs:
             yield _write_shard(job, bar)
         return
@@ -916,9 +914,14 @@ def _written_shards(jobs: list[_ShardJob], bar: Any) -> Iterator[str]:
                     os.unlink(future.result())
 
 
-def _may_fork() -> bool:
-    """Whether worker processes can be forked here (not from a daemon, e.g. a loader worker)."""
-    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
+def _workers(shards: int, work: int, min_work: int) -> int:
+    """Processes for ``shards`` shards of ``work`` in all: one per core, or 0 to stay in this
+    process (one core or shard, too little work, no fork, or a daemon such as a loader worker).
+    """
+    workers = min(shards, os.cpu_count() or 1)
+    if workers < 2 or work < min_work or "fork" not in mp.get_all_start_methods():
+        return 0
+    return 0 if mp.current_process().daemon else workers
 
 
 def _open_fresh(
