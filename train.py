@@ -31,11 +31,11 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from tfpathloader import PathIndex
-from tfpathloader.audit import audit_figure, audit_ids
-from tfpathloader.demo import demo_exists, make_demo
-from tfpathloader.hydra_config import register_configs
-from tfpathloader.loader import make_loader
-from tfpathloader.models import to_input
+from tfpathloader.load.loader import make_loader
+from tfpathloader.tools.audit import audit_figure, audit_ids
+from tfpathloader.tools.demo import demo_exists, make_demo
+from train_app.config import register_configs
+from train_app.models import to_input
 
 log = logging.getLogger("train")
 register_configs()

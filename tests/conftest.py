@@ -65,10 +65,42 @@ def has_module(name: str) -> bool:
 __all__ = ["PathIndex", "make_images", "run_python", "tfpathloader"]
 
 
+# NOTE [test tiers]: the default run (`python -m pytest -q`) skips tests marked `slow` so that it
+# stays under five minutes on a 2-core machine; `--runslow` (or TFPATHLOADER_RUNSLOW=1) runs
+# them too, and .ci/run does. Tests marked `tf` skip cleanly when TensorFlow is not installed,
+# `gpu` tests when no CUDA device is present.
+def pytest_addoption(parser):
+    parser.addoption(
+        "--runslow",
+        action="store_true",
+        default=os.environ.get("TFPATHLOADER_RUNSLOW") == "1",
+        help="also run the slow tier (TF property tests, train.py subprocesses, full demo)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_slow = pytest.mark.skip(reason="slow tier: run with --runslow")
+    skip_tf = pytest.mark.skip(reason="TensorFlow is not installed")
+    have_tf = has_module("tensorflow")
+    have_cuda = False
+    if any("gpu" in item.keywords for item in items):
+        import torch
+
+        have_cuda = torch.cuda.is_available()
+    skip_gpu = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "tf" in item.keywords and not have_tf:
+            item.add_marker(skip_tf)
+        if "gpu" in item.keywords and not have_cuda:
+            item.add_marker(skip_gpu)
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """The full demo data set (70,000 images), made once per test session."""
-    from tfpathloader.demo import make_demo
+    from tfpathloader.tools.demo import make_demo
 
     out = tmp_path_factory.mktemp("demo")
     make_demo(out, progress=False)

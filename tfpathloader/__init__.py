@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._proto import install_tfrecord_shim
+from .index._proto import install_tfrecord_shim
 
 install_tfrecord_shim()
 
@@ -29,12 +29,12 @@ _EXPORTS = {
     "IndexFormatError": "errors",
     "ImageLoadError": "errors",
     "LoaderWorkerError": "errors",
-    "load_image": "decode",
-    "decode_image": "decode",
-    "make_demo": "demo",
-    "GlobalShuffleSampler": "sampler",
-    "make_loader": "loader",
-    "audit_ids": "audit",
+    "load_image": "load.decode",
+    "decode_image": "load.decode",
+    "make_demo": "tools.demo",
+    "GlobalShuffleSampler": "order.sampler",
+    "make_loader": "load.loader",
+    "audit_ids": "tools.audit",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -54,10 +54,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .audit import audit_ids
-    from .decode import decode_image, load_image
-    from .demo import make_demo
     from .errors import ImageLoadError, IndexFormatError, LoaderWorkerError, TFPathLoaderError
     from .index import PathIndex, build_index, encode_example, write_index
-    from .loader import make_loader
-    from .sampler import GlobalShuffleSampler
+    from .load.decode import decode_image, load_image
+    from .load.loader import make_loader
+    from .order.sampler import GlobalShuffleSampler
+    from .tools.audit import audit_ids
+    from .tools.demo import make_demo

@@ -1,0 +1,97 @@
+"""Faults: a worker killed mid-epoch, an index rebuilt under its cache."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from conftest import make_images
+
+from tfpathloader import LoaderWorkerError, PathIndex, write_index
+from tfpathloader.index import encode_example
+from tfpathloader.index._records import RecordWriter
+from tfpathloader.load.loader import make_loader
+
+
+def children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                out.add(int(pid))
+    return out
+
+
+def test_killed_worker_is_a_clear_error_and_the_epoch_resumes(tmp_path):
+    paths, labels = make_images(tmp_path, 96)
+    index = write_index(tmp_path / "index.tfrecord", paths, labels)
+    reference = [
+        b["index"].tolist() for b in make_loader(backend="torch", index=index, batch_size=4)
+    ]
+    before = children()
+    loader = make_loader(backend="torch", index=index, batch_size=4, num_workers=2)
+    it = iter(loader)
+    got = [next(it)["index"].tolist() for _ in range(3)]
+    workers = children() - before
+    assert len(workers) == 2
+    os.kill(min(workers), signal.SIGKILL)
+    t0 = time.time()
+
+    def consume():
+        for batch in it:
+            got.append(batch["index"].tolist())
+
+    with pytest.raises(LoaderWorkerError) as err:
+        consume()
+    assert time.time() - t0 < 30  # an error, not a hang
+    assert "worker process died" in str(err.value) and "resume" in str(err.value)
+    assert not (children() - before) - workers  # the loader stopped its workers
+    # The loader still knows what was delivered: iterating again finishes the epoch exactly.
+    rest = [b["index"].tolist() for b in loader]
+    assert got + rest == reference
+
+
+def _shard(path, labels):
+    with RecordWriter(str(path)) as w:
+        for i, lab in enumerate(labels):
+            w.write(encode_example(i, lab, f"img/{i:03d}.png"))
+
+
+def test_rebuilt_index_is_never_read_from_a_stale_cache(tmp_path):
+    path = tmp_path / "idx.tfrecord"
+    _shard(path, [1] * 20)
+    assert PathIndex.read(path).labels.tolist() == [1] * 20  # cache written
+    st = os.stat(path)
+    # Rebuilt with different labels but the same size, and its mtime set back: replaced file.
+    _shard(path, [2] * 20)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(path) == st.st_size
+    assert PathIndex.read(path).labels.tolist() == [2] * 20
+    # Rewritten in place (same inode, same size, same mtime): only ctime tells.
+    st2 = os.stat(path)
+    replacement = tmp_path / "other.tfrecord"
+    _shard(replacement, [3] * 20)
+    with open(path, "r+b") as f:
+        f.write(replacement.read_bytes())
+    os.utime(path, ns=(st2.st_atime_ns, st2.st_mtime_ns))
+    assert os.stat(path).st_ino == st2.st_ino
+    assert PathIndex.read(path).labels.tolist() == [3] * 20
+
+
+def test_index_rewritten_by_write_index_while_open(tmp_path):
+    paths, labels = make_images(tmp_path, 12)
+    first = write_index(tmp_path / "index.tfrecord", paths, labels)
+    old_labels = np.asarray(first.labels).copy()
+    write_index(tmp_path / "index.tfrecord", paths[:8], [7] * 8)
+    again = PathIndex.read(tmp_path / "index.tfrecord")
+    assert again.labels.tolist() == [7] * 8
+    np.testing.assert_array_equal(first.labels, old_labels)  # the open index is unharmed

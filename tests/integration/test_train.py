@@ -1,0 +1,279 @@
+"""train.py: Hydra composition, both loaders, metrics.json, sweeps, distributed, kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+sys.path.insert(0, ROOT)
+import train
+from tfpathloader.tools.audit import AUDIT_KEYS
+from tfpathloader.tools.cli import main as cli_main
+from tfpathloader.tools.demo import make_demo
+
+CONF = os.path.join(ROOT, "conf")
+METRICS_KEYS = {"test_accuracy", "per_class_accuracy", "images_per_s", "steps", "samples", "audit"}
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_demo(root, per_label=24, test_per_label=3, progress=False)
+    return root
+
+
+def compose_cfg(overrides):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+
+
+@pytest.mark.parametrize("loader", ["torch", "tf"])
+@pytest.mark.parametrize("shuffle", ["global", "buffer"])
+def test_each_loader_trains_a_few_steps(small_data, tmp_path, loader, shuffle):
+    cfg = compose_cfg(
+        [
+            f"loader={loader}",
+            f"shuffle={shuffle}",
+            f"data.root={small_data}",
+            "trainer.max_steps=4",
+            "trainer.progress=false",
+            "loader.batch_size=16",
+        ]
+    )
+    metrics = train.train(cfg, out_dir=str(tmp_path))
+    assert set(metrics) >= METRICS_KEYS
+    assert set(AUDIT_KEYS) <= set(metrics["audit"])
+    assert metrics["steps"] == 4 and metrics["samples"] == 64
+    assert metrics["audit"]["draws"] == 64 and metrics["audit"]["duplicates"] == 0
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and len(metrics["per_class_accuracy"]) == 10
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["test_accuracy"] == metrics["test_accuracy"]
+    for fig in ("training.png", "audit.png"):
+        assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_same_config_same_training_in_both_backends(small_data, tmp_path):
+    out = {}
+    for loader in ("torch", "tf"):
+        cfg = compose_cfg(
+            [
+                f"loader={loader}",
+                f"data.root={small_data}",
+                "trainer.progress=false",
+                "loader.batch_size=16",
+                "trainer.max_steps=6",
+            ]
+        )
+        out[loader] = train.train(cfg, out_dir=str(tmp_path / loader))
+    assert out["torch"]["audit"]["label_counts"] == out["tf"]["audit"]["label_counts"]
+    assert out["torch"]["train_loss_last100"] == pytest.approx(
+        out["tf"]["train_loss_last100"], rel=1e-5
+    )
+
+
+def test_makes_the_demo_data_when_missing(tmp_path):
+    root = tmp_path / "fresh"
+    cfg = compose_cfg(
+        [
+            f"data.root={root}",
+            "data.per_label=5",
+            "trainer.max_steps=1",
+            "trainer.progress=false",
+            "loader.num_workers=0",
+        ]
+    )
+    metrics = train.train(cfg, out_dir=str(tmp_path / "run"))
+    assert (root / "index.tfrecord").exists() and (root / "demo.json").exists()
+    assert metrics["steps"] == 1
+
+
+def test_config_is_validated():
+    with pytest.raises((ValidationError, ConfigCompositionException)):
+        compose_cfg(["loader.batch_size=lots"])
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(["loader=jax"])
+    with pytest.raises((ValidationError, ConfigCompositionException)):
+        compose_cfg(["trainer.epochz=2"])
+
+
+def test_ranks_of_one_torchrun_launch_name_one_run_folder():
+    """The default run folder comes from the launcher's start time under torchrun, not `now`."""
+    code = "from train_app.config import launch_time; print(launch_time('%d/%H-%M-%S'))"
+    plain = {k: v for k, v in env().items() if k != "LOCAL_RANK"}
+
+    def two_processes_a_second_apart(extra):
+        out = []
+        for _ in range(2):
+            run = subprocess.run(
+                [sys.executable, "-c", code], env={**plain, **extra}, capture_output=True, text=True
+            )
+            assert run.returncode == 0, run.stderr
+            out.append(run.stdout.strip())
+            time.sleep(1.1)
+        return out
+
+    # Two ranks of one launch (children of this process): one folder name.
+    a, b = two_processes_a_second_apart({"LOCAL_RANK": "0"})
+    assert a == b
+    # Two separate runs: `now`, as Hydra's default.
+    a, b = two_processes_a_second_apart({})
+    assert a != b
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loader", ["torch", "tf"])
+def test_two_process_distributed_run_covers_the_data_once(small_data, tmp_path, loader):
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000 + (loader == "tf")),
+        "train.py",
+        "trainer.distributed=true",
+        f"loader={loader}",
+        f"data.root={small_data}",
+        f"hydra.run.dir={run}",
+        "trainer.progress=false",
+        "loader.batch_size=8",
+        "loader.num_workers=1",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["exactly_once"] is True
+    assert m["samples"] == 240 and m["audit"]["unique"] == 240 and m["audit"]["duplicates"] == 0
+    assert m["steps"] == 15  # 240 records / (8 per rank x 2 ranks)
+
+
+SLOW_STEPS = """
+import runpy, sys, time, torch
+real_step = torch.optim.Adam.step
+def slow_step(self, *a, **k):
+    time.sleep(0.05)  # slow enough to be killed mid-epoch
+    return real_step(self, *a, **k)
+torch.optim.Adam.step = slow_step
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def run_killed_at(small_data, run, kill_steps, loader="torch", extra=()):
+    """Kill the run with SIGKILL soon after each checkpoint in ``kill_steps``, then finish it."""
+    args = [
+        f"data.root={small_data}",
+        f"hydra.run.dir={run}",
+        "trainer.progress=false",
+        "loader.batch_size=4",
+        "trainer.checkpoint_every=5",
+        f"loader={loader}",
+        *extra,
+    ]
+    for n, step in enumerate(kill_steps):
+        resume = ["trainer.resume=auto"] if n else []
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SLOW_STEPS, *args, *resume],
+            cwd=ROOT,
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.time() + 120
+        target = run / "checkpoints" / f"step-{step:08d}-rank0.pt"
+        while not target.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline
+            time.sleep(0.02)
+        time.sleep(0.12)  # a couple more steps past the checkpoint, then the kill
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert not (run / "metrics.json").exists()
+    resumed = subprocess.run(
+        [sys.executable, "train.py", *args, "trainer.resume=auto"],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("loader", "kill_steps", "extra"),
+    [
+        ("torch", [5], ()),  # early
+        ("torch", [30], ()),  # mid-epoch
+        ("torch", [55], ()),  # near the end
+        ("torch", [10, 35], ()),  # killed twice
+        ("tf", [20], ()),
+        ("torch", [25, 70], ("trainer.epochs=2",)),  # across an epoch boundary
+    ],
+)
+def test_kill_and_resume_loses_nothing(small_data, tmp_path, loader, kill_steps, extra):
+    m = run_killed_at(small_data, tmp_path / "run", kill_steps, loader=loader, extra=extra)
+    epochs = 2 if extra else 1
+    assert m["resume"]["resumed"] is True and m["resume"]["from_step"] >= kill_steps[-1]
+    assert m["resume"]["runs"] == len(kill_steps) + 1
+    assert m["resume"]["samples_lost"] == 0 and m["resume"]["samples_repeated"] == 0
+    assert m["exactly_once"] is True
+    assert m["samples"] == 240 * epochs and m["steps"] == 60 * epochs
+    for audit in m["audit_epochs"]:
+        assert audit["unique"] == 240 and audit["duplicates"] == 0 and audit["complete_epoch"]
+
+
+@pytest.mark.slow
+def test_sweep_and_compare(small_data, tmp_path, capsys):
+    sweep = tmp_path / "multirun"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "loader=torch,tf",
+        "shuffle=global,buffer",
+        f"data.root={small_data}",
+        f"hydra.sweep.dir={sweep}",
+        "trainer.max_steps=3",
+        "trainer.progress=false",
+        "loader.batch_size=16",
+        "shuffle.buffer_size=20",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert cli_main(["compare", str(sweep)]) == 0
+    table = capsys.readouterr().out
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "test acc" not in ln]
+    assert len(rows) == 4
+    assert {r.split(" | ")[1] for r in rows} == {
+        "torch / global",
+        "torch / buffer (20)",
+        "tf / global",
+        "tf / buffer (20)",
+    }
+    assert (sweep / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((sweep / "comparison.json").read_text())
+    assert len(summary) == 4 and all(np.isfinite(r["test_accuracy"]) for r in summary)

@@ -1,0 +1,107 @@
+"""Index file names: shard naming; a file, list, glob or sharded name; complete shard sets."""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import re
+from collections.abc import Sequence
+
+from ..errors import IndexFormatError
+
+_MAX_LABEL = 2**31 - 1  # class ids index per-class arrays; larger ones are corruption
+_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.tfrecord(\.gz)?$")
+
+# --------------------------------------------------------------------------- file names
+
+
+def shard_names(out: str, shards: int, *, compression: str | None = None) -> list[str]:
+    """File names a ``shards``-way index written to ``out`` gets.
+
+    One shard keeps ``out`` itself (``data/index.tfrecord``); more become
+    ``data/index-00000-of-00004.tfrecord`` and so on.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+    stem = _stem(out)
+    if shards == 1:
+        if out.endswith((".tfrecord", ".tfrecord.gz")):
+            return [out]
+        return [stem + suffix]
+    return [f"{stem}-{k:05d}-of-{shards:05d}{suffix}" for k in range(shards)]
+
+
+def _stem(path: str) -> str:
+    for ext in (".tfrecord.gz", ".tfrecord", ".gz"):
+        if path.endswith(ext):
+            return path[: -len(ext)]
+    return path
+
+
+def _sibling_shards(path: str) -> list[str]:
+    """Every shard of the index named ``path``, whatever its shard count."""
+    stem = _stem(path)
+    found = [path] if os.path.isfile(path) else []
+    for f in _glob.glob(_glob.escape(stem) + "-*-of-*.tfrecord*"):
+        m = _SHARD_RE.match(os.path.basename(f))
+        if m and os.path.join(os.path.dirname(f), m["stem"]) == stem:
+            found.append(f)
+    for ext in (".tfrecord", ".tfrecord.gz"):
+        if stem + ext != path and os.path.isfile(stem + ext):
+            found.append(stem + ext)
+    return sorted(set(found))
+
+
+def resolve_index_files(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[str]:
+    """Absolute shard paths for a file, a list of files, or a glob.
+
+    A file name that does not exist but whose shards do (``index.tfrecord`` ->
+    ``index-00000-of-00004.tfrecord`` ...) resolves to those shards.
+
+    Raises:
+        IndexFormatError: if nothing matches, or shard sets are mixed.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        spec = os.fspath(source)
+        if os.path.isfile(spec):
+            files = [spec]
+        elif _glob.has_magic(spec):
+            files = sorted(f for f in _glob.glob(spec) if os.path.isfile(f))
+            if not files:
+                raise IndexFormatError(f"no files match the glob {spec!r}")
+        else:
+            files = [f for f in _sibling_shards(spec) if f != spec]
+            if not files:
+                raise IndexFormatError(
+                    f"no path index at {spec!r} (no such file, and no shards named "
+                    f"{os.path.basename(_stem(spec))}-NNNNN-of-NNNNN.tfrecord beside it)"
+                )
+    else:
+        files = [os.fspath(f) for f in source]
+        if not files:
+            raise IndexFormatError("the list of index files is empty")
+        for f in files:
+            if not os.path.isfile(f):
+                raise IndexFormatError(f"no such index file: {f!r}")
+    files = [os.path.abspath(f) for f in files]
+    if len(set(files)) != len(files):
+        raise IndexFormatError(f"the same shard is listed twice in {files}")
+    _check_shard_set(files)
+    return files
+
+
+def _check_shard_set(files: list[str]) -> None:
+    counts: dict[str, set[str]] = {}
+    for f in files:
+        m = _SHARD_RE.match(os.path.basename(f))
+        if m:
+            counts.setdefault(os.path.join(os.path.dirname(f), m["stem"]), set()).add(m["n"])
+    for stem, ns in counts.items():
+        if len(ns) > 1:
+            raise IndexFormatError(
+                f"shards of {stem!r} from different writes are mixed "
+                f"(of-{', of-'.join(sorted(ns))}); delete the stale ones or list the files"
+            )

@@ -1,0 +1,382 @@
+"""Parsing path-index records: validation of every Example, in parallel processes per shard."""
+
+from __future__ import annotations
+
+import array
+import multiprocessing as mp
+import os
+import posixpath
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .._utils import progress_bar
+from ..errors import IndexFormatError
+from ._proto import Example
+from ._records import is_gzip, iter_records
+
+INDEX_FEATURE = "index"
+LABEL_FEATURE = "label"
+LABEL_NAME_FEATURE = "label_name"
+PATH_FEATURES = ("path", "path_string")  # ours, then the article's
+_MAX_LABEL = 2**31 - 1  # class ids index per-class arrays; larger ones are corruption
+
+# --------------------------------------------------------------------------- records
+
+
+def encode_example(
+    index: int, label: int, path: str | bytes, label_name: str | None = None
+) -> bytes:
+    """Serialize one path-index record as a ``tf.train.Example``."""
+    ex = Example()
+    feat = ex.features.feature
+    feat[INDEX_FEATURE].int64_list.value.append(int(index))
+    feat[LABEL_FEATURE].int64_list.value.append(int(label))
+    feat[PATH_FEATURES[0]].bytes_list.value.append(
+        path.encode("utf-8") if isinstance(path, str) else path
+    )
+    if label_name is not None:
+        feat[LABEL_NAME_FEATURE].bytes_list.value.append(label_name.encode("utf-8"))
+    return ex.SerializeToString(deterministic=True)
+
+
+def _escapes_root(rel: str) -> bool:
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        return True
+    # Without "..", normalizing cannot climb out (the common case: no normpath per record).
+    return ".." in rel and posixpath.normpath(rel).split("/", 1)[0] == ".."
+
+
+class _Parser:
+    """Accumulates validated records of one index into compact arrays."""
+
+    def __init__(self) -> None:
+        self.ids = array.array("q")
+        self.labels = array.array("q")
+        self.offsets = array.array("q", [0])
+        self.paths = bytearray()
+        self.label_names: dict[int, str] = {}
+        self.label_name_origin: dict[int, tuple[str, int]] = {}
+        self.outside: tuple[str, int, str] | None = None
+        self.shard_records: list[int] = []
+        self.path_features: list[str] = []
+
+    def parse_file(self, file: str, bar: Any | None) -> None:
+        path_feature_used: str | None = None
+        n = 0
+        for n, data in enumerate(iter_records(file)):
+            path_feature_used = self._parse_record(file, n, data, path_feature_used)
+            if n & 1023 == 1023 and bar is not None:
+                bar.update(1024)
+        count = n + 1 if path_feature_used is not None else 0
+        if bar is not None:
+            bar.update(count & 1023 if count else 0)
+        self.shard_records.append(count)
+        self.path_features.append(path_feature_used or PATH_FEATURES[0])
+
+    def _int(self, feat: Any, name: str, file: str, n: int) -> int:
+        f = feat.get(name)
+        if f is None:
+            raise IndexFormatError(
+                f"missing feature {name!r}: expected an int64 feature {name!r} with one value",
+                file=file,
+                record=n,
+            )
+        if f.WhichOneof("kind") != "int64_list" or len(f.int64_list.value) != 1:
+            raise IndexFormatError(
+                f"feature {name!r} is {_describe(f)}: expected int64_list with exactly one value",
+                file=file,
+                record=n,
+            )
+        return f.int64_list.value[0]
+
+    def _parse_record(self, file: str, n: int, data: bytes, path_feature: str | None) -> str:
+        try:
+            ex = Example.FromString(data)
+        except Exception as e:  # protobuf raises its own DecodeError
+            raise IndexFormatError(
+                f"record is not a tf.train.Example ({e})", file=file, record=n
+            ) from None
+        feat = ex.features.feature
+        if path_feature is None or path_feature not in feat:
+            path_feature = next((p for p in PATH_FEATURES if p in feat), None)
+            if path_feature is None:
+                raise IndexFormatError(
+                    f"missing feature 'path': expected a bytes feature 'path' (or the article's "
+                    f"'path_string'); the record has {sorted(feat.keys()) or 'no features'}",
+                    file=file,
+                    record=n,
+                )
+        idx = self._int(feat, INDEX_FEATURE, file, n)
+        label = self._int(feat, LABEL_FEATURE, file, n)
+        f = feat[path_feature]
+        if f.WhichOneof("kind") != "bytes_list" or len(f.bytes_list.value) != 1:
+            raise IndexFormatError(
+                f"feature {path_feature!r} is {_describe(f)}: expected bytes_list with exactly "
+                "one value",
+                file=file,
+                record=n,
+            )
+        raw = f.bytes_list.value[0]
+        try:
+            rel = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise IndexFormatError(
+                f"path {raw!r} is not valid UTF-8 ({e.reason} at byte {e.start}): paths must be "
+                "UTF-8 encoded",
+                file=file,
+                record=n,
+            ) from None
+        if not rel:
+            raise IndexFormatError("path is empty: expected a file path", file=file, record=n)
+        if "\x00" in rel:
+            raise IndexFormatError(f"path {rel!r} contains a NUL byte", file=file, record=n)
+        if self.outside is None and _escapes_root(rel):
+            self.outside = (file, n, rel)
+        if label < -1:
+            raise IndexFormatError(
+                f"label {label} is negative: expected a class id >= 0, or -1 for unlabeled",
+                file=file,
+                record=n,
+            )
+        if label > _MAX_LABEL:
+            raise IndexFormatError(
+                f"label {label} is implausibly large: expected a class id below 2**31",
+                file=file,
+                record=n,
+            )
+        if LABEL_NAME_FEATURE in feat:
+            self._label_name(feat[LABEL_NAME_FEATURE], label, file, n)
+        self.ids.append(idx)
+        self.labels.append(label)
+        self.paths += raw
+        self.offsets.append(len(self.paths))
+        return path_feature
+
+    def _label_name(self, f: Any, label: int, file: str, n: int) -> None:
+        if f.WhichOneof("kind") != "bytes_list" or len(f.bytes_list.value) != 1:
+            raise IndexFormatError(
+                f"feature 'label_name' is {_describe(f)}: expected bytes_list with one value",
+                file=file,
+                record=n,
+            )
+        self._name(label, f.bytes_list.value[0].decode("utf-8", errors="replace"), file, n)
+
+    def _name(self, label: int, name: str, file: str, n: int) -> None:
+        known = self.label_names.get(label)
+        if known is None:
+            self.label_names[label] = name
+            self.label_name_origin[label] = (file, n)
+        elif known != name:
+            f0, n0 = self.label_name_origin[label]
+            raise IndexFormatError(
+                f"label {label} is named {name!r} here but {known!r} in {f0}, record {n0}: "
+                "each label must have one name",
+                file=file,
+                record=n,
+            )
+
+    def merge(self, later: _Parser) -> None:
+        """Take the label names and first outside path of ``later`` (the next shards)."""
+        for label, name in later.label_names.items():
+            self._name(label, name, *later.label_name_origin[label])
+        self.outside = self.outside or later.outside
+        self.shard_records += later.shard_records
+        self.path_features += later.path_features
+
+
+def _describe(f: Any) -> str:
+    kind = f.WhichOneof("kind")
+    if kind is None:
+        return "empty"
+    return f"{kind} with {len(getattr(f, kind).value)} values"
+
+
+def _locate(record: int, files: list[str], counts: list[int]) -> tuple[str, int]:
+    for f, c in zip(files, counts, strict=True):
+        if record < c:
+            return f, record
+        record -= c
+    raise AssertionError("record number beyond the index")
+
+
+def _validate_ids(ids: np.ndarray, files: list[str], counts: list[int]) -> np.ndarray | None:
+    """Check ids are 0..N-1, each once; return the order that sorts them (None if sorted)."""
+    n = len(ids)
+    if n == 0:
+        raise IndexFormatError(
+            f"the index is empty: {', '.join(files)} hold no records; expected at least one"
+        )
+    bad = np.flatnonzero((ids < 0) | (ids >= n))
+    if len(bad) == 0:
+        counts_per_id = np.bincount(ids, minlength=n)
+        dup = np.flatnonzero(counts_per_id > 1)
+        if len(dup) == 0:
+            if np.all(ids[1:] > ids[:-1]):
+                return None
+            return np.argsort(ids, kind="stable")
+        where = [_locate(int(r), files, counts) for r in np.flatnonzero(ids == dup[0])[:2]]
+        missing = np.flatnonzero(counts_per_id == 0)
+        raise IndexFormatError(
+            f"duplicate id {int(dup[0])}: also in {where[0][0]}, record {where[0][1]} "
+            f"({len(dup)} ids are duplicated, {len(missing)} of 0..{n - 1} are missing); "
+            "ids must be unique and cover 0..N-1 across all shards",
+            file=where[1][0],
+            record=where[1][1],
+        )
+    f, r = _locate(int(bad[0]), files, counts)
+    present = np.zeros(n, dtype=bool)
+    ok = ids[(ids >= 0) & (ids < n)]
+    present[ok] = True
+    missing = np.flatnonzero(~present)
+    raise IndexFormatError(
+        f"id {int(ids[bad[0]])} is out of range: {n} records need ids 0..{n - 1}, each once "
+        f"({len(missing)} ids are missing, first {missing[:5].tolist()})",
+        file=f,
+        record=r,
+    )
+
+
+def _gather_paths(
+    paths: np.ndarray, offsets: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder a packed path buffer by ``order``, in chunks to bound temporary memory."""
+    lengths = np.diff(offsets)[order]
+    new_offsets = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    out = np.empty(int(new_offsets[-1]), dtype=np.uint8)
+    chunk = 1 << 20
+    for s in range(0, len(order), chunk):
+        o = order[s : s + chunk]
+        ln = lengths[s : s + chunk]
+        src_start = np.repeat(offsets[o] - new_offsets[s : s + chunk + 1][:-1], ln)
+        dst = np.arange(new_offsets[s], new_offsets[min(s + chunk, len(order))], dtype=np.int64)
+        out[dst] = paths[dst + src_start]
+    return out, new_offsets
+
+
+# NOTE [parallel parse]: parsing is about 5 us per record of Python and protobuf, so a large
+# sharded index is parsed one shard per process, as many processes as cores (only the first
+# open: later opens map the cache). Records, label names and errors are merged in shard order,
+# so the result is the one a single process makes. A forked process costs tens of
+# milliseconds: small indexes, and single shards, are parsed in this process.
+_PARALLEL_MIN_BYTES = 16 << 20
+
+
+def _parse_shard(file: str) -> _Parser:
+    parser = _Parser()
+    parser.parse_file(file, None)
+    return parser
+
+
+def _parsed_shards(files: list[str], bar: Any) -> Iterator[_Parser]:
+    """A parser per shard, in order (in parallel processes when it pays: NOTE above)."""
+    workers = _workers(len(files), sum(os.path.getsize(f) for f in files), _PARALLEL_MIN_BYTES)
+    if not workers:
+        for f in files:
+            parser = _Parser()
+            parser.parse_file(f, bar)
+            yield parser
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        for parser in pool.map(_parse_shard, files):
+            bar.update(parser.shard_records[0])
+            yield parser
+
+
+def _int64s(values: array.array) -> np.ndarray:
+    return np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
+
+
+def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    merged = _Parser()
+    ids: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    paths: list[bytearray] = []
+    base = 0
+    with progress_bar(progress, desc="reading path index", unit=" records") as bar:
+        for parser in _parsed_shards(files, bar):
+            merged.merge(parser)
+            ids.append(_int64s(parser.ids))
+            labels.append(_int64s(parser.labels))
+            offsets.append(_int64s(parser.offsets)[:-1] + base)
+            paths.append(parser.paths)
+            base += len(parser.paths)
+    all_ids = np.concatenate(ids)
+    all_labels = np.concatenate(labels)
+    all_offsets = np.concatenate([*offsets, np.array([base], dtype=np.int64)])
+    all_paths = np.frombuffer(b"".join(paths), dtype=np.uint8)
+    order = _validate_ids(all_ids, files, merged.shard_records)
+    if order is not None:
+        all_labels = all_labels[order]
+        all_paths, all_offsets = _gather_paths(all_paths, all_offsets, order)
+    classes = None
+    if merged.label_names:
+        n_classes = int(all_labels.max()) + 1
+        missing = [k for k in range(n_classes) if k not in merged.label_names]
+        if not missing:
+            classes = [merged.label_names[k] for k in range(n_classes)]
+    meta = {
+        "records": len(all_labels),
+        "shard_records": merged.shard_records,
+        "path_features": merged.path_features,
+        "compression": "gzip" if any(is_gzip(f) for f in files) else None,
+        "classes": classes,
+        "outside": list(merged.outside) if merged.outside else None,
+    }
+    return {"labels": all_labels, "offsets": all_offsets, "paths": all_paths}, meta
+
+
+def _pack(rel: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Relative paths as (offsets, one UTF-8 byte buffer): the columnar layout."""
+    encoded = [p.encode("utf-8") for p in rel]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in encoded], out=offsets[1:])
+    return offsets, np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+
+
+def _labels_array(labels: Sequence[int] | np.ndarray | None, n: int) -> np.ndarray:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int64)
+    lab = np.asarray(labels, dtype=np.int64)
+    if lab.shape != (n,):
+        raise ValueError(f"labels must have one entry per path ({n}), got shape {lab.shape}")
+    if n and lab.min() < -1:
+        raise ValueError(f"labels must be >= 0 (or -1 for unlabeled), got {int(lab.min())}")
+    return lab
+
+
+def _relative_paths(paths: Iterable[str], root: str, allow_outside_root: bool) -> list[str]:
+    root_abs = os.path.abspath(root)
+    out = []
+    for i, p in enumerate(paths):
+        p = os.fspath(p)
+        if not p:
+            raise ValueError(f"path {i} is empty")
+        rel = os.path.relpath(p, root_abs) if os.path.isabs(p) else p
+        rel = rel.replace(os.sep, "/")
+        if _escapes_root(rel):
+            if not allow_outside_root:
+                raise ValueError(
+                    f"path {i} ({p!r}) is outside the index root {root_abs!r}; put the index in "
+                    "a folder that contains the images, or pass allow_outside_root=True"
+                )
+            rel = os.path.abspath(os.path.join(root_abs, p)) if not os.path.isabs(p) else p
+        out.append(rel)
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _workers(shards: int, work: int, min_work: int) -> int:
+    """Processes for ``shards`` shards of ``work`` in all: one per core, or 0 to stay in this
+    process (one core or shard, too little work, no fork, or a daemon such as a loader worker).
+    """
+    workers = min(shards, os.cpu_count() or 1)
+    if workers < 2 or work < min_work or "fork" not in mp.get_all_start_methods():
+        return 0
+    return 0 if mp.current_process().daemon else workers

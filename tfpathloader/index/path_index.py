@@ -1,0 +1,296 @@
+"""PathIndex: the records of a path index held columnar (labels, offsets, path bytes)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexFormatError
+from . import _cache
+from .names import resolve_index_files
+from .parse import _labels_array, _pack, _parse, _relative_paths
+
+# --------------------------------------------------------------------------- the index
+
+
+class PathIndex:
+    """The records of a path index, ordered by id: ``index.path(i)`` is record ``i``'s file.
+
+    Build one with :meth:`read` (from TFRecord shards) or :meth:`from_paths` (in memory).
+
+    Attributes:
+        root: Absolute folder the relative paths are resolved against.
+        files: The shard files it was read from (empty when built in memory).
+        classes: Class names by label, when the index carries them (else ``None``).
+    """
+
+    def __init__(
+        self,
+        *,
+        labels: np.ndarray,
+        offsets: np.ndarray,
+        paths: np.ndarray,
+        root: str,
+        files: Sequence[str] = (),
+        classes: Sequence[str] | None = None,
+        meta: dict[str, Any] | None = None,
+        cache_folder: str | None = None,
+    ):
+        if len(offsets) != len(labels) + 1:
+            raise ValueError("offsets must have one entry more than labels")
+        # Plain ndarray views of (possibly memory-mapped) arrays: slicing a np.memmap is slow.
+        self._labels = _plain(labels)
+        self._offsets = _plain(offsets)
+        self._paths = _plain(paths)
+        self._path_view = self._paths.data  # a memoryview: slicing it is cheap
+        self.root = os.path.abspath(root)
+        self.files = tuple(files)
+        self.classes = tuple(classes) if classes is not None else None
+        self._meta = meta or {}
+        self._cache_folder = cache_folder
+        self._ids: np.ndarray | None = None
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def read(
+        cls,
+        source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        root: str | os.PathLike[str] | None = None,
+        allow_outside_root: bool = False,
+        cache: bool = True,
+        progress: bool | None = None,
+    ) -> PathIndex:
+        """Read a path index from a file, a list of files or a glob.
+
+        Args:
+            source: ``"data/index.tfrecord"``, ``["a.tfrecord", "b.tfrecord"]`` or
+                ``"data/index-*.tfrecord"``; GZIP files are recognized by their content.
+            root: Folder the paths are relative to; defaults to the folder holding the index.
+            allow_outside_root: Accept absolute paths and paths climbing out of ``root``.
+            cache: Use (and write) the memory-mapped cache beside the shards, or in the user
+                cache folder when the shards' folder is read-only.
+            progress: Show a progress bar while parsing (``None``: only on a terminal).
+
+        Raises:
+            IndexFormatError: naming the file and record, for any malformed input.
+        """
+        files = resolve_index_files(source)
+        if root is None:
+            dirs = {os.path.dirname(f) for f in files}
+            if len(dirs) > 1:
+                raise ValueError(
+                    f"the shards are in different folders ({sorted(dirs)}); pass root= to say "
+                    "which folder their paths are relative to"
+                )
+            root = dirs.pop()
+        hit = _cache.load(files) if cache else None
+        folder: str | None
+        if hit is not None:
+            arrays, meta, folder = hit
+        else:
+            signature = _cache.shard_signature(files)
+            arrays, meta = _parse(files, progress)
+            folder = _cache.store(files, signature, arrays, meta) if cache else None
+            if folder is not None:
+                # Serve the memory-mapped copy: its pages are shared by worker processes.
+                hit = _cache.load(files)
+                if hit is not None:
+                    arrays, meta, folder = hit
+        outside = meta.get("outside")
+        if outside and not allow_outside_root:
+            f, r, rel = outside
+            raise IndexFormatError(
+                f"path {rel!r} leaves the index root {os.path.abspath(root)!r} (it is absolute "
+                "or climbs out with '..'); pass allow_outside_root=True "
+                "(--allow-outside-root) if that is intended",
+                file=f,
+                record=r,
+            )
+        classes = meta.get("classes")
+        return cls(
+            labels=arrays["labels"],
+            offsets=arrays["offsets"],
+            paths=arrays["paths"],
+            root=os.fspath(root),
+            files=files,
+            classes=classes,
+            meta=meta,
+            cache_folder=folder,
+        )
+
+    @classmethod
+    def from_paths(
+        cls,
+        paths: Sequence[str],
+        labels: Sequence[int] | np.ndarray | None = None,
+        *,
+        root: str | os.PathLike[str],
+        classes: Sequence[str] | None = None,
+        allow_outside_root: bool = False,
+    ) -> PathIndex:
+        """An in-memory index; record ``i`` is ``paths[i]`` (relative to ``root``)."""
+        rel = _relative_paths(paths, os.fspath(root), allow_outside_root)
+        offsets, buf = _pack(rel)
+        lab = _labels_array(labels, len(rel))
+        return cls(labels=lab, offsets=offsets, paths=buf, root=os.fspath(root), classes=classes)
+
+    # -- access ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __repr__(self) -> str:
+        src = self.files[0] if len(self.files) == 1 else f"{len(self.files)} shards"
+        return f"PathIndex({len(self)} records, {src!s}, root={self.root!r})"
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Record ids (int64): ``0..N-1``, since records are held ordered by id."""
+        if self._ids is None:
+            ids = np.arange(len(self), dtype=np.int64)
+            ids.flags.writeable = False
+            self._ids = ids
+        return self._ids
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels by record id (int64, read-only; -1 for unlabeled records)."""
+        return self._labels
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Start of each record's path in :attr:`path_buffer` (int64, N+1 entries)."""
+        return self._offsets
+
+    @property
+    def path_buffer(self) -> np.ndarray:
+        """All relative paths as UTF-8 bytes, back to back (uint8)."""
+        return self._paths
+
+    @property
+    def cache_folder(self) -> str | None:
+        """Where the memory-mapped arrays live, if they came from (or went to) the cache."""
+        return self._cache_folder
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes: the class names' count, else the largest label + 1."""
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self._labels.max()) + 1 if len(self) else 0
+
+    def _check(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"record {i} is out of range for an index of {n} records")
+        return i % n
+
+    def relpath(self, i: int) -> str:
+        """Record ``i``'s path as stored (relative to :attr:`root`)."""
+        i = self._check(int(i))
+        a, b = self._offsets[i : i + 2].tolist()
+        return self._path_view[a:b].tobytes().decode("utf-8")
+
+    def path(self, i: int) -> str:
+        """Record ``i``'s absolute path (the root joined with the stored relative path)."""
+        return os.path.join(self.root, self.relpath(i))
+
+    def paths(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """Absolute paths of many records at once (faster than :meth:`path` in a loop)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        n = len(self)
+        if ids.size and (ids.min() < 0 or ids.max() >= n):
+            raise IndexError(f"record ids must lie in [0, {n})")
+        starts = self._offsets[ids].tolist()
+        ends = self._offsets[ids + 1].tolist()
+        view, prefix = self._path_view, os.path.join(self.root, "")
+        rels = [view[a:b].tobytes().decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+        # Concatenation is 5x faster than os.path.join; absolute paths (outside the root,
+        # when allowed) stand alone, as os.path.join would leave them.
+        return [rel if rel[0] == "/" else prefix + rel for rel in rels]
+
+    def label_counts(self) -> np.ndarray:
+        """Records per label (length :attr:`num_classes`; unlabeled records not counted)."""
+        lab = np.asarray(self._labels)
+        return np.bincount(lab[lab >= 0], minlength=self.num_classes).astype(np.int64)
+
+    def label_name(self, label: int) -> str:
+        """The class name of ``label`` (its number as text when the index has no names)."""
+        if self.classes is not None and 0 <= label < len(self.classes):
+            return self.classes[label]
+        return str(label)
+
+    def nbytes(self) -> int:
+        """Bytes the index holds (labels, offsets and path bytes)."""
+        return int(self._labels.nbytes + self._offsets.nbytes + self._paths.nbytes)
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-able summary: records, shards, label histogram, root, sizes."""
+        counts = self.label_counts()
+        hist = {self.label_name(k): int(c) for k, c in enumerate(counts)}
+        unlabeled = int(np.count_nonzero(np.asarray(self._labels) < 0))
+        size = sum(os.path.getsize(f) for f in self.files) if self.files else 0
+        return {
+            "records": len(self),
+            "shards": len(self.files),
+            "files": list(self.files),
+            "compression": self._meta.get("compression"),
+            "root": self.root,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes) if self.classes is not None else None,
+            "label_counts": hist,
+            "unlabeled": unlabeled,
+            "size_bytes": size,
+            "path_bytes": int(self._paths.nbytes),
+            "memory_bytes": self.nbytes(),
+            "cache": self._cache_folder,
+        }
+
+    # -- pickling: workers re-map the cache instead of receiving a copy ---------------------
+
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether the arrays are memory-mapped from the cache (shared between processes)."""
+        return _is_mapped(self._paths)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_ids"] = None
+        state["_path_view"] = None
+        if self._cache_folder is not None and self.memory_mapped:
+            for k in ("_labels", "_offsets", "_paths"):
+                state[k] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._labels is None:
+            folder = self._cache_folder
+            assert folder is not None
+            for attr, name in (("_labels", "labels"), ("_offsets", "offsets"), ("_paths", "paths")):
+                arr: np.ndarray = np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
+                setattr(self, attr, _plain(arr))
+        self._path_view = self._paths.data
+
+
+def _plain(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a base ndarray (a view, no copy), read-only."""
+    out = arr.view(np.ndarray) if isinstance(arr, np.memmap) else arr
+    if out.flags.writeable:
+        out = out.view()
+        out.flags.writeable = False
+    return out
+
+
+def _is_mapped(arr: np.ndarray) -> bool:
+    import mmap
+
+    base: Any = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return isinstance(base, mmap.mmap)

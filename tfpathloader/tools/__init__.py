@@ -1,0 +1,1 @@
+"""Command-line tools around the library: CLI, audit, bench, demo, verify, compare."""

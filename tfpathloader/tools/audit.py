@@ -1,0 +1,290 @@
+"""Shuffle-quality audit: statistics and figures over any sequence of delivered record ids.
+
+Keys (``DESIGN.md`` §7), for D draws from an index of N records:
+
+- ``spearman_rho``, ``spearman_z``: rank correlation of draw position and record id, and
+  ``rho * sqrt(D - 1)``, which is ~N(0, 1) for a uniform shuffle. A buffer shuffle of a sorted
+  index gives a huge positive z.
+- ``label_counts``, ``chi2_p``: labels drawn, and the chi-square p-value against their shares of
+  the index.
+- ``label_first_draw``: 1-based draw at which each label first appears (``None``: never). For a
+  uniform shuffle about ``N / (n_label + 1)``.
+- ``ks_max``, ``ks_p``, ``ks_label``: Kolmogorov-Smirnov distance of the draw positions of the
+  worst label (smallest p-value) from uniform, its p-value Bonferroni-corrected for the number
+  of labels tested, and which label it is. Labels never drawn are listed in ``missing_labels``.
+- ``duplicates``: draws of an id already drawn (must be 0 within an epoch); tail padding
+  (``padding_repeats``, see NOTE [tail rule] in :mod:`tfpathloader.order`) is counted apart.
+
+Statistics need scipy and figures matplotlib (``pip install 'tfpathloader[audit]'``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._utils import optional_import
+
+__all__ = ["AUDIT_KEYS", "audit_figure", "audit_ids", "format_audit_table"]
+
+AUDIT_KEYS = (
+    "spearman_rho",
+    "spearman_z",
+    "label_counts",
+    "chi2_p",
+    "label_first_draw",
+    "ks_max",
+    "ks_p",
+    "duplicates",
+)
+
+
+def audit_ids(
+    ids: Sequence[int] | np.ndarray,
+    labels: np.ndarray,
+    *,
+    padding: np.ndarray | None = None,
+    label_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Audit one epoch's delivered ids (in delivery order).
+
+    Args:
+        ids: Record ids as delivered.
+        labels: Label of every record of the index (``index.labels``).
+        padding: Optional boolean mask over ``ids``: draws that are tail padding (repeats by
+            design), counted as ``padding_repeats`` instead of ``duplicates``.
+        label_names: Names for the label keys (default: the label numbers as text).
+
+    Returns:
+        A JSON-able dict with the keys in :data:`AUDIT_KEYS` and a few more (``draws``,
+        ``num_records``, ``unique``, ``coverage``, ``padding_repeats``, ``ks_label``,
+        ``missing_labels``).
+    """
+    stats = optional_import("scipy.stats", "audit", "the shuffle-quality audit")
+    ids = np.asarray(ids, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    d = len(ids)
+    if d and (ids.min() < 0 or ids.max() >= n):
+        raise ValueError(f"ids must lie in [0, {n}) (the index has {n} records)")
+    pad = np.zeros(d, dtype=bool) if padding is None else np.asarray(padding, dtype=bool)
+    if pad.shape != ids.shape:
+        raise ValueError(f"padding mask has shape {pad.shape}, ids have {ids.shape}")
+    real = ids[~pad]
+    unique = int(np.unique(real).size)
+    drawn_labels = labels[ids]
+    valid = labels >= 0
+    n_classes = int(labels[valid].max()) + 1 if valid.any() else 0
+    names = list(label_names) if label_names is not None else [str(k) for k in range(n_classes)]
+
+    def name(k: int) -> str:
+        return names[k] if k < len(names) else str(k)
+
+    counts = np.bincount(drawn_labels[drawn_labels >= 0], minlength=n_classes)
+    shares = np.bincount(labels[valid], minlength=n_classes) / max(1, int(valid.sum()))
+
+    out: dict[str, Any] = {
+        "draws": d,
+        "num_records": n,
+        "unique": unique,
+        "coverage": unique / n if n else 0.0,
+    }
+    if d >= 3 and np.ptp(ids) > 0:
+        rho = float(stats.spearmanr(np.arange(d), ids).statistic)
+        out["spearman_rho"] = rho
+        out["spearman_z"] = rho * math.sqrt(d - 1)
+    else:
+        out["spearman_rho"] = None
+        out["spearman_z"] = None
+    out["label_counts"] = {name(k): int(c) for k, c in enumerate(counts)}
+    expected_mask = shares > 0
+    if expected_mask.sum() >= 2 and d > 0:
+        drawn_valid = int(counts.sum())
+        obs = counts[expected_mask]
+        exp = shares[expected_mask] * drawn_valid
+        out["chi2_p"] = float(stats.chisquare(obs, exp).pvalue)
+    else:
+        out["chi2_p"] = None
+    first: dict[str, int | None] = {}
+    for k in range(n_classes):
+        hit = np.flatnonzero(drawn_labels == k)
+        first[name(k)] = int(hit[0]) + 1 if len(hit) else None
+    out["label_first_draw"] = first
+    out["missing_labels"] = [name(k) for k in range(n_classes) if counts[k] == 0 and shares[k] > 0]
+    worst: tuple[str | None, float, float] = (None, 0.0, 1.0)
+    tested = 0
+    for k in range(n_classes):
+        pos = np.flatnonzero(drawn_labels == k)
+        if len(pos) == 0:
+            continue
+        tested += 1
+        res = stats.kstest((pos + 0.5) / d, "uniform")
+        if worst[0] is None or res.pvalue < worst[2]:
+            worst = (name(k), float(res.statistic), float(res.pvalue))
+    out["ks_label"] = worst[0]
+    out["ks_max"] = worst[1] if worst[0] is not None else None
+    out["ks_p"] = min(1.0, worst[2] * tested) if worst[0] is not None else None
+    out["duplicates"] = int(len(real) - unique)
+    out["padding_repeats"] = int(pad.sum())
+    return out
+
+
+def format_audit_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """A markdown table, one row per audited order."""
+    header = (
+        "order",
+        "draws",
+        "spearman_z",
+        "chi2_p",
+        "ks_max",
+        "ks_p",
+        "last label first seen",
+        "labels never drawn",
+        "duplicates",
+    )
+    rows = []
+    for name, r in results.items():
+        first = [v for v in r["label_first_draw"].values()]
+        last_first = "never" if any(v is None for v in first) else f"draw {max(first):,}"
+        rows.append(
+            (
+                name,
+                f"{r['draws']:,}",
+                _fmt(r["spearman_z"], "{:+.1f}"),
+                _fmt(r["chi2_p"], "{:.3g}"),
+                _fmt(r["ks_max"], "{:.3f}"),
+                _fmt(r["ks_p"], "{:.3g}"),
+                last_first,
+                ", ".join(r["missing_labels"]) or "-",
+                str(r["duplicates"]),
+            )
+        )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def audit_figure(
+    sequences: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    out_path: str | os.PathLike[str],
+    *,
+    results: Mapping[str, Mapping[str, Any]] | None = None,
+    title: str | None = None,
+) -> str:
+    """The article's figures, one row per order: draw vs record id, and draw vs label.
+
+    Args:
+        sequences: Order name -> delivered ids.
+        labels: Label of every record of the index.
+        out_path: PNG file to write.
+        results: Audit results per order, summarized in the panel titles.
+        title: Figure title.
+    """
+    mpl = optional_import("matplotlib", "audit", "the audit figure")
+    mpl.use("Agg", force=False)
+    plt = optional_import("matplotlib.pyplot", "audit", "the audit figure")
+    rows = len(sequences)
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 3.2 * rows), squeeze=False)
+    labels = np.asarray(labels)
+    for r, (name, ids) in enumerate(sequences.items()):
+        ids = np.asarray(ids)
+        x = np.arange(1, len(ids) + 1)
+        step = max(1, len(ids) // 60000)  # keep the PNG light; every trend stays visible
+        for c, (y, ylabel) in enumerate(((ids, "record id"), (labels[ids], "label"))):
+            ax = axes[r][c]
+            ax.scatter(
+                x[::step],
+                y[::step],
+                s=0.4 if c == 0 else 1.5,
+                alpha=0.6,
+                rasterized=True,
+                linewidths=0,
+            )
+            ax.set_xlabel("draw")
+            ax.set_ylabel(ylabel)
+            ax.set_xlim(0, max(1, len(ids)))
+            if c == 1:
+                ax.set_yticks(np.unique(labels[labels >= 0]))
+            summary = ""
+            if results and name in results:
+                res = results[name]
+                z = res.get("spearman_z")
+                missing = res.get("missing_labels") or []
+                summary = f" — spearman z {z:+.1f}" if z is not None else ""
+                if missing and c == 1:
+                    summary += f", never drawn: {', '.join(missing)}"
+            ax.set_title(f"{name}: draw vs {ylabel}{summary}", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = os.fspath(out_path)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def delivered_ids(
+    index: Any,
+    shuffle: str,
+    *,
+    backend: str = "order",
+    draws: int | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+    permutation: str = "exact",
+    buffer_size: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """The first ``draws`` ids one epoch delivers: from the order alone, or a real loader.
+
+    Args:
+        index: The :class:`~tfpathloader.PathIndex`.
+        shuffle: ``"global"``, ``"buffer"`` or ``"none"``.
+        backend: ``"order"`` (no images read), ``"torch"`` or ``"tf"`` (what the loader
+            delivered, images decoded).
+        draws: How many ids (default: the whole epoch).
+    """
+    if backend not in ("order", "torch", "tf"):
+        raise ValueError(f"unknown backend {backend!r}; valid: order, torch, tf")
+    n = len(index)
+    draws = n if draws is None else min(int(draws), n)
+    if backend == "order":
+        from ..order.sampler import GlobalShuffleSampler
+
+        sampler = GlobalShuffleSampler(
+            n, seed=seed, permutation=permutation, shuffle=shuffle, buffer_size=buffer_size
+        )
+        sampler.set_epoch(epoch)
+        return sampler.ids(0, draws)
+    from ..load.loader import make_loader
+
+    loader = make_loader(
+        backend=backend,
+        index=index,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        permutation=permutation,
+        buffer_size=buffer_size,
+        num_workers=num_workers,
+    )
+    loader.set_epoch(epoch)
+    got: list[np.ndarray] = []
+    have = 0
+    for batch in loader:
+        got.append(np.asarray(batch["index"]))
+        have += len(got[-1])
+        if have >= draws:
+            break
+    return np.concatenate(got)[:draws] if got else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,261 @@
+"""The ``tfpathloader`` command line: demo data, index build/info/verify, audit, bench, compare."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import TFPathLoaderError
+from .commands import (
+    cmd_audit,
+    cmd_bench,
+    cmd_compare,
+    cmd_demo,
+    cmd_index_build,
+    cmd_index_info,
+    cmd_index_verify,
+)
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Shuffle millions of training images evenly, then load them fast.
+
+tfpathloader keeps a small TFRecord *path index* of (index, label, path) records that can be
+shuffled completely, then reads and decodes the images in that order (PyTorch or tf.data).
+Start with:  tfpathloader demo data  &&  tfpathloader index info data/index.tfrecord
+"""
+
+
+def _add_index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index file, glob ('data/index-*.tfrecord') or sharded name")
+    p.add_argument(
+        "--root", help="folder the stored paths are relative to (default: the index's folder)"
+    )
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept absolute paths and paths climbing out of the root with '..'",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="tfpathloader",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "demo",
+        help="make the article's label-sorted digit dataset",
+        description="Make 70,000 label-sorted 28x28 digit PNGs (7,000 per label) "
+        "from scikit-learn's bundled digits, a held-out test split from other "
+        "source digits, their path indexes and the article's image TFRecord.",
+    )
+    p.add_argument("out_dir", help="folder to write into (created if missing)")
+    p.add_argument(
+        "--per-label",
+        type=int,
+        default=None,
+        help="training images per label (default 7000; with --mnist: all)",
+    )
+    p.add_argument(
+        "--test-per-label",
+        type=int,
+        default=None,
+        help="held-out images per label (default 200; with --mnist: all)",
+    )
+    p.add_argument(
+        "--mnist",
+        metavar="IDX_DIR",
+        help="use real MNIST from this folder (train/t10k IDX files, plain or .gz)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the split and the jitter (default 0)"
+    )
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    idx = sub.add_parser(
+        "index",
+        help="build, inspect or verify a path index",
+        description="Build, inspect or verify a TFRecord path index.",
+    )
+    isub = idx.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    p = isub.add_parser(
+        "build",
+        help="index an image folder (one sub-folder per class)",
+        description="Walk IMAGE_ROOT's class sub-folders in sorted order and write "
+        "a path index; labels are the folders' positions in that order.",
+    )
+    p.add_argument("image_root", help="folder with one sub-folder per class")
+    p.add_argument("--out", help="index file (default: IMAGE_ROOT/index.tfrecord)")
+    p.add_argument("--shards", type=int, default=1, help="number of TFRecord files (default 1)")
+    p.add_argument("--gzip", action="store_true", help="GZIP-compress the shards")
+    p.add_argument("--unlabeled", action="store_true", help="index every image with label -1")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_index_build)
+
+    p = isub.add_parser(
+        "info",
+        help="records, shards, label histogram, root, size",
+        description="Summarize a path index.",
+    )
+    _add_index_args(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_index_info)
+
+    p = isub.add_parser(
+        "verify",
+        help="check every path exists (--decode: and decodes)",
+        description="Check every file the index names; list every failure and "
+        "exit with status 1 if there is any.",
+    )
+    _add_index_args(p)
+    p.add_argument("--decode", action="store_true", help="also decode every image with Pillow")
+    p.add_argument(
+        "--workers", type=int, default=None, help="decoding processes (default: all cores)"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_index_verify)
+
+    p = sub.add_parser(
+        "audit",
+        help="how evenly an order (or a real loader) shuffles: statistics and figure",
+        description="Audit the shuffle quality of one or more orders side by side: rank "
+        "correlation of draw and record id, label shares, first draw of each label, "
+        "Kolmogorov-Smirnov uniformity, duplicates; and the article's figures.",
+        epilog="example: tfpathloader audit data/index.tfrecord --shuffle global,buffer "
+        "--buffer-size 10000 --draws 50000",
+    )
+    _add_index_args(p)
+    p.add_argument(
+        "--shuffle",
+        default="global",
+        help="comma-separated orders to compare: global, buffer, none (default global)",
+    )
+    p.add_argument(
+        "--buffer-size",
+        type=int,
+        default=10000,
+        help="shuffle buffer size for --shuffle buffer (default 10000)",
+    )
+    p.add_argument("--draws", type=int, default=None, help="draws to audit (default: one epoch)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--epoch", type=int, default=0, help="epoch (default 0)")
+    p.add_argument(
+        "--permutation",
+        default="exact",
+        choices=["exact", "stateless"],
+        help="how the global shuffle is computed (default exact)",
+    )
+    p.add_argument(
+        "--backend",
+        default="order",
+        choices=["order", "torch", "tf"],
+        help="order: the order alone, no images read; torch/tf: what the real loader "
+        "delivered (default order)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="loader batch size (torch/tf)")
+    p.add_argument("--num-workers", type=int, default=2, help="loader workers (torch/tf)")
+    p.add_argument(
+        "--out", default="audit", help="folder for audit.json and audit.png (default ./audit)"
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "bench",
+        help="images/s of the loaders against the machine's decode limit",
+        description="Measure, in one run and over the same files: the raw decode limit (the "
+        "files decoded flat out by as many processes as the loaders use), this project's "
+        "loaders, and the loaders users would otherwise write. Prints each row's ratio to the "
+        "raw limit.",
+        epilog="examples: tfpathloader bench data/index.tfrecord  |  tfpathloader bench "
+        "--make-jpeg bench-jpeg  (makes 224x224 JPEGs from scikit-learn's sample photos, then "
+        "benchmarks them)",
+    )
+    p.add_argument("index", nargs="?", help="index to benchmark (or use --make-jpeg)")
+    p.add_argument("--root", help="folder the stored paths are relative to")
+    p.add_argument("--allow-outside-root", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--make-jpeg",
+        metavar="DIR",
+        help="make the 224x224 RGB JPEG set in DIR (if missing) and benchmark it",
+    )
+    p.add_argument("--jpeg-count", type=int, default=4000, help="JPEGs to make (default 4000)")
+    p.add_argument(
+        "--rows",
+        default="raw,torch,baseline,tf,tf-hand",
+        help="comma-separated rows: raw, torch, baseline, tf, tf-hand (default: all)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes per row (default: all cores)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images per measurement (default: the index, at most 50,000)",
+    )
+    p.add_argument("--repeat", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "compare",
+        help="one table and one figure from a sweep of train.py runs",
+        description="Read every metrics.json under a Hydra multirun folder and write "
+        "comparison.md (accuracy, per-class extremes, images/s, audit statistics), "
+        "comparison.json and comparison.png beside them.",
+        epilog="example: python train.py -m loader=torch,tf shuffle=global,buffer && "
+        "tfpathloader compare multirun/<date>/<time>",
+    )
+    p.add_argument("folder", help="the multirun folder (or any folder holding run folders)")
+    p.add_argument("--out", help="where to write the comparison (default: the folder itself)")
+    p.set_defaults(func=cmd_compare)
+
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (TFPathLoaderError, FileNotFoundError, ValueError, ImportError) as e:
+        print(f"tfpathloader {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

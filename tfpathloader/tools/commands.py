@@ -1,0 +1,240 @@
+"""What each ``tfpathloader`` sub-command does (the parser is in :mod:`tfpathloader.tools.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """Progress bars on a terminal unless --quiet."""
+    return False if getattr(args, "quiet", False) else None
+
+
+def _print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import make_demo
+
+    summary = make_demo(
+        args.out_dir,
+        per_label=args.per_label,
+        test_per_label=args.test_per_label,
+        mnist=args.mnist,
+        seed=args.seed,
+        workers=args.workers,
+        progress=_progress(args),
+    )
+    if args.json:
+        _print_json(summary)
+        return 0
+    tr, te = summary["splits"]["train"], summary["splits"]["test"]
+    print(f"made {tr['records']:,} training and {te['records']:,} test images in {args.out_dir}")
+    print(f"  source: {summary['source']}")
+    print(f"  train index: {os.path.join(args.out_dir, tr['index'])} (sorted by label)")
+    print(f"  test index:  {os.path.join(args.out_dir, te['index'])}")
+    print(
+        f"  image TFRecord (the article's format): {os.path.join(args.out_dir, 'images.tfrecord')}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- index
+
+
+def _open(args: argparse.Namespace):
+    from ..index import PathIndex
+
+    return PathIndex.read(
+        args.index,
+        root=args.root,
+        allow_outside_root=args.allow_outside_root,
+        progress=_progress(args),
+    )
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from ..index import build_index
+
+    index, report = build_index(
+        args.image_root,
+        args.out,
+        shards=args.shards,
+        compression="gzip" if args.gzip else None,
+        unlabeled=args.unlabeled,
+        progress=_progress(args),
+    )
+    if args.json:
+        _print_json({**report, **index.info()})
+        return 0
+    print(
+        f"indexed {report['images']:,} images in {report['classes']} classes -> "
+        f"{', '.join(index.files) if len(index.files) <= 2 else f'{len(index.files)} shards'}"
+    )
+    for reason, count in report["skipped"].items():
+        if count:
+            ex = ", ".join(report["skipped_examples"][reason][:3])
+            print(f"  left out {count:,} files ({reason}), e.g. {ex}")
+    return 0
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    index = _open(args)
+    info = index.info()
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"records:   {info['records']:,}")
+    print(
+        f"shards:    {info['shards']}"
+        + (f" ({info['compression']})" if info["compression"] else "")
+    )
+    for f in info["files"][:4]:
+        print(f"           {f}")
+    if len(info["files"]) > 4:
+        print(f"           ... {len(info['files']) - 4} more")
+    print(f"root:      {info['root']}")
+    print(
+        f"size:      {info['size_bytes']:,} bytes on disk, {info['memory_bytes']:,} bytes in memory"
+    )
+    print(
+        f"labels:    {info['num_classes']} classes"
+        + (f", {info['unlabeled']:,} unlabeled" if info["unlabeled"] else "")
+    )
+    counts = info["label_counts"]
+    width = max((len(k) for k in counts), default=1)
+    top = max(counts.values(), default=1) or 1
+    for name, c in counts.items():
+        print(f"  {name:>{width}} {c:>10,} {'#' * max(1, round(30 * c / top)) if c else ''}")
+    return 0
+
+
+def cmd_index_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_index
+
+    index = _open(args)
+    report = verify_index(index, decode=args.decode, workers=args.workers, progress=_progress(args))
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        for f in report.failures:
+            print(f"record {f.record_id}: {f.path}: {f.problem}")
+        what = "exist and decode" if args.decode else "exist"
+        if report.ok:
+            print(f"ok: all {report.records:,} files {what}")
+        else:
+            print(
+                f"FAILED: {len(report.failures):,} of {report.records:,} records are bad",
+                file=sys.stderr,
+            )
+    return 0 if report.ok else 1
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit_figure, audit_ids, delivered_ids, format_audit_table
+
+    index = _open(args)
+    shuffles = [s.strip() for s in args.shuffle.split(",") if s.strip()]
+    sequences, results = {}, {}
+    for shuffle in shuffles:
+        name = f"{shuffle} ({args.buffer_size:,})" if shuffle == "buffer" else shuffle
+        ids = delivered_ids(
+            index,
+            shuffle,
+            backend=args.backend,
+            draws=args.draws,
+            seed=args.seed,
+            epoch=args.epoch,
+            permutation=args.permutation,
+            buffer_size=args.buffer_size if shuffle == "buffer" else None,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
+        sequences[name] = ids
+        results[name] = audit_ids(ids, index.labels, label_names=index.classes)
+    os.makedirs(args.out, exist_ok=True)
+    figure = audit_figure(
+        sequences,
+        index.labels,
+        os.path.join(args.out, "audit.png"),
+        results=results,
+        title=f"{len(index):,} records, backend {args.backend}, seed {args.seed}",
+    )
+    payload = {
+        "index": list(index.files),
+        "backend": args.backend,
+        "seed": args.seed,
+        "epoch": args.epoch,
+        "figure": os.path.abspath(figure),
+        "orders": results,
+    }
+    with open(os.path.join(args.out, "audit.json"), "w") as f:
+        json.dump(payload, f, indent=2)
+    if args.json:
+        _print_json(payload)
+    else:
+        print(format_audit_table(results))
+        print(f"\nfigure: {figure}\nstatistics: {os.path.join(args.out, 'audit.json')}")
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..index import PathIndex
+    from .bench import format_bench_table, make_jpeg_set, run_bench
+
+    if args.make_jpeg:
+        path = os.path.join(args.make_jpeg, "index.tfrecord")
+        if os.path.isfile(path):
+            index = PathIndex.read(path)
+        else:
+            index = make_jpeg_set(args.make_jpeg, count=args.jpeg_count, progress=_progress(args))
+    elif args.index:
+        index = _open(args)
+    else:
+        raise ValueError("give an INDEX to benchmark, or --make-jpeg DIR")
+    rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
+    result = run_bench(
+        index,
+        rows=rows,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        images=args.images,
+        repeat=args.repeat,
+        seed=args.seed,
+        progress=_progress(args),
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_bench_table(result))
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+
+    result = compare_runs(args.folder, args.out)
+    print(result["table"])
+    print(f"\nfigure: {result['figure']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser

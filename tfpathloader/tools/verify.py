@@ -1,0 +1,129 @@
+"""Check that every file a path index names exists (and, optionally, decodes)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import stat
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._utils import progress_bar
+from ..errors import ImageLoadError
+from ..index import PathIndex
+from ..load.decode import load_image
+
+__all__ = ["Failure", "VerifyReport", "verify_index"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One record whose file is missing or broken."""
+
+    record_id: int
+    path: str
+    problem: str
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify_index`: every failure, none left out."""
+
+    records: int
+    decoded: bool
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "records": self.records,
+            "decoded": self.decoded,
+            "ok": self.ok,
+            "failures": [f.__dict__ for f in self.failures],
+        }
+
+
+def _check_exists(index: PathIndex, i: int) -> Failure | None:
+    path = index.path(i)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return Failure(i, path, "file not found")
+    except OSError as e:
+        return Failure(i, path, f"cannot stat: {e.strerror or e}")
+    if stat.S_ISDIR(st.st_mode):
+        return Failure(i, path, "is a directory, expected an image file")
+    if not stat.S_ISREG(st.st_mode):
+        return Failure(i, path, "is not a regular file")
+    if not os.access(path, os.R_OK):
+        return Failure(i, path, "permission denied")
+    return None
+
+
+def _decode_chunk(args: tuple[PathIndex, np.ndarray]) -> tuple[int, list[Failure]]:
+    index, ids = args
+    out = []
+    for i in ids:
+        i = int(i)
+        try:
+            load_image(index.path(i), record_id=i)
+        except ImageLoadError as e:
+            out.append(Failure(i, e.path, e.cause))
+    return len(ids), out
+
+
+def verify_index(
+    index: PathIndex,
+    *,
+    decode: bool = False,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> VerifyReport:
+    """Check every record's file; with ``decode``, also decode it with Pillow.
+
+    Args:
+        index: The index to check.
+        decode: Decode every image (slower; uses ``workers`` processes).
+        workers: Processes for decoding (default: all cores).
+        progress: Progress bar (``None``: only on a terminal).
+
+    Returns:
+        A report listing *every* failure, in record order.
+    """
+    report = VerifyReport(records=len(index), decoded=decode)
+    n = len(index)
+    with progress_bar(progress, desc="checking files", total=n, unit=" files") as bar:
+        for i in range(n):
+            fail = _check_exists(index, i)
+            if fail is not None:
+                report.failures.append(fail)
+            if i % 4096 == 4095:
+                bar.update(4096)
+        bar.update(n % 4096)
+    if not decode:
+        return report
+    bad = {f.record_id for f in report.failures}
+    todo = np.array([i for i in range(n) if i not in bad], dtype=np.int64)
+    chunks = [(index, todo[s : s + 512]) for s in range(0, len(todo), 512)]
+    workers = workers or os.cpu_count() or 1
+    decoded_failures: list[Failure] = []
+    with progress_bar(progress, desc="decoding images", total=len(todo), unit=" images") as bar:
+        if workers <= 1 or len(chunks) <= 1:
+            results = map(_decode_chunk, chunks)
+            for k, fails in results:
+                decoded_failures += fails
+                bar.update(k)
+        else:
+            ctx = (
+                mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            )
+            with ctx.Pool(workers) as pool:
+                for k, fails in pool.imap_unordered(_decode_chunk, chunks):
+                    decoded_failures += fails
+                    bar.update(k)
+    report.failures = sorted(report.failures + decoded_failures, key=lambda f: f.record_id)
+    return report
