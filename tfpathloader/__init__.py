@@ -33,6 +33,8 @@ _EXPORTS = {
     "decode_image": "load.decode",
     "make_demo": "tools.demo",
     "GlobalShuffleSampler": "order.sampler",
+    "OrderSpec": "order.spec",
+    "StateError": "order.state",
     "make_loader": "load.loader",
     "audit_ids": "tools.audit",
 }
@@ -59,5 +61,7 @@ if TYPE_CHECKING:
     from .load.decode import decode_image, load_image
     from .load.loader import make_loader
     from .order.sampler import GlobalShuffleSampler
+    from .order.spec import OrderSpec
+    from .order.state import StateError
     from .tools.audit import audit_ids
     from .tools.demo import make_demo

@@ -11,7 +11,7 @@ import torch
 from conftest import make_images, run_python
 from PIL import Image
 
-from tfpathloader import ImageLoadError, PathIndex, write_index
+from tfpathloader import ImageLoadError, OrderSpec, PathIndex, write_index
 from tfpathloader.load.loader import make_loader
 from tfpathloader.tools.audit import audit_ids, delivered_ids
 from tfpathloader.tools.bench import make_jpeg_set
@@ -214,7 +214,9 @@ def test_skip_a_batch_lost_entirely_still_counts(tmp_path):
     assert next(it)["index"].tolist() == [0, 1, 2, 3]
     with pytest.warns(RuntimeWarning, match="skipped 4"):
         assert list(it) == []
-    assert loader.batches_consumed == 0 and len(loader.skipped) == 4  # epoch finished
+    # The epoch is finished: the lost batch counts as consumed, and the state says so.
+    assert loader.batches_consumed == 2 and len(loader.skipped) == 4
+    assert loader.state_dict()["position"] == len(index)
 
 
 def _invert(image, rng):
@@ -237,17 +239,15 @@ def test_demo_pixels_identical_and_audit_reproduces_the_article(demo_data):
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["image"], y["image"])
     buffer_ids = delivered_ids(
         index,
-        "buffer",
+        OrderSpec(shuffle="buffer", buffer_size=10_000, batch_size=500),
         backend="tf",
-        buffer_size=10_000,
         draws=50_000,
-        batch_size=500,
         num_workers=2,
     )
     r = audit_ids(buffer_ids, index.labels)
     assert r["label_counts"]["9"] == 0 and r["label_first_draw"]["2"] > 4000
     global_ids = delivered_ids(
-        index, "global", backend="tf", draws=50_000, batch_size=500, num_workers=2
+        index, OrderSpec(batch_size=500), backend="tf", draws=50_000, num_workers=2
     )
     g = audit_ids(global_ids, index.labels)
     assert abs(g["spearman_z"]) < 4 and g["ks_p"] > 0.01 and g["duplicates"] == 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfpathloader import write_index
+from tfpathloader import OrderSpec
 from tfpathloader.tools.audit import AUDIT_KEYS, audit_figure, audit_ids, delivered_ids
 from tfpathloader.tools.cli import main
 
@@ -22,7 +23,7 @@ def article_index(tmp_path_factory):
 
 
 def test_buffer_shuffle_is_biased_like_the_article(article_index):
-    ids = delivered_ids(article_index, "buffer", buffer_size=10_000, draws=50_000)
+    ids = delivered_ids(article_index, OrderSpec(shuffle="buffer", buffer_size=10_000), draws=50_000)
     r = audit_ids(ids, article_index.labels)
     assert set(AUDIT_KEYS) <= set(r)
     assert r["label_counts"]["9"] == 0 and r["label_first_draw"]["9"] is None
@@ -35,7 +36,7 @@ def test_buffer_shuffle_is_biased_like_the_article(article_index):
 
 @pytest.mark.parametrize("permutation", ["exact", "stateless"])
 def test_global_shuffle_passes_the_audit(article_index, permutation):
-    ids = delivered_ids(article_index, "global", draws=50_000, permutation=permutation)
+    ids = delivered_ids(article_index, OrderSpec(permutation=permutation), draws=50_000)
     r = audit_ids(ids, article_index.labels)
     assert abs(r["spearman_z"]) < 4
     assert max(r["label_first_draw"].values()) <= 100

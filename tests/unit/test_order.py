@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tfpathloader.order.orders import (
+from tfpathloader.order import (
     Layout,
+    OrderSpec,
     StatelessPermutation,
     buffer_order,
     exact_permutation,
@@ -180,7 +181,7 @@ def test_state_from_another_configuration_is_refused():
     state = s.state_dict()
     with pytest.raises(ValueError, match="seed: saved 1, now 2"):
         GlobalShuffleSampler(10, seed=2).load_state_dict(state)
-    with pytest.raises(ValueError, match="num_records"):
+    with pytest.raises(ValueError, match="another index: 10 records"):
         GlobalShuffleSampler(11, seed=1).load_state_dict(state)
 
 
@@ -188,7 +189,7 @@ def test_state_from_another_configuration_is_refused():
     ("kwargs", "message"),
     [
         ({"rank": 4, "world_size": 4}, r"Invalid rank 4, rank should be in the interval \[0, 3\]"),
-        ({"shuffle": "random"}, "unknown shuffle 'random'; valid: global, buffer, none"),
+        ({"shuffle": "random"}, "unknown shuffle 'random'; valid: global, buffer, tf-buffer, none"),
         ({"permutation": "fast"}, "unknown permutation 'fast'; valid: exact, stateless"),
         ({"shuffle": "buffer"}, "needs buffer_size >= 1"),
         ({"seed": -1}, "seed must be an integer >= 0"),
@@ -303,9 +304,9 @@ def test_buffer_reproduces_the_article():
 
 
 def test_make_order_by_name():
-    assert make_order("none", 5, seed=0, epoch=0).take(np.arange(5)).tolist() == [0, 1, 2, 3, 4]
-    with pytest.raises(ValueError, match="valid: global, buffer, none"):
-        make_order("nope", 5, seed=0, epoch=0)
+    assert make_order(OrderSpec(shuffle="none"), 5, 0).take(np.arange(5)).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="valid: global, buffer, tf-buffer, none"):
+        make_order(OrderSpec(shuffle="nope"), 5, 0)
 
 
 def test_layout_documented_tail_rule():

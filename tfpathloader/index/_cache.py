@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["cache_dirs", "load", "shard_signature", "store"]
 
-_VERSION = 1
+_VERSION = 2  # 2: the metadata holds the content fingerprint
 _CACHE_FOLDER = ".tfpathloader-cache"
 _ARRAYS = ("labels", "offsets", "paths")
 

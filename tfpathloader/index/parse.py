@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import hashlib
 import multiprocessing as mp
 import os
 import posixpath
@@ -320,6 +321,7 @@ def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarra
         if not missing:
             classes = [merged.label_names[k] for k in range(n_classes)]
     meta = {
+        "fingerprint": content_fingerprint(all_labels, all_offsets, all_paths),
         "records": len(all_labels),
         "shard_records": merged.shard_records,
         "path_features": merged.path_features,
@@ -328,6 +330,21 @@ def _parse(files: list[str], progress: bool | None) -> tuple[dict[str, np.ndarra
         "outside": list(merged.outside) if merged.outside else None,
     }
     return {"labels": all_labels, "offsets": all_offsets, "paths": all_paths}, meta
+
+
+def content_fingerprint(labels: np.ndarray, offsets: np.ndarray, paths: np.ndarray) -> str:
+    """A hash of an index's content: ids (implied by the order), labels and paths.
+
+    Computed once when the shards are parsed and kept in the cache's metadata, so opening a
+    cached index costs nothing; resume states carry it (NOTE [resume state]) so that a state
+    of another dataset with the same number of records is refused. BLAKE2b of the columnar
+    arrays: about 1 s per GB, a few percent of the parse it rides along with.
+    """
+    h = hashlib.blake2b(digest_size=16, person=b"tfpathloader-ix")
+    h.update(np.int64(len(labels)).tobytes())
+    for arr in (labels, offsets - offsets[0] if len(offsets) else offsets, paths):
+        h.update(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).data)
+    return "blake2b:" + h.hexdigest()
 
 
 def _pack(rel: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

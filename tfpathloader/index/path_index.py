@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import IndexFormatError
 from . import _cache
 from .names import resolve_index_files
-from .parse import _labels_array, _pack, _parse, _relative_paths
+from .parse import _labels_array, _pack, _parse, _relative_paths, content_fingerprint
 
 # --------------------------------------------------------------------------- the index
 
@@ -49,7 +49,7 @@ class PathIndex:
         self.root = os.path.abspath(root)
         self.files = tuple(files)
         self.classes = tuple(classes) if classes is not None else None
-        self._meta = meta or {}
+        self._meta = dict(meta or {})
         self._cache_folder = cache_folder
         self._ids: np.ndarray | None = None
 
@@ -171,6 +171,19 @@ class PathIndex:
     def path_buffer(self) -> np.ndarray:
         """All relative paths as UTF-8 bytes, back to back (uint8)."""
         return self._paths
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the index content (ids, labels, paths), for resume states.
+
+        Read from the cache's metadata (computed once at parse time); an index built in
+        memory computes it on first use.
+        """
+        fp = self._meta.get("fingerprint")
+        if fp is None:
+            fp = content_fingerprint(self._labels, self._offsets, self._paths)
+            self._meta["fingerprint"] = fp
+        return str(fp)
 
     @property
     def cache_folder(self) -> str | None:

@@ -1,9 +1,10 @@
-"""make_loader: one front door to both backends, and the state they share.
+"""make_loader: one front door to both backends, and the epoch bookkeeping they share.
 
-Both backends take their ids from the same :class:`~tfpathloader.GlobalShuffleSampler`, so the
-same configuration delivers the same batches in PyTorch and in tf.data. This module holds what
-does not depend on a framework: argument checking, epoch bookkeeping, and the JSON-able resume
-state, which counts batches the *user consumed* (not what workers prefetched).
+Both backends take their ids from one :class:`~tfpathloader.GlobalShuffleSampler` built from one
+:class:`~tfpathloader.OrderSpec`, so the same configuration delivers the same batches in PyTorch
+and in tf.data, and the sampler's position is the one resume counter: a loader counts a batch as
+consumed when it hands it to the caller (not when workers prefetch it), and its state is the
+sampler's (NOTE [resume state] in :mod:`tfpathloader.order.state`) plus the epoch's skips.
 """
 
 from __future__ import annotations
@@ -13,24 +14,23 @@ import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..index import PathIndex
-from ..order.orders import check_order_args
-from ..order.sampler import GlobalShuffleSampler, check_state
+from ..order.sampler import GlobalShuffleSampler
+from ..order.spec import OrderSpec, Stream
 from .decode import load_image
 
 __all__ = ["BACKENDS", "LoaderConfig", "make_loader"]
 
 BACKENDS = ("torch", "tf")
 ON_ERROR = ("raise", "skip")
-_STATE_VERSION = 1
 
-# Stream number of the per-record transform generator (orders use 0-2; see order.py).
-TRANSFORM_STREAM = 3
+# The per-record transform generator's stream (every stream is named in order/spec.py).
+TRANSFORM_STREAM = int(Stream.TRANSFORM)
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -41,16 +41,10 @@ class UnknownArgumentError(TypeError, ValueError):
 
 @dataclass(frozen=True)
 class LoaderConfig:
-    """Everything that decides which batches a loader delivers (and how fast)."""
+    """A loader's settings: the order (one :class:`OrderSpec`), the rank, and how to load."""
 
-    batch_size: int
-    shuffle: str = "global"
-    seed: int = 0
-    permutation: str = "exact"
-    buffer_size: int | None = None
-    drop_last: bool = False
+    order: OrderSpec
     rank: int = 0
-    world_size: int = 1
     channels: int | None = None
     size: tuple[int, int] | None = None
     on_error: str = "raise"
@@ -61,34 +55,35 @@ class LoaderConfig:
     device: str | None = None
     timeout: float = 0.0
 
-    def order_config(self) -> dict[str, Any]:
-        """The part that decides the id sequence (checked on resume)."""
-        keys = (
-            "batch_size",
-            "shuffle",
-            "seed",
-            "permutation",
-            "buffer_size",
-            "drop_last",
-            "rank",
-            "world_size",
-        )
-        d = asdict(self)
-        return {k: d[k] for k in keys}
+    # Read-only views of the order's fields that the backends use.
+    @property
+    def batch_size(self) -> int:
+        return self.order.batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.order.seed
+
+    @property
+    def world_size(self) -> int:
+        return self.order.world_size
 
 
 def _check_config(cfg: LoaderConfig, n: int) -> None:
-    check_order_args(cfg.shuffle, cfg.permutation, cfg.buffer_size)
-    for name in ("batch_size", "world_size"):
-        v = getattr(cfg, name)
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if not isinstance(cfg.num_workers, (int, np.integer)) or cfg.num_workers < 0:
+    cfg.order.layout_fields()  # validated when the spec was made
+    if (
+        isinstance(cfg.num_workers, bool)
+        or not isinstance(cfg.num_workers, (int, np.integer))
+        or cfg.num_workers < 0
+    ):
         raise ValueError(f"num_workers must be an integer >= 0, got {cfg.num_workers!r}")
-    if cfg.channels not in (None, 1, 3):
+    if cfg.channels not in (None, 1, 3) or isinstance(cfg.channels, bool):
         raise ValueError(f"channels must be 1, 3 or None (as stored), got {cfg.channels!r}")
     if cfg.size is not None and (
-        len(cfg.size) != 2 or any(not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size)
+        len(cfg.size) != 2
+        or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size
+        )
     ):
         raise ValueError(f"size must be (height, width) with positive ints, got {cfg.size!r}")
     if cfg.on_error not in ON_ERROR:
@@ -105,7 +100,7 @@ def infer_channels(index: PathIndex) -> int:
 
 
 class LoaderBase:
-    """Epochs, consumed-batch counting, skip reports and resume state, for both backends."""
+    """Epochs, consumed batches, skip reports and resume state, for both backends."""
 
     backend = "base"
 
@@ -114,22 +109,16 @@ class LoaderBase:
         self.config = cfg
         self.transform = transform
         self.sampler = GlobalShuffleSampler(
-            len(index),
-            seed=cfg.seed,
-            rank=cfg.rank,
-            world_size=cfg.world_size,
-            drop_last=cfg.drop_last,
-            permutation=cfg.permutation,
-            shuffle=cfg.shuffle,
-            buffer_size=cfg.buffer_size,
-            batch_size=cfg.batch_size,
+            len(index), spec=cfg.order, rank=cfg.rank, fingerprint=index.fingerprint
         )
-        self.epoch = 0
-        self._consumed = 0  # batches of this epoch handed to the user
-        self._finished_epoch: int | None = None
         self.skipped: list[dict[str, Any]] = []  # this epoch's skipped records
 
     # -- epochs ----------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next (or current) iteration delivers."""
+        return self.sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch the next iteration delivers, from its first batch.
@@ -137,45 +126,36 @@ class LoaderBase:
         Call it before every epoch; otherwise every epoch repeats the same order.
         """
         self.sampler.set_epoch(epoch)
-        if epoch != self.epoch or self._consumed:
-            self.skipped = []
-        self.epoch = int(epoch)
-        self._consumed = 0
-        self._finished_epoch = None
+        self.skipped = []
 
     def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        return self.sampler.num_steps
+        """Batches per epoch on this rank (a whole epoch, under the current layout)."""
+        return self.sampler.steps_per_epoch
+
+    @property
+    def batches_left(self) -> int:
+        """Batches this rank still delivers in the current epoch (after a resume: fewer)."""
+        return self.sampler.num_steps - self.sampler.steps_consumed
 
     @property
     def batches_consumed(self) -> int:
-        """Batches of the current epoch already delivered to the caller."""
-        return self._consumed
+        """Batches of the current epoch delivered to the caller since it (or a resume) began."""
+        return self.sampler.steps_consumed
+
+    _consumed = batches_consumed  # the backends' name for it
 
     def _start(self) -> int:
         """Called when an iteration begins; returns the first batch to deliver."""
-        if (
-            self._finished_epoch == self.epoch
-            and self._consumed == 0
-            and self.config.shuffle != "none"
-        ):
-            warnings.warn(
-                f"iterating epoch {self.epoch} again, in the same order; call "
-                "loader.set_epoch(e) before each epoch to get a new order",
-                UserWarning,
-                stacklevel=3,
-            )
-        if self._consumed == 0:
+        self.sampler.start_iteration()
+        if self.sampler.steps_consumed == 0 and self.sampler.layout.start == 0:
             self.skipped = []
-        self.sampler.set_epoch(self.epoch)
-        return self._consumed
+        return self.sampler.steps_consumed
 
     def _delivered(self) -> None:
-        self._consumed += 1
+        self.sampler.consume_step()
 
     def _finish(self) -> None:
-        self._finished_epoch = self.epoch
-        self._consumed = 0
+        self.sampler.mark_epoch_done()
         if self.skipped:
             warnings.warn(self.skip_report(), RuntimeWarning, stacklevel=3)
 
@@ -194,31 +174,22 @@ class LoaderBase:
     # -- resume ----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state: the epoch and how many of its batches the caller consumed.
+        """JSON-able state: the position in the epoch's global order that the caller consumed.
 
-        Loaded into a fresh loader, it delivers exactly the rest of the epoch, whatever the
-        workers had prefetched.
+        Loaded into a fresh loader (either backend, any world size, batch size or number of
+        workers), it delivers exactly the rest of the epoch, whatever workers had prefetched.
+        See NOTE [resume state] and NOTE [elastic resume] in :mod:`tfpathloader.order.state`.
         """
-        return {
-            "version": _STATE_VERSION,
-            "backend": self.backend,
-            "epoch": self.epoch,
-            "batches": self._consumed,
-            "config": self.config.order_config() | {"num_records": len(self.index)},
-            "skipped": list(self.skipped),
-        }
+        return {**self.sampler.state_dict(), "skipped": [dict(s) for s in self.skipped]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict` (of either backend: the orders are the same)."""
-        check_state(state, self.config.order_config() | {"num_records": len(self.index)}, "loader")
-        batches = int(state["batches"])
-        if not 0 <= batches <= len(self):
-            raise ValueError(
-                f"loader state has {batches} batches consumed, the epoch has {len(self)}"
-            )
-        self.set_epoch(int(state["epoch"]))
-        self._consumed = batches
-        self.skipped = list(state.get("skipped", []))
+        """Resume from :meth:`state_dict` (of either backend, of any layout).
+
+        Raises:
+            StateError: naming the field, for a state that cannot be resumed exactly.
+        """
+        got = self.sampler.load_state_dict(state)
+        self.skipped = got.skipped
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # pragma: no cover - backends override
         raise NotImplementedError
@@ -231,15 +202,16 @@ def make_loader(
     *,
     backend: str = "torch",
     index: PathIndex,
-    batch_size: int,
-    shuffle: str = "global",
-    seed: int = 0,
+    batch_size: int | None = None,
+    shuffle: str | None = None,
+    seed: int | None = None,
     num_workers: int = 0,
-    permutation: str = "exact",
+    permutation: str | None = None,
     buffer_size: int | None = None,
-    drop_last: bool = False,
+    drop_last: bool | None = None,
     rank: int = 0,
-    world_size: int = 1,
+    world_size: int | None = None,
+    order: OrderSpec | None = None,
     channels: int | None = None,
     size: tuple[int, int] | None = None,
     on_error: str = "raise",
@@ -253,17 +225,23 @@ def make_loader(
 ) -> LoaderBase:
     """A loader over ``index``: batches of ``{"image", "label", "index"}`` torch tensors.
 
+    The order is one :class:`~tfpathloader.OrderSpec`: pass ``order=`` or its fields
+    (``batch_size``, ``shuffle``, ``seed``, ``permutation``, ``buffer_size``, ``drop_last``,
+    ``world_size``; their defaults and checks are the spec's), not both.
+
     Args:
         backend: ``"torch"`` (Dataset + Sampler + DataLoader workers) or ``"tf"`` (tf.data).
         index: The :class:`~tfpathloader.PathIndex`.
-        batch_size: Per-rank batch size.
-        shuffle: ``"global"`` (uniform, per epoch), ``"buffer"`` (biased baseline) or ``"none"``.
-        seed: Seed of every random choice; the same config gives the same batches.
+        batch_size: Per-rank batch size (required unless ``order`` is given).
+        shuffle: ``"global"`` (uniform, per epoch; the default), ``"buffer"`` (biased
+            baseline), ``"tf-buffer"`` (TensorFlow's own shuffle, for comparison) or ``"none"``.
+        seed: Seed of every random choice (default 0); the same config, the same batches.
         num_workers: Worker processes (torch) / parallel decode calls (tf; 0 = autotune).
-        permutation: ``"exact"`` or ``"stateless"`` (constant memory, for 100M+ records).
-        buffer_size: Shuffle buffer size, for ``shuffle="buffer"``.
-        drop_last: Drop the incomplete last global batch (see NOTE [tail rule]).
+        permutation: ``"exact"`` (default) or ``"stateless"`` (constant memory, 100M+ records).
+        buffer_size: Shuffle buffer size, for the buffer orders.
+        drop_last: Drop the incomplete last global batch (NOTE [tail rule]; default False).
         rank, world_size: This process's share of a distributed epoch.
+        order: The whole order as an :class:`~tfpathloader.OrderSpec` (e.g. from Hydra).
         channels: 1 or 3; ``None`` takes record 0's channel count (grey 1, else 3).
         size: ``(height, width)`` to resize every image to (needed for mixed sizes).
         on_error: ``"raise"`` (an ImageLoadError naming record, path and cause) or ``"skip"``
@@ -294,15 +272,29 @@ def make_loader(
         raise ValueError(f"index must be a PathIndex, got {type(index).__name__}")
     if transform is not None and not callable(transform):
         raise ValueError("transform must be a callable f(image, rng) -> image")
+    fields: dict[str, Any] = {
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "seed": seed,
+        "permutation": permutation,
+        "buffer_size": buffer_size,
+        "drop_last": drop_last,
+        "world_size": world_size,
+    }
+    given = {k: v for k, v in fields.items() if v is not None}
+    if order is not None:
+        if given:
+            raise ValueError(f"give order= or the order's fields, not both (got {sorted(given)})")
+        if not isinstance(order, OrderSpec):
+            raise ValueError(f"order must be an OrderSpec, got {type(order).__name__}")
+        spec = order
+    elif batch_size is None:
+        raise ValueError("make_loader() needs batch_size= (or order=OrderSpec(...))")
+    else:
+        spec = OrderSpec(**given)
     cfg = LoaderConfig(
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        permutation=permutation,
-        buffer_size=buffer_size,
-        drop_last=drop_last,
+        order=spec,
         rank=rank,
-        world_size=world_size,
         channels=channels,
         size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
         on_error=on_error,

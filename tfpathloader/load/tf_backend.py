@@ -26,7 +26,6 @@ import numpy as np
 
 from ..errors import ImageLoadError
 from ..index import PathIndex
-from ..order.orders import ArrayOrder
 from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image, load_image
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
@@ -89,28 +88,12 @@ class TFLoader(LoaderBase):
     # -- ids ------------------------------------------------------------------------------
 
     def rank_ids(self) -> np.ndarray:
-        """This rank's ids for the current epoch, from its first batch."""
-        key = (self.epoch, len(self.index))
+        """This rank's ids for the current epoch, from its (resumed) first batch."""
+        key = (self.epoch, self.sampler.layout.start)
         if self._epoch_ids is None or self._epoch_ids_key != key:
-            if self.config.shuffle == "buffer":
-                self._epoch_ids = self._tf_buffer_ids()
-            else:
-                self.sampler.set_epoch(self.epoch)
-                self._epoch_ids = self.sampler.epoch_ids()
+            self._epoch_ids = self.sampler.epoch_ids()
             self._epoch_ids_key = key
         return self._epoch_ids
-
-    def _tf_buffer_ids(self) -> np.ndarray:
-        """TensorFlow's own ``Dataset.shuffle`` over the stored order, split like any order."""
-        tf = self.tf
-        n = len(self.index)
-        seed = int(np.random.SeedSequence([self.config.seed, self.epoch, 2]).generate_state(1)[0])
-        ds = tf.data.Dataset.range(n).shuffle(
-            self.config.buffer_size, seed=seed, reshuffle_each_iteration=False
-        )
-        order = ArrayOrder(np.concatenate([b.numpy() for b in ds.batch(1 << 16)]))
-        layout = self.sampler.layout
-        return layout.ids(order, layout.positions(self.config.rank))
 
     def _batch_bounds(self, k: int) -> tuple[int, int]:
         b = self.config.batch_size

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from .layout import Layout
 from .orders import (
-    ORDERS,
     PERMUTATIONS,
     ArrayOrder,
-    Layout,
     Order,
     StatelessPermutation,
     buffer_order,
-    epoch_rng,
     exact_permutation,
     make_order,
+    tf_buffer_order,
 )
 from .sampler import GlobalShuffleSampler
+from .spec import ORDERS, OrderSpec, Stream, epoch_rng
+from .state import StateError, agree
 
 __all__ = [
     "ORDERS",
@@ -23,9 +24,14 @@ __all__ = [
     "GlobalShuffleSampler",
     "Layout",
     "Order",
+    "OrderSpec",
+    "StateError",
     "StatelessPermutation",
+    "Stream",
+    "agree",
     "buffer_order",
     "epoch_rng",
     "exact_permutation",
     "make_order",
+    "tf_buffer_order",
 ]

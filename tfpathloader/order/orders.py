@@ -14,48 +14,30 @@ Orders (``DESIGN.md`` §4), chosen by name from :data:`ORDERS`:
   tf.data ``shuffle`` semantics: the biased baseline the article starts from.
 - ``"none"``: stored order.
 
-NOTE [seeding]: every random choice comes from ``np.random.default_rng([seed, epoch, stream])``.
-Seeding from both numbers (not ``seed + epoch``) keeps (seed 0, epoch 1) and (seed 1, epoch 0)
-apart; the stream number keeps different uses of one (seed, epoch) independent.
+- ``"tf-buffer"``: TensorFlow's own ``Dataset.shuffle`` over the stored order
+  (:func:`tf_buffer_order`), for comparison; TensorFlow is imported only when it is asked for.
+
+Random streams and the validation of every field: :mod:`tfpathloader.order.spec`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from .spec import OrderSpec, Stream, check_int, epoch_rng
+
 __all__ = [
-    "ORDERS",
-    "PERMUTATIONS",
     "ArrayOrder",
-    "Layout",
     "Order",
     "StatelessPermutation",
     "buffer_order",
-    "epoch_rng",
     "exact_permutation",
     "make_order",
+    "tf_buffer_order",
 ]
-
-# Independent random streams under one (seed, epoch).
-_STREAM_EXACT = 0
-_STREAM_STATELESS = 1
-_STREAM_BUFFER = 2
-
-
-def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
-    """The generator for one use (``stream``) of one epoch; see NOTE [seeding]."""
-    _check_nonneg("seed", seed)
-    _check_nonneg("epoch", epoch)
-    return np.random.default_rng([int(seed), int(epoch), int(stream)])
-
-
-def _check_nonneg(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 # --------------------------------------------------------------------------- orders
@@ -104,7 +86,7 @@ def exact_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """
     dtype = np.int32 if n < 2**31 else np.int64
     ids = np.arange(n, dtype=dtype)
-    epoch_rng(seed, epoch, _STREAM_EXACT).shuffle(ids)
+    epoch_rng(seed, epoch, Stream.EXACT).shuffle(ids)
     return ids
 
 
@@ -135,11 +117,10 @@ class StatelessPermutation:
     """
 
     def __init__(self, n: int, seed: int, epoch: int, *, rounds: int = 8):
-        _check_nonneg("n", n)
-        self.n = int(n)
+        self.n = check_int("n", n)
         bits = max(2, int(max(self.n - 1, 1)).bit_length())
         self.bits = bits
-        rng = epoch_rng(seed, epoch, _STREAM_STATELESS)
+        rng = epoch_rng(seed, epoch, Stream.STATELESS)
         self.keys = rng.integers(0, 2**63, size=rounds, dtype=np.uint64) * np.uint64(2) + np.uint64(
             1
         )
@@ -185,10 +166,9 @@ def buffer_order(n: int, buffer_size: int, seed: int, epoch: int) -> np.ndarray:
     than a label-sorted dataset, late records cannot appear early: the bias this project exists
     to remove.
     """
-    _check_nonneg("n", n)
-    if not isinstance(buffer_size, (int, np.integer)) or buffer_size < 1:
-        raise ValueError(f"buffer_size must be an integer >= 1, got {buffer_size!r}")
-    rng = epoch_rng(seed, epoch, _STREAM_BUFFER)
+    check_int("n", n)
+    check_int("buffer_size", buffer_size, minimum=1)
+    rng = epoch_rng(seed, epoch, Stream.BUFFER)
     size = min(int(buffer_size), n)
     buf = list(range(size))
     out = np.empty(n, dtype=np.int64)
@@ -206,154 +186,42 @@ def buffer_order(n: int, buffer_size: int, seed: int, epoch: int) -> np.ndarray:
     return out
 
 
-ORDERS: tuple[str, ...] = ("global", "buffer", "none")
+def tf_buffer_order(n: int, buffer_size: int, seed: int, epoch: int) -> np.ndarray:
+    """TensorFlow's own ``Dataset.shuffle(buffer_size)`` over the stored order.
+
+    The same bounded-buffer algorithm as :func:`buffer_order` with TensorFlow's generator: offered
+    as a separately named order so that both backends (and the audit) can show tf.data's own
+    shuffle, delivering identical ids. Its seed comes from (seed, epoch) like every other order;
+    the sequence is TensorFlow's, so it may change between TensorFlow versions.
+    """
+    check_int("n", n)
+    check_int("buffer_size", buffer_size, minimum=1)
+    from ..load.tf_backend import import_tensorflow
+
+    tf = import_tensorflow()
+    tf_seed = int(epoch_rng(seed, epoch, Stream.TF_BUFFER).integers(0, 2**63 - 1))
+    ds = tf.data.Dataset.range(n).shuffle(buffer_size, seed=tf_seed, reshuffle_each_iteration=False)
+    parts = [b.numpy() for b in ds.batch(1 << 16)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
 PERMUTATIONS: dict[str, Callable[[int, int, int], Order]] = {
     "exact": lambda n, seed, epoch: ArrayOrder(exact_permutation(n, seed, epoch)),
     "stateless": StatelessPermutation,
 }
+_BUFFERS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {
+    "buffer": buffer_order,
+    "tf-buffer": tf_buffer_order,
+}
 
 
-def check_order_args(shuffle: str, permutation: str, buffer_size: int | None) -> None:
-    """Raise ``ValueError`` naming the valid choices for a bad order configuration."""
-    if shuffle not in ORDERS:
-        raise ValueError(f"unknown shuffle {shuffle!r}; valid: {', '.join(ORDERS)}")
-    if permutation not in PERMUTATIONS:
-        raise ValueError(f"unknown permutation {permutation!r}; valid: {', '.join(PERMUTATIONS)}")
-    if shuffle == "buffer" and (
-        buffer_size is None or not isinstance(buffer_size, (int, np.integer)) or buffer_size < 1
-    ):
-        raise ValueError(f"shuffle='buffer' needs buffer_size >= 1, got {buffer_size!r}")
-
-
-def make_order(
-    shuffle: str,
-    n: int,
-    *,
-    seed: int,
-    epoch: int,
-    permutation: str = "exact",
-    buffer_size: int | None = None,
-) -> Order:
-    """The order of one epoch, by name (``"global"``, ``"buffer"``, ``"none"``)."""
-    check_order_args(shuffle, permutation, buffer_size)
-    _check_nonneg("n", n)
-    _check_nonneg("seed", seed)
-    _check_nonneg("epoch", epoch)
-    if shuffle == "global":
-        return PERMUTATIONS[permutation](n, seed, epoch)
-    if shuffle == "buffer":
-        assert buffer_size is not None
-        return ArrayOrder(buffer_order(n, buffer_size, seed, epoch))
+def make_order(spec: OrderSpec, n: int, epoch: int) -> Order:
+    """The global order of one epoch of ``n`` records under ``spec``."""
+    check_int("n", n)
+    check_int("epoch", epoch)
+    if spec.shuffle == "global":
+        return PERMUTATIONS[spec.permutation](n, spec.seed, epoch)
+    if spec.shuffle in _BUFFERS:
+        assert spec.buffer_size is not None  # OrderSpec checked it
+        return ArrayOrder(_BUFFERS[spec.shuffle](n, spec.buffer_size, spec.seed, epoch))
     return _Arange(n)
-
-
-# --------------------------------------------------------------------------- distribution
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How one epoch's global order is split into steps and ranks.
-
-    NOTE [tail rule]: each step consumes one *global batch* of ``batch_size * world_size``
-    consecutive positions of the global order; rank ``r`` takes the ``r``-th slice of it. So
-    the sequence of global batches depends only on the global batch size, never on how many
-    ranks share it, and every rank runs the same number of steps. When ``N`` is not a multiple
-    of the global batch:
-
-    - ``drop_last=True`` drops the last ``N % global_batch`` positions (fewer than one global
-      batch; they are different records every epoch);
-    - ``drop_last=False`` keeps a shorter last step, split evenly across ranks, and completes
-      it by repeating the fewest records needed for that: ``(-N) % world_size`` positions at
-      the start of the order, as ``DistributedSampler`` pads. With one rank nothing repeats.
-
-    Repeated (padding) positions are ``>= N``; :meth:`ids` maps them to position ``p - N``.
-    """
-
-    num_records: int
-    batch_size: int
-    world_size: int
-    drop_last: bool
-
-    def __post_init__(self) -> None:
-        _check_nonneg("num_records", self.num_records)
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not isinstance(self.world_size, (int, np.integer)) or self.world_size < 1:
-            raise ValueError(f"world_size must be an integer >= 1, got {self.world_size!r}")
-
-    @property
-    def global_batch(self) -> int:
-        return self.batch_size * self.world_size
-
-    @property
-    def total(self) -> int:
-        """Positions delivered per epoch across all ranks (padding included)."""
-        n, g, w = self.num_records, self.global_batch, self.world_size
-        if self.drop_last:
-            return n - n % g
-        return n + (-n) % w if n else 0
-
-    @property
-    def padding(self) -> int:
-        """Positions that repeat a record to complete the last step (0 with ``drop_last``)."""
-        return max(0, self.total - self.num_records)
-
-    @property
-    def dropped(self) -> int:
-        """Records left out of the epoch by ``drop_last``."""
-        return max(0, self.num_records - self.total)
-
-    @property
-    def steps(self) -> int:
-        """Steps (batches per rank) per epoch."""
-        return -(-self.total // self.global_batch)
-
-    def _last_size(self) -> int:
-        rem = self.total - (self.steps - 1) * self.global_batch
-        return rem // self.world_size
-
-    def batch_size_at(self, step: int) -> int:
-        """Per-rank batch size at ``step`` (only the last step can be smaller)."""
-        return self._last_size() if step == self.steps - 1 else self.batch_size
-
-    def samples_per_rank(self) -> int:
-        if self.steps == 0:
-            return 0
-        return (self.steps - 1) * self.batch_size + self._last_size()
-
-    def check_rank(self, rank: int) -> None:
-        if not isinstance(rank, (int, np.integer)) or not 0 <= rank < self.world_size:
-            raise ValueError(
-                f"Invalid rank {rank!r}, rank should be in the interval [0, {self.world_size - 1}]"
-            )
-
-    def positions(self, rank: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Global positions of rank ``rank``'s samples ``start:stop`` (its own numbering)."""
-        self.check_rank(rank)
-        per_rank = self.samples_per_rank()
-        stop = per_rank if stop is None else min(stop, per_rank)
-        start = max(0, start)
-        if start >= stop:
-            return np.zeros(0, dtype=np.int64)
-        k = np.arange(start, stop, dtype=np.int64)
-        b, g = self.batch_size, self.global_batch
-        step = k // b
-        within = k - step * b
-        pos = step * g + rank * b + within
-        last = self.steps - 1
-        in_last = step == last
-        if in_last.any():
-            ls = self._last_size()
-            pos[in_last] = last * g + rank * ls + within[in_last]
-        return pos
-
-    def ids(self, order: Order, positions: np.ndarray) -> np.ndarray:
-        """Record ids at global ``positions`` (padding positions wrap to the start)."""
-        n = self.num_records
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
-        return order.take(positions % n)
-
-    def is_padding(self, positions: np.ndarray) -> np.ndarray:
-        """Which of ``positions`` repeat a record to complete the last step."""
-        return positions >= self.num_records

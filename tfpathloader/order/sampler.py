@@ -1,7 +1,7 @@
 """GlobalShuffleSampler: an epoch's order as a PyTorch-style sampler, distributed and resumable.
 
 It needs no torch: it quacks like ``torch.utils.data.Sampler`` (``__iter__``, ``__len__``,
-``set_epoch``) and the tf backend uses it too.
+``set_epoch``), and both loaders take their ids from it, so it holds the one resume counter.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from .orders import Layout, Order, check_order_args, make_order
+from .layout import Layout
+from .orders import Order, make_order
+from .spec import OrderSpec, check_int
+from .state import ResumeState, read_state
 
 __all__ = ["GlobalShuffleSampler"]
 
-_STATE_VERSION = 1
 _CHUNK = 1 << 16
 
 
@@ -24,8 +26,8 @@ class GlobalShuffleSampler:
     """Record ids of one epoch for one rank: global shuffle (or buffer, or none), exactly once.
 
     Every rank builds the same global order from (seed, epoch) and takes its share of each
-    global batch (see NOTE [tail rule] in :class:`tfpathloader.order.Layout`): across all
-    ranks every record is delivered exactly once per epoch (bar the documented tail), every
+    global batch (see NOTE [tail rule] in :class:`~tfpathloader.order.layout.Layout`): across
+    all ranks every record is delivered exactly once per epoch (bar the documented tail), every
     rank has the same number of steps, and for a fixed global batch size the sequence does not
     depend on the number of ranks.
 
@@ -35,84 +37,88 @@ class GlobalShuffleSampler:
 
     Args:
         num_records: Records in the index (``len(index)``).
-        seed: Seed of every random choice (with the epoch).
+        spec: The order (:class:`~tfpathloader.OrderSpec`); or give its fields as keywords
+            (``seed``, ``world_size``, ``drop_last``, ``permutation``, ``shuffle``,
+            ``buffer_size``, ``batch_size``; ``batch_size`` defaults to 1 here, so ranks
+            interleave record by record like ``DistributedSampler``).
         rank: This process's rank, in ``[0, world_size)``.
-        world_size: Number of ranks sharing the epoch.
-        drop_last: Drop the incomplete last global batch instead of completing it.
-        permutation: ``"exact"`` (numpy, materialized) or ``"stateless"`` (constant memory).
-        shuffle: ``"global"``, ``"buffer"`` or ``"none"``.
-        buffer_size: Buffer size for ``shuffle="buffer"``.
-        batch_size: Per-rank batch size; sets the global batch (``batch_size * world_size``)
-            whose slices the ranks take. With the default 1, ranks interleave record by record,
-            like ``DistributedSampler``.
+        fingerprint: The index content's fingerprint (``index.fingerprint``), written into
+            states and checked when one is loaded. Without it the sampler still runs, and
+            its states only resume samplers made without one.
     """
 
     def __init__(
         self,
         num_records: int,
         *,
-        seed: int = 0,
+        spec: OrderSpec | None = None,
         rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-        permutation: str = "exact",
-        shuffle: str = "global",
-        buffer_size: int | None = None,
-        batch_size: int = 1,
+        fingerprint: str | None = None,
+        **order: Any,
     ):
-        check_order_args(shuffle, permutation, buffer_size)
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.layout = Layout(int(num_records), int(batch_size), int(world_size), bool(drop_last))
+        if spec is not None and order:
+            raise ValueError(f"give spec= or the order's fields, not both (got {sorted(order)})")
+        self.spec = spec if spec is not None else OrderSpec(**order)
+        self.num_records = check_int("num_records", num_records)
+        self.fingerprint = fingerprint or "none"
+        self.layout = Layout(self.num_records, self.spec.batch_size, self.spec.world_size,
+                             self.spec.drop_last)  # fmt: skip
         self.layout.check_rank(rank)
-        self.num_records = int(num_records)
-        self.seed = int(seed)
         self.rank = int(rank)
-        self.world_size = int(world_size)
-        self.drop_last = bool(drop_last)
-        self.permutation = permutation
-        self.shuffle = shuffle
-        self.buffer_size = None if buffer_size is None else int(buffer_size)
-        self.batch_size = int(batch_size)
         self.epoch = 0
-        self._offset = 0  # samples of this epoch already yielded (or restored)
+        self._offset = 0  # this rank's samples of the epoch consumed since layout.start
         self._order: Order | None = None
         self._order_epoch = -1
         self._completed_epoch: int | None = None
+
+    # -- the order's fields, for reading --------------------------------------------------
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def world_size(self) -> int:
+        return self.spec.world_size
+
+    @property
+    def batch_size(self) -> int:
+        return self.spec.batch_size
+
+    @property
+    def shuffle(self) -> str:
+        return self.spec.shuffle
 
     # -- epoch -----------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration yields (restarts at its beginning)."""
-        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        self.epoch = check_int("epoch", epoch)
         self._completed_epoch = None  # an explicit choice: no repeat warning
-        self.epoch = int(epoch)
-        self._offset = 0
+        self._restart(0)
+
+    def _restart(self, position: int, offset: int = 0) -> None:
+        if position != self.layout.start:
+            self.layout = Layout(self.num_records, self.spec.batch_size, self.spec.world_size,
+                                 self.spec.drop_last, start=position)  # fmt: skip
+        self._offset = offset
 
     def order(self) -> Order:
         """The global order of the current epoch (built once per epoch)."""
         if self._order is None or self._order_epoch != self.epoch:
-            self._order = make_order(
-                self.shuffle,
-                self.num_records,
-                seed=self.seed,
-                epoch=self.epoch,
-                permutation=self.permutation,
-                buffer_size=self.buffer_size,
-            )
+            self._order = make_order(self.spec, self.num_records, self.epoch)
             self._order_epoch = self.epoch
         return self._order
 
     # -- sizes -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Samples this rank yields per epoch."""
+        """Samples this rank yields in the current epoch (from a resumed position, if any)."""
         return self.layout.samples_per_rank()
 
     @property
     def num_steps(self) -> int:
-        """Batches per epoch for every rank (with ``batch_size`` as given)."""
+        """Batches of ``batch_size`` this rank runs in the current epoch (from its start)."""
         return self.layout.steps
 
     # -- ids -------------------------------------------------------------------------------
@@ -126,24 +132,24 @@ class GlobalShuffleSampler:
         return self.layout.is_padding(self.layout.positions(self.rank, start, stop))
 
     def epoch_ids(self) -> np.ndarray:
-        """All of this rank's ids for the current epoch, from the start."""
+        """All of this rank's ids for the current epoch, from its (resumed) start."""
         return self.ids(0, None)
 
     def __iter__(self) -> Iterator[int]:
-        self._warn_if_repeating()
-        start = self._offset
+        self.start_iteration()
         total = len(self)
-        for s in range(start, total, _CHUNK):
+        for s in range(self._offset, total, _CHUNK):
             chunk = self.ids(s, min(s + _CHUNK, total))
             for k, i in enumerate(chunk.tolist()):
                 self._offset = s + k + 1
                 yield i
-        self._offset = 0
-        self._completed_epoch = self.epoch
+        self.mark_epoch_done()
 
-    def batches(self, start_batch: int = 0) -> Iterator[np.ndarray]:
-        """This rank's batches (int64 id arrays) of the current epoch, from ``start_batch``."""
+    def batches(self, start_batch: int | None = None) -> Iterator[np.ndarray]:
+        """This rank's batches (int64 id arrays), from ``start_batch`` (default: the next one)."""
         layout = self.layout
+        if start_batch is None:
+            start_batch = self.steps_consumed
         first = start_batch * layout.batch_size
         block = np.zeros(0, dtype=np.int64)
         block_start = first
@@ -156,65 +162,82 @@ class GlobalShuffleSampler:
             yield block[first - block_start : first - block_start + size]
             first += size
 
-    def _warn_if_repeating(self) -> None:
-        if self._offset == 0 and self._completed_epoch == self.epoch and self.shuffle != "none":
-            warnings.warn(
-                f"iterating epoch {self.epoch} again, in the same order; call set_epoch(e) "
-                "before each epoch to get a new order",
-                UserWarning,
-                stacklevel=3,
-            )
+    def start_iteration(self) -> None:
+        """Called when an iteration begins: a finished epoch starts over (with a warning)."""
+        if self._completed_epoch == self.epoch and self.done:
+            if self.shuffle != "none":
+                warnings.warn(
+                    f"iterating epoch {self.epoch} again, in the same order; call set_epoch(e) "
+                    "before each epoch to get a new order",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self._completed_epoch = None
+            self._restart(0)
+
+    # -- consumption (the one resume counter) ------------------------------------------------
+
+    @property
+    def steps_consumed(self) -> int:
+        """Whole steps of the current epoch this rank consumed since its (resumed) start."""
+        return min(self.layout.steps, self._offset // self.layout.batch_size)
+
+    def consume_step(self) -> None:
+        """Count the next batch as consumed (what a loader calls when it hands one over)."""
+        self._offset = min(len(self), self._offset + self.layout.batch_size_at(self.steps_consumed))
+
+    def mark_epoch_done(self) -> None:
+        """The epoch ended here; iterating again without set_epoch repeats it (with a warning)."""
+        self._completed_epoch = self.epoch
+        self._offset = len(self)
+
+    @property
+    def done(self) -> bool:
+        """Whether every sample of the current epoch was consumed."""
+        return self._offset >= len(self)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches of ``batch_size`` per rank in a whole epoch (from position 0)."""
+        return Layout(self.num_records, self.spec.batch_size, self.spec.world_size,
+                      self.spec.drop_last).steps  # fmt: skip
+
+    def position(self) -> int:
+        """Global position consumed by every rank (``num_records`` once the epoch is done)."""
+        if self.done:
+            return self.num_records
+        return self.layout.position_after(self.steps_consumed)
 
     # -- resume ----------------------------------------------------------------------------
 
-    def config(self) -> dict[str, Any]:
-        """Everything that determines the order (checked when a state is loaded)."""
-        return {
-            "num_records": self.num_records,
-            "seed": self.seed,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "batch_size": self.batch_size,
-            "drop_last": self.drop_last,
-            "shuffle": self.shuffle,
-            "permutation": self.permutation,
-            "buffer_size": self.buffer_size,
-        }
-
     def state_dict(self) -> dict[str, Any]:
-        """A JSON-able state: the epoch and how many of its samples were yielded."""
-        return {
-            "version": _STATE_VERSION,
-            "epoch": self.epoch,
-            "offset": self._offset,
-            "config": self.config(),
-        }
+        """A JSON-able state: a position in the epoch's global order (NOTE [resume state])."""
+        within = self._offset - self.steps_consumed * self.layout.batch_size
+        partial = None if within <= 0 or self.done else {"rank": self.rank, "samples": within}
+        return ResumeState(
+            self.spec, self.num_records, self.fingerprint, self.epoch, self.position(), partial
+        ).to_dict()
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the next iteration yields exactly the rest of the saved epoch.
+    def load_state_dict(self, state: dict[str, Any]) -> ResumeState:
+        """Resume: the next iteration yields exactly this rank's share of the rest of the epoch.
+
+        A state saved under another world size or batch size resumes too (NOTE [elastic resume]
+        in :mod:`tfpathloader.order.state`).
 
         Raises:
-            ValueError: if the state was saved with a different order configuration.
+            StateError: naming the field, if the state cannot be resumed exactly.
         """
-        check_state(state, self.config(), "sampler")
-        offset = int(state["offset"])
-        if not 0 <= offset <= len(self):
-            raise ValueError(f"sampler state offset {offset} is outside [0, {len(self)}]")
-        self.epoch = int(state["epoch"])
-        self._offset = offset
+        got = read_state(state, spec=self.spec, num_records=self.num_records,
+                         fingerprint=self.fingerprint, rank=self.rank, what="sampler")  # fmt: skip
+        self.epoch = got.epoch
         self._completed_epoch = None
+        within = got.partial["samples"] if got.partial else 0
+        self._restart(got.position, within)
+        return got
 
     def __repr__(self) -> str:
-        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
-        return f"GlobalShuffleSampler({cfg}, epoch={self.epoch})"
-
-
-def check_state(state: dict[str, Any], config: dict[str, Any], what: str) -> None:
-    """Refuse a state saved under another configuration, naming what differs."""
-    if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-        raise ValueError(f"not a tfpathloader {what} state (version {_STATE_VERSION}): {state!r}")
-    saved = state.get("config", {})
-    diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
-    if diff:
-        detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"the {what} state was saved with a different configuration ({detail})")
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.spec.to_dict().items())
+        return (
+            f"GlobalShuffleSampler({self.num_records}, {fields}, rank={self.rank}, "
+            f"epoch={self.epoch})"
+        )

@@ -235,22 +235,18 @@ def audit_figure(
 
 def delivered_ids(
     index: Any,
-    shuffle: str,
+    spec: Any,
     *,
     backend: str = "order",
     draws: int | None = None,
-    seed: int = 0,
     epoch: int = 0,
-    permutation: str = "exact",
-    buffer_size: int | None = None,
-    batch_size: int = 256,
     num_workers: int = 0,
 ) -> np.ndarray:
     """The first ``draws`` ids one epoch delivers: from the order alone, or a real loader.
 
     Args:
         index: The :class:`~tfpathloader.PathIndex`.
-        shuffle: ``"global"``, ``"buffer"`` or ``"none"``.
+        spec: The :class:`~tfpathloader.OrderSpec` (its batch size is the loader's).
         backend: ``"order"`` (no images read), ``"torch"`` or ``"tf"`` (what the loader
             delivered, images decoded).
         draws: How many ids (default: the whole epoch).
@@ -262,23 +258,12 @@ def delivered_ids(
     if backend == "order":
         from ..order.sampler import GlobalShuffleSampler
 
-        sampler = GlobalShuffleSampler(
-            n, seed=seed, permutation=permutation, shuffle=shuffle, buffer_size=buffer_size
-        )
+        sampler = GlobalShuffleSampler(n, spec=spec)
         sampler.set_epoch(epoch)
         return sampler.ids(0, draws)
     from ..load.loader import make_loader
 
-    loader = make_loader(
-        backend=backend,
-        index=index,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        permutation=permutation,
-        buffer_size=buffer_size,
-        num_workers=num_workers,
-    )
+    loader = make_loader(backend=backend, index=index, order=spec, num_workers=num_workers)
     loader.set_epoch(epoch)
     got: list[np.ndarray] = []
     have = 0

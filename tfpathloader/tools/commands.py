@@ -143,23 +143,28 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from ..order.spec import OrderSpec
     from .audit import audit_figure, audit_ids, delivered_ids, format_audit_table
 
     index = _open(args)
     shuffles = [s.strip() for s in args.shuffle.split(",") if s.strip()]
     sequences, results = {}, {}
     for shuffle in shuffles:
-        name = f"{shuffle} ({args.buffer_size:,})" if shuffle == "buffer" else shuffle
+        buffered = shuffle in ("buffer", "tf-buffer")
+        name = f"{shuffle} ({args.buffer_size:,})" if buffered else shuffle
+        spec = OrderSpec(
+            shuffle=shuffle,
+            permutation=args.permutation,
+            buffer_size=args.buffer_size if buffered else None,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        )
         ids = delivered_ids(
             index,
-            shuffle,
+            spec,
             backend=args.backend,
             draws=args.draws,
-            seed=args.seed,
             epoch=args.epoch,
-            permutation=args.permutation,
-            buffer_size=args.buffer_size if shuffle == "buffer" else None,
-            batch_size=args.batch_size,
             num_workers=args.num_workers,
         )
         sequences[name] = ids
