@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["ImageLoadError", "IndexFormatError", "LoaderWorkerError", "TFPathLoaderError"]
+__all__ = [
+    "BatchShapeError",
+    "ImageLoadError",
+    "IndexFormatError",
+    "LoaderWorkerError",
+    "TFPathLoaderError",
+]
 
 
 class TFPathLoaderError(Exception):
@@ -56,6 +62,24 @@ class ImageLoadError(TFPathLoaderError):
 
     def __reduce__(self):  # keeps the fields when the error crosses a worker process
         return (type(self), (self.record_id, self.path, self.cause))
+
+
+class BatchShapeError(TFPathLoaderError, ValueError):
+    """Images of one batch decode to different shapes (pass ``size=(h, w)`` to resize them).
+
+    Attributes:
+        record_id: The first record whose shape differs from the batch's first image.
+        path: Its path.
+    """
+
+    def __init__(self, record_id: int, path: str, message: str):
+        self.record_id = int(record_id)
+        self.path = path
+        self.message = message
+        super().__init__(message)
+
+    def __reduce__(self):  # keeps the fields when the error crosses a worker process
+        return (type(self), (self.record_id, self.path, self.message))
 
 
 class LoaderWorkerError(TFPathLoaderError, RuntimeError):

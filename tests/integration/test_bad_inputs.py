@@ -20,6 +20,7 @@ from conftest import ROOT, run_python
 from PIL import Image
 
 from tfpathloader import ImageLoadError, IndexFormatError, PathIndex, write_index
+from tfpathloader.errors import BatchShapeError
 from tfpathloader.index import encode_example
 from tfpathloader.index._records import RecordWriter
 from tfpathloader.load.loader import make_loader
@@ -354,9 +355,11 @@ def test_mixed_image_sizes_in_a_batch_name_the_record_in_both_loaders(tmp_path, 
     first = 0 if batch_size == 8 else 5  # the first record of the batch holding record 6
     for backend in BACKENDS:
         kw = {"index": index, "batch_size": batch_size, "shuffle": "none", "channels": 3}
-        with pytest.raises(ValueError) as err:
+        with pytest.raises(BatchShapeError) as err:  # the library's error, not DataLoader's
             list(make_loader(backend=backend, num_workers=2 if backend == "torch" else 0, **kw))
         message = str(err.value)
+        assert (err.value.record_id, err.value.path) == (6, index.path(6))
+        assert "DataLoader worker" not in message
         assert f"record 6 ({index.path(6)}) has shape (10, 12, 3)" in message, (backend, message)
         assert f"but record {first} has (8, 8, 3)" in message, (backend, message)
         assert "pass size=(height, width)" in message

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tfpathloader import write_index
-from tfpathloader import OrderSpec
+from tfpathloader import OrderSpec, write_index
 from tfpathloader.tools.audit import AUDIT_KEYS, audit_figure, audit_ids, delivered_ids
 from tfpathloader.tools.cli import main
 
@@ -23,7 +22,9 @@ def article_index(tmp_path_factory):
 
 
 def test_buffer_shuffle_is_biased_like_the_article(article_index):
-    ids = delivered_ids(article_index, OrderSpec(shuffle="buffer", buffer_size=10_000), draws=50_000)
+    ids = delivered_ids(
+        article_index, OrderSpec(shuffle="buffer", buffer_size=10_000), draws=50_000
+    )
     r = audit_ids(ids, article_index.labels)
     assert set(AUDIT_KEYS) <= set(r)
     assert r["label_counts"]["9"] == 0 and r["label_first_draw"]["9"] is None

@@ -304,7 +304,13 @@ def test_buffer_reproduces_the_article():
 
 
 def test_make_order_by_name():
-    assert make_order(OrderSpec(shuffle="none"), 5, 0).take(np.arange(5)).tolist() == [0, 1, 2, 3, 4]
+    assert make_order(OrderSpec(shuffle="none"), 5, 0).take(np.arange(5)).tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     with pytest.raises(ValueError, match="valid: global, buffer, tf-buffer, none"):
         make_order(OrderSpec(shuffle="nope"), 5, 0)
 

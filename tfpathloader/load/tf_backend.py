@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageLoadError
+from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
 from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image, load_image
@@ -364,10 +364,12 @@ class TFLoader(LoaderBase):
             if first is None:
                 first = (i, shape)
             elif shape != first[1]:
-                return ValueError(
+                return BatchShapeError(
+                    i,
+                    self.index.path(i),
                     f"record {i} ({self.index.path(i)}) has shape {shape} but record "
                     f"{first[0]} has {first[1]}: images of one batch must have one size; "
-                    "pass size=(height, width) to resize them"
+                    "pass size=(height, width) to resize them",
                 )
         return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ..errors import ImageLoadError, LoaderWorkerError
+from ..errors import BatchShapeError, ImageLoadError, LoaderWorkerError
 from ..index import PathIndex
 from ._torch.private import drop_persistent_iterator, shutdown_workers
 from ._torch.slots import _SlotPool
@@ -111,7 +111,13 @@ class PathIndexDataset(torch.utils.data.Dataset):
         loader's workers receive) gives the compact form that crosses process boundaries.
         """
         if isinstance(request, BatchRequest):
-            return self._fetch(request.ids, request.epoch, request.slot)
+            try:
+                return self._fetch(request.ids, request.epoch, request.slot)
+            except Exception as e:
+                # Not as DataLoader's "Caught ValueError in DataLoader worker process 0": the
+                # main process re-raises this very error, which names the record.
+                pool_key = self.pool.key if self.pool is not None else None
+                return _WireBatch(error=e, slot=request.slot, pool_key=pool_key)
         return self._fetch(np.asarray(request, dtype=np.int64), self.epoch, None).to_dict()
 
     def _fetch(self, ids: np.ndarray, epoch: int, slot: int | None) -> _WireBatch:
@@ -129,7 +135,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
             except ImageLoadError as e:
                 if self.on_error == "raise":
                     return _WireBatch(
-                        error=(e.record_id, e.path, e.cause),
+                        error=e,
                         slot=slot,
                         pool_key=pool.key if pool else None,
                     )
@@ -154,10 +160,12 @@ class PathIndexDataset(torch.utils.data.Dataset):
                     flat, row = out.data.cast("B"), int(np.prod(shape))
                 first_shape = shape
             elif shape != first_shape:
-                raise ValueError(
+                raise BatchShapeError(
+                    i,
+                    path,
                     f"record {i} ({path}) has shape {shape} but record {kept[0]} has "
                     f"{out.shape[1:]}: images of one batch must have one size; pass "
-                    "size=(height, width) to resize them"
+                    "size=(height, width) to resize them",
                 )
             k = len(kept)
             if isinstance(pixels, bytes):
@@ -351,7 +359,7 @@ class TorchLoader(LoaderBase):
             for wire in _surface_worker_death(it, self):
                 if wire.error is not None:
                     wire._settle()
-                    raise ImageLoadError(*wire.error)
+                    raise wire.error
                 if wire.skipped:
                     self._record_skips(wire.skipped)
                 batch = wire.to_dict()

@@ -44,7 +44,7 @@ class _WireBatch:
         label: Any = None,
         index: Any = None,
         skipped: list[tuple[int, str, str]] | None = None,
-        error: tuple[int, str, str] | None = None,
+        error: Exception | None = None,
         channels_last: bool = True,
         slot: int | None = None,
         pool_key: int | None = None,
