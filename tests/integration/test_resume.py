@@ -48,7 +48,7 @@ def test_every_order_resumes_across_backends_exactly_once(index, order, directio
     for batch in src:
         states.append(json.loads(json.dumps(src.state_dict())))
         reference.append(batch["index"].tolist())
-    assert sorted(sum(reference, [])) == list(range(N))  # the epoch itself: each record once
+    assert sorted(i for b in reference for i in b) == list(range(N))  # the epoch: each once
     dst = make_loader(backend=target, index=index, order=spec)
     for k in (0, 1, len(reference) // 2, len(reference) - 1):  # killed after k + 1 batches
         dst.load_state_dict(states[k])

@@ -156,7 +156,7 @@ def test_hand_edited_states_are_refused_naming_the_field(path, value, message):
 
 def test_a_state_of_version_1_is_refused_with_the_reason():
     old = {"version": 1, "epoch": 0, "batches": 3, "config": {"seed": 0}}
-    with pytest.raises(StateError, match="tfpathloader 0.1 .* no dataset fingerprint"):
+    with pytest.raises(StateError, match=r"tfpathloader 0\.1 .* no dataset fingerprint"):
         _sampler().load_state_dict(old)
 
 
@@ -182,7 +182,7 @@ def test_states_of_ranks_at_different_steps_are_not_reconciled():
     b = _state_after(_sampler(batch_size=2, world_size=2, rank=1), 4)
     assert agree([a, b]) == a  # every rank holds the same state after the same steps
     c = _state_after(_sampler(batch_size=2, world_size=2, rank=1), 2)
-    with pytest.raises(StateError, match="rank 1 saved epoch 0 position 4, rank 0 .* position 8"):
+    with pytest.raises(StateError, match=r"rank 1 saved epoch 0 position 4, rank 0 .* position 8"):
         agree([a, c])
 
 
