@@ -5,17 +5,14 @@ stage two reads and decodes the images in that order, in PyTorch or in tf.data.
 
     >>> from tfpathloader import PathIndex, GlobalShuffleSampler, make_loader
 
-Importing the package needs neither torch nor TensorFlow; the backends load them on first use.
+Importing the package needs neither torch nor TensorFlow (the backends load them on first use),
+installs no import hook and registers nothing in protobuf's global pool.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-from .index._proto import install_tfrecord_shim
-
-install_tfrecord_shim()
 
 __version__ = "0.1.0"
 
@@ -25,6 +22,7 @@ _EXPORTS = {
     "write_index": "index",
     "build_index": "index",
     "encode_example": "index",
+    "enable_tfrecord_interop": "index.tfrecord_interop",
     "TFPathLoaderError": "errors",
     "IndexFormatError": "errors",
     "ImageLoadError": "errors",
@@ -58,6 +56,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .errors import ImageLoadError, IndexFormatError, LoaderWorkerError, TFPathLoaderError
     from .index import PathIndex, build_index, encode_example, write_index
+    from .index.tfrecord_interop import enable_tfrecord_interop
     from .load.decode import decode_image, load_image
     from .load.loader import make_loader
     from .order.sampler import GlobalShuffleSampler

@@ -50,10 +50,14 @@ print(json.dumps({{
 }}))
 """
 
+STEP = "import tfpathloader\ntfpathloader.enable_tfrecord_interop()"
 ORDERS = {
-    "tfpathloader, tfrecord, then tensorflow": "import tfpathloader\nimport tfrecord",
-    "tensorflow first": "import tensorflow\nimport tfpathloader\nimport tfrecord",
-    "tfpathloader, tensorflow, then tfrecord": "import tfpathloader\nimport tensorflow\nimport tfrecord",
+    "the explicit step, tfrecord, then tensorflow": f"{STEP}\nimport tfrecord",
+    "tensorflow first": f"import tensorflow\n{STEP}\nimport tfrecord",
+    "the tf backend's import, then tfrecord": (
+        "from tfpathloader.load.tf_backend import import_tensorflow\nimport_tensorflow()\n"
+        "import tfrecord"
+    ),
 }
 
 
@@ -76,10 +80,44 @@ def test_round_trips_with_tensorflow_and_tfrecord_in_one_process(tmp_path, order
 def test_bare_tfrecord_then_tensorflow_is_explained(tmp_path):
     # The one order no library can repair: tfrecord registered its messages globally first.
     result = run_python(
-        "import warnings, tfrecord\nwarnings.simplefilter('error')\nimport tfpathloader"
+        "import warnings, tfrecord\nwarnings.simplefilter('error')\nimport tfpathloader\n"
+        "tfpathloader.enable_tfrecord_interop()"
     )
     assert result.returncode != 0
-    assert "Import tfpathloader before tfrecord" in result.stderr
+    assert "Call tfpathloader.enable_tfrecord_interop() before importing tfrecord" in result.stderr
+
+
+def test_import_installs_no_hook_registers_nothing_and_orders_need_only_numpy():
+    code = """
+    import sys
+    before = list(sys.meta_path)
+    import tfpathloader.order
+    from google.protobuf import descriptor_pool
+    try:
+        descriptor_pool.Default().FindMessageTypeByName("tensorflow.Example")
+        registered = True
+    except KeyError:
+        registered = False
+    heavy = sorted({m.split(".")[0] for m in sys.modules}
+                   & {"torch", "tensorflow", "PIL", "tfrecord", "scipy", "tqdm"})
+    print(sys.meta_path == before, registered, heavy,
+          "google.protobuf" in sys.modules)
+    """
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # google.protobuf was imported by this check itself, after the order package.
+    assert result.stdout.split() == ["True", "False", "[]", "True"]
+
+
+def test_our_index_files_read_by_tfrecords_own_reader(tmp_path):
+    from tfpathloader import write_index
+    from tfpathloader.index.tfrecord_interop import tfrecord_records
+
+    idx = write_index(tmp_path / "i.tfrecord", ["a/0.png", "b/1.png"], [0, 1], compression="gzip")
+    records = list(tfrecord_records(idx.files[0]))
+    assert [int(r["index"][0]) for r in records] == [0, 1]
+    assert [int(r["label"][0]) for r in records] == [0, 1]
+    assert [bytes(r["path"]).decode() for r in records] == ["a/0.png", "b/1.png"]
 
 
 def test_import_needs_neither_torch_nor_tensorflow(tmp_path):
@@ -93,6 +131,7 @@ def test_import_needs_neither_torch_nor_tensorflow(tmp_path):
     import tfpathloader
     from tfpathloader import PathIndex, write_index
     idx = write_index({str(tmp_path / "i.tfrecord")!r}, ["a.png", "b.png"], [0, 1])
+    tfpathloader.enable_tfrecord_interop()
     import tfrecord  # the shim keeps it importable, and it imports without torch too
     print(len(PathIndex.read(idx.files[0])), sorted(m for m in sys.modules if m.startswith(("torch", "tensorflow"))))
     """

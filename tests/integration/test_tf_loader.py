@@ -282,7 +282,7 @@ def test_both_loaders_in_one_process_in_either_import_order(tmp_path, imports):
     # (the third order is the bare-tfrecord-first one: it must fail with an explanation)
     result = run_python(BOTH.format(imports=imports, tmp=str(tmp_path)))
     if imports.startswith("import tfrecord"):
-        assert result.returncode != 0 and "Import tfpathloader before tfrecord" in result.stderr
+        assert result.returncode != 0 and "enable_tfrecord_interop() before" in result.stderr
     else:
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.strip().endswith("SAME")

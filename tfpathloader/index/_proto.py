@@ -4,12 +4,15 @@ NOTE [protobuf clash]: TensorFlow registers ``tensorflow/core/example/feature.pr
 ``tfrecord`` package registers its own ``example.proto`` in protobuf's *default* descriptor pool.
 Both declare ``tensorflow.BytesList`` etc., so whichever is imported second fails with
 "duplicate symbol 'tensorflow.BytesList'". The wire format is what both sides actually share, so
-tfpathloader builds the same messages in a pool of its own (nothing global is registered) and,
-when ``tfpathloader`` is imported, serves that module as ``tfrecord.example_pb2`` through an
-import hook. ``tfrecord`` then works unchanged and TensorFlow keeps the default pool to itself,
-in either import order. The one order no library can repair is a bare ``import tfrecord``
-*before* ``import tfpathloader``, followed by ``import tensorflow``: :func:`install_tfrecord_shim`
-warns about it, and the tf backend turns TensorFlow's failure into an error that says what to do.
+tfpathloader builds the same messages in a pool of its own (nothing global is registered).
+``import tfpathloader`` changes nothing else in the process. The explicit step
+:func:`~tfpathloader.enable_tfrecord_interop` (also taken by the tf backend just before it
+imports TensorFlow, and by :func:`~tfpathloader.index.tfrecord_interop.tfrecord_records`)
+installs an import hook that serves this module as ``tfrecord.example_pb2``: ``tfrecord`` then
+works unchanged and TensorFlow keeps the default pool to itself, in either import order. The
+one order no library can repair is ``import tfrecord`` *before* that step, followed by ``import
+tensorflow``: the step warns about it, and the tf backend turns TensorFlow's failure into an
+error that says what to do.
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ class _TFRecordProtoFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install_tfrecord_shim() -> None:
     """Make ``import tfrecord`` and ``import tensorflow`` work together, in either order.
 
-    Idempotent; called when :mod:`tfpathloader` is imported.
+    Idempotent. Public as :func:`tfpathloader.enable_tfrecord_interop`.
     """
     if not any(isinstance(f, _TFRecordProtoFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _TFRecordProtoFinder())
@@ -172,7 +175,8 @@ def install_tfrecord_shim() -> None:
         warnings.warn(
             "the 'tfrecord' package was imported before tfpathloader, so its protobuf messages "
             "sit in protobuf's global pool and a later 'import tensorflow' will fail with "
-            "\"duplicate symbol 'tensorflow.BytesList'\". Import tfpathloader before tfrecord.",
+            "\"duplicate symbol 'tensorflow.BytesList'\". Call "
+            "tfpathloader.enable_tfrecord_interop() before importing tfrecord.",
             RuntimeWarning,
             stacklevel=3,
         )

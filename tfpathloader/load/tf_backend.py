@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
+from ..index.tfrecord_interop import enable_tfrecord_interop
 from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image, load_image
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
@@ -37,14 +38,18 @@ def import_tensorflow() -> Any:
     """``import tensorflow``, quietly, with errors that say what to do."""
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TensorFlow enters the process: from here on a later `import tfrecord` must not
+        # register its messages globally (NOTE [protobuf clash]).
+        enable_tfrecord_interop()
     try:
         import tensorflow as tf
     except TypeError as e:  # protobuf: duplicate symbol
         if "duplicate symbol" in str(e):
             raise ImportError(
-                "TensorFlow cannot be imported: the 'tfrecord' package was imported before "
-                "tfpathloader and registered the same protobuf messages. Import tfpathloader "
-                "before tfrecord (see NOTE [protobuf clash] in tfpathloader/index/_proto.py)."
+                "TensorFlow cannot be imported: the 'tfrecord' package was imported on its own "
+                "first and registered the same protobuf messages. Call "
+                "tfpathloader.enable_tfrecord_interop() before importing tfrecord (see NOTE "
+                "[protobuf clash] in tfpathloader/index/_proto.py)."
             ) from e
         raise
     except ImportError as e:
