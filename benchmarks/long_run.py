@@ -1,6 +1,6 @@
 """Long runs: many epochs with persistent workers; memory, file descriptors and orders per epoch.
 
-Not a test (tests/test_long_run.py is the quick version): run it by hand and quote its numbers.
+Not a test (tests/integration/test_long_run.py is the quick version): run it by hand and quote its numbers.
 
     python benchmarks/long_run.py data/index.tfrecord --epochs 20 --backend torch
     python benchmarks/long_run.py data/index.tfrecord --epochs 20 --backend tf
@@ -20,33 +20,7 @@ import time
 import numpy as np
 
 from tfpathloader import PathIndex, make_loader
-
-
-def proc_stats(pid: int) -> dict[str, float]:
-    out: dict[str, float] = {"fds": len(os.listdir(f"/proc/{pid}/fd"))}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            key, value = line.split()[:2]
-            if key in ("Rss:", "Pss:"):
-                out[key[:-1].lower() + "_mb"] = round(int(value) / 1024, 1)
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                out["threads"] = int(line.split()[1])
-    return out
-
-
-def children(pid: int) -> list[int]:
-    kids = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[1] == str(pid):
-                        kids.append(int(p))
-            except OSError:
-                pass
-    return sorted(kids)
+from tfpathloader.tools.procstats import children, proc_stats
 
 
 def main() -> None:

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_images
+from conftest import make_images
 
 from tfpathloader import write_index
 from tfpathloader.load.loader import make_loader
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from long_run import children, proc_stats
+from tfpathloader.tools.procstats import children, proc_stats
 
 
 @pytest.mark.slow
