@@ -153,12 +153,14 @@ class GlobalShuffleSampler:
         first = start_batch * layout.batch_size
         block = np.zeros(0, dtype=np.int64)
         block_start = first
+        chunk = 0  # the first batch alone: its cost is one batch's, wherever the epoch resumes
         for step in range(start_batch, layout.steps):
             size = layout.batch_size_at(step)
             if first + size > block_start + len(block):
-                # Compute ids a block at a time: per-call numpy overhead would dominate.
+                # Then ids a block at a time: per-call numpy overhead would dominate.
                 block_start = first
-                block = self.ids(first, first + max(size, _CHUNK))
+                block = self.ids(first, first + max(size, chunk))
+                chunk = _CHUNK
             yield block[first - block_start : first - block_start + size]
             first += size
 
