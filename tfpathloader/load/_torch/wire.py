@@ -28,6 +28,7 @@ class _WireBatch:
     __slots__ = (
         "channels_last",
         "error",
+        "error_kind",
         "image",
         "index",
         "label",
@@ -45,6 +46,7 @@ class _WireBatch:
         index: Any = None,
         skipped: list[tuple[int, str, str]] | None = None,
         error: tuple[int, str, str] | None = None,
+        error_kind: str = "image",
         channels_last: bool = True,
         slot: int | None = None,
         pool_key: int | None = None,
@@ -55,6 +57,7 @@ class _WireBatch:
         self.index = index
         self.skipped = skipped or []
         self.error = error
+        self.error_kind = error_kind  # "image" (ImageLoadError) or "transform"
         self.channels_last = channels_last
         self.slot = slot
         self.pool_key = pool_key
