@@ -25,7 +25,8 @@ _GROUP = 8  # images per step of the read, header and decode loops (see map_grou
 
 def headers(tf: Any, data: Any) -> tuple[Any, Any]:
     """From the headers of PNG, GIF and JPEG bytes: width x height (int64; 0 for other
-    formats), and whether the image is a CMYK JPEG (4 components)."""
+    formats), and whether the image needs Pillow: a CMYK JPEG (4 components), or any other
+    format, whatever its file name says (a BMP named .png)."""
     flat = tf.reshape(data, [-1])
     head24 = tf.strings.substr(flat, 0, 24) + bytes(24)  # long enough for every field
 
@@ -48,11 +49,13 @@ def headers(tf: Any, data: Any) -> tuple[Any, Any]:
     hwc = tf.cast(hwc, tf.int64)
     pixels = tf.tensor_scatter_nd_update(pixels, jpegs, hwc[:, 0] * hwc[:, 1])
     cmyk = tf.tensor_scatter_nd_update(tf.zeros_like(pixels, tf.bool), jpegs, hwc[:, 2] == 4)
-    return tf.reshape(pixels, tf.shape(data)), tf.reshape(cmyk, tf.shape(data))
+    other = tf.logical_not((head == b"\x89PN") | (head == b"GIF") | (head == b"\xff\xd8\xff"))
+    pillow = tf.logical_or(cmyk, other)
+    return tf.reshape(pixels, tf.shape(data)), tf.reshape(pillow, tf.shape(data))
 
 
 def checked(tf: Any, data: Any) -> tuple[Any, Any]:
-    """``data``, available only after its headers passed the bomb check; CMYK flags."""
+    """``data``, available only after its headers passed the bomb check; which need Pillow."""
     pixels, cmyk = headers(tf, data)
     limit = Image.MAX_IMAGE_PIXELS or 2**62
     check = tf.debugging.assert_less_equal(

@@ -100,7 +100,6 @@ class TFLoader(LoaderBase):
         self._labels = tf.constant(np.asarray(index.labels, dtype=np.int64))
         self._prefix = tf.constant(os.path.join(index.root, ""))
         self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
-        self._fast = self._fast_formats_only()
         self._absolute_paths = _has_absolute_paths(index)
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
         self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)
@@ -151,27 +150,9 @@ class TFLoader(LoaderBase):
     # demo PNGs with 2 cores), then converts grey and checks sizes once per batch. Images are
     # decoded straight to 3 channels (libpng/libjpeg replicate grey, expand palettes and drop
     # alpha exactly as the Pillow rules do). tf.io.decode_jpeg also decodes PNG and GIF; other
-    # formats need a branch to Pillow, built only when the index names files with other
-    # extensions. With on_error="skip" records stay separate elements, so that one bad record
+    # formats (found by content, not by file name) need a branch to Pillow, taken per image
+    # only in a batch that holds one. With on_error="skip" records stay separate elements, so that one bad record
     # can be dropped (slower, and only then).
-
-    def _fast_formats_only(self) -> bool:
-        """Whether every path ends in .png, .jpg, .jpeg or .gif (one tf.io op decodes them)."""
-        buf = np.asarray(self.index.path_buffer)
-        ends = np.asarray(self.index.offsets[1:])
-        lengths = np.diff(np.asarray(self.index.offsets))
-        tail = np.zeros((len(ends), 5), dtype=np.uint8)
-        for k in range(5):
-            ok = lengths > k
-            tail[ok, 4 - k] = buf[ends[ok] - 1 - k] | 0x20  # lower-case ASCII letters
-        t = tail.view("S5").ravel()
-        fast = (
-            np.char.endswith(t, b".png")
-            | np.char.endswith(t, b".jpg")
-            | np.char.endswith(t, b".jpeg")
-            | np.char.endswith(t, b".gif")
-        )
-        return bool(np.all(fast))
 
     def _prepare(self, ids: Any, epoch: Any) -> dict[str, Any]:
         """Paths and labels of a batch of ids, vectorized (and the epoch, for transforms)."""
@@ -199,11 +180,7 @@ class TFLoader(LoaderBase):
             img = tf.numpy_function(_pillow_rgb, [data], tf.uint8, stateful=False)
             return tf.ensure_shape(img, [None, None, 3])
 
-        pillow = cmyk
-        if not self._fast:
-            head = tf.strings.substr(data, 0, 3)
-            known = tf.reduce_any(tf.equal(head, [b"\x89PN", b"\xff\xd8\xff", b"GIF"]))
-            pillow = tf.logical_not(known) if cmyk is None else tf.logical_or(cmyk, ~known)
+        pillow = cmyk  # a CMYK JPEG or another format, by content (see _tf_ops.headers)
         if pillow is None:
             return tf.ensure_shape(fast(), [None, None, 3])
         return tf.ensure_shape(tf.cond(pillow, other, fast), [None, None, 3])

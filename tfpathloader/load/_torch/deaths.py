@@ -58,7 +58,9 @@ def surface_worker_death(it: Iterator[Any], loader: Any) -> Iterator[Any]:
         if not is_worker_failure(e):
             raise
         loader.close()
-        raise LoaderWorkerError(f"a loader worker process failed: {e}. {_hint(loader)}") from e
+        raise LoaderWorkerError(
+            f"a loader worker process died or stalled: {e}. {_hint(loader)}"
+        ) from e
 
 
 def install_sigchld_translation() -> None:
@@ -77,7 +79,9 @@ def install_sigchld_translation() -> None:
                 raise
             for loader in list(_LOADERS):
                 loader._workers_failed = True
-            raise LoaderWorkerError(f"a loader worker process failed: {e}. {_hint(None)}") from e
+            raise LoaderWorkerError(
+                f"a loader worker process died or stalled: {e}. {_hint(None)}"
+            ) from e
 
     handler._tfpathloader = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGCHLD, handler)
