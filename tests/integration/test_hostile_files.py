@@ -186,7 +186,7 @@ def test_transform_output_is_refused_identically(tmp_path, on_error):
     ],
 )
 def test_transform_output_check(output, ok):
-    from tfpathloader.load.loader import check_transform_output
+    from tfpathloader.load.checks import check_transform_output
 
     if ok:
         assert check_transform_output(output, 5, "p.png").dtype == np.uint8

@@ -27,16 +27,14 @@ import numpy as np
 from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
-from ._tf_ops import checked, grey, map_grouped
-from .decode import decode_image, load_image, read_file
-from .files import FileReader
+from ._tf_ops import checked, grey, map_grouped, read_files
+from .checks import check_transform_output, file_reader
+from .decode import decode_image, load_image
 from .loader import (
     TRANSFORM_STREAM,
     LoaderBase,
     LoaderConfig,
     Transform,
-    check_transform_output,
-    file_reader,
 )
 
 __all__ = ["TFLoader", "import_tensorflow"]
@@ -61,22 +59,6 @@ def import_tensorflow() -> Any:
             "the tf backend needs TensorFlow: pip install 'tfpathloader[tf-cpu]' (or [tf])"
         ) from e
     return tf
-
-
-# NOTE [tf reads]: tf.io.read_file opens a FIFO and waits forever, reads /dev/zero until memory
-# runs out, and follows any symlink. So the tf backend reads a batch's files in Python, in one
-# tf.numpy_function per batch, with the same FileReader (and PNG checksum check) as the PyTorch
-# backend: regular files only, the size limit from fstat, the root rule. Measured on the demo
-# PNGs (28x28, 2 cores), this is as fast as tf.io.read_file (os.read releases the GIL, and one
-# call per batch amortizes the crossing); checking each path in Python first and then reading
-# with tf.io.read_file costs a second open per file and leaves a window in which a file can be
-# swapped for a FIFO. A bad file makes the batch fail; the loader then names the record with
-# the same reader (see _culprit), so the error is the PyTorch backend's, word for word.
-def _read_batch(reader: FileReader, paths: np.ndarray) -> np.ndarray:
-    out = np.empty(len(paths), dtype=object)
-    for k, p in enumerate(paths.tolist()):
-        out[k] = read_file(p.decode("utf-8"), -1, reader)
-    return out
 
 
 def _pillow_rgb(data: bytes) -> np.ndarray:
@@ -151,8 +133,8 @@ class TFLoader(LoaderBase):
     # decoded straight to 3 channels (libpng/libjpeg replicate grey, expand palettes and drop
     # alpha exactly as the Pillow rules do). tf.io.decode_jpeg also decodes PNG and GIF; other
     # formats (found by content, not by file name) need a branch to Pillow, taken per image
-    # only in a batch that holds one. With on_error="skip" records stay separate elements, so that one bad record
-    # can be dropped (slower, and only then).
+    # only in a batch that holds one. With on_error="skip" records stay separate elements, so
+    # that one bad record can be dropped (slower, and only then).
 
     def _prepare(self, ids: Any, epoch: Any) -> dict[str, Any]:
         """Paths and labels of a batch of ids, vectorized (and the epoch, for transforms)."""
@@ -238,11 +220,7 @@ class TFLoader(LoaderBase):
         tf = self.tf
         if self._read_mode == "tf":
             return map_grouped(self.tf, tf.io.read_file, paths, tf.TensorSpec([], tf.string))
-        reader = self._reader
-        data = tf.numpy_function(
-            lambda p: _read_batch(reader, p), [paths], tf.string, stateful=False
-        )
-        return tf.ensure_shape(data, [None])
+        return read_files(tf, self._reader, paths)
 
     def _finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Per batch: grey conversion."""

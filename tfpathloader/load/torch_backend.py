@@ -23,6 +23,7 @@ from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator, shutdown_workers
 from ._torch.slots import _SlotPool
 from ._torch.wire import _fresh_buffer, _WireBatch
+from .checks import check_transform_output, file_reader, probe_shape
 from .decode import Pixels, as_array, load_image, load_pixels
 from .files import FileReader
 from .loader import (
@@ -30,9 +31,6 @@ from .loader import (
     LoaderBase,
     LoaderConfig,
     Transform,
-    check_transform_output,
-    file_reader,
-    probe_shape,
 )
 
 __all__ = ["BatchRequest", "PathIndexDataset", "TorchLoader"]
