@@ -90,6 +90,13 @@ def bmp(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _flipped(data: bytes) -> bytes:
+    out = bytearray(data)
+    for k in range(len(out) // 2, len(out) // 2 + 40, 7):
+        out[k] ^= 0x55
+    return bytes(out)
+
+
 Maker = Callable[[str, str], None]  # (root, absolute path of the case) -> makes it
 
 
@@ -271,6 +278,26 @@ def cases() -> list[Case]:
             "ok",
         ),
         Case("animated GIF", "anim.gif", _bytes(animated_gif()), "animated GIF"),
+        Case(
+            "JPEG without its end marker (last 2 bytes cut)",
+            "noeoi.jpg",
+            _bytes(jpeg(rgb(2))[:-2]),
+            "corrupt or truncated",
+        ),
+        Case(
+            "JPEG with garbage after its end marker",
+            "trailer.jpg",
+            _bytes(jpeg(rgb(2)) + b"garbage" * 10),
+            "ok",
+        ),
+        Case(
+            "JPEG with flipped bytes in its entropy data (both decode it, corrupt pixels)",
+            "flipped.jpg",
+            _bytes(
+                _flipped(jpeg(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)))
+            ),
+            "ok",
+        ),
         Case("JPEG named .png", "jpeg.png", _bytes(jpeg(rgb(7))), "ok"),
         Case("BMP named .png", "bmp.png", _bytes(bmp(rgb(8))), "ok"),
     ]

@@ -165,6 +165,10 @@ class LoaderBase:
         if self.skipped:
             warnings.warn(self.skip_report(), RuntimeWarning, stacklevel=3)
 
+    # NOTE [all-skipped batch]: with on_error="skip", a batch whose every record is unreadable is
+    # not yielded (an empty batch breaks a training step: batch norm, a mean over nothing), in
+    # either backend. It still counts as consumed (batches_consumed, the resume state), its
+    # records are listed in `skipped`, and the epoch yields fewer than len(loader) batches.
     def _record_skips(self, skipped: list[tuple[int, str, str]]) -> None:
         for rid, path, cause in skipped:
             self.skipped.append({"record_id": int(rid), "path": path, "cause": cause})
@@ -255,9 +259,11 @@ def make_loader(
         channels: 1 or 3; ``None`` takes record 0's channel count (grey 1, else 3).
         size: ``(height, width)`` to resize every image to (needed for mixed sizes).
         on_error: ``"raise"`` (an ImageLoadError naming record, path and cause) or ``"skip"``
-            (skip, count, and report per epoch in ``loader.skipped``).
-        transform: ``f(image CxHxW uint8, rng) -> array``, ``rng`` seeded from (seed, epoch,
-            record id): augmentation that is reproducible and independent of worker count.
+            (skip, count, and report per epoch in ``loader.skipped``; a batch left with no
+            image is not yielded but counted, see NOTE [all-skipped batch]).
+        transform: ``f(image CxHxW uint8, rng) -> CxHxW uint8 array``, ``rng`` seeded from
+            (seed, epoch, record id): augmentation that is reproducible and independent of
+            worker count. Any other output is a TransformOutputError (NOTE [transform dtype]).
         prefetch_factor, persistent_workers, timeout: As for ``DataLoader`` (torch backend);
             workers persist across epochs, and keep 4 batches queued each (2 when that would
             hold over 512 MiB), by default.
