@@ -107,8 +107,12 @@ def main() -> None:
     result = {
         "records": n,
         "phases": [
-            {"ranks": p.world_size, "batch_size": p.batch_size, "workers": args.workers,
-             "resumed_at": st}  # fmt: skip
+            {
+                "ranks": p.world_size,
+                "batch_size": p.batch_size,
+                "workers": args.workers,
+                "resumed_at": st,
+            }
             for p, st in zip(phases, [0, s1["position"], s2["position"]], strict=True)
         ],
         "end_position": s3["position"],

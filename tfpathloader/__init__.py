@@ -27,6 +27,7 @@ _EXPORTS = {
     "IndexFormatError": "errors",
     "ImageLoadError": "errors",
     "LoaderWorkerError": "errors",
+    "TransformOutputError": "errors",
     "load_image": "load.decode",
     "decode_image": "load.decode",
     "make_demo": "tools.demo",
@@ -54,7 +55,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .errors import ImageLoadError, IndexFormatError, LoaderWorkerError, TFPathLoaderError
+    from .errors import (
+        ImageLoadError,
+        IndexFormatError,
+        LoaderWorkerError,
+        TFPathLoaderError,
+        TransformOutputError,
+    )
     from .index import PathIndex, build_index, encode_example, write_index
     from .index.tfrecord_interop import enable_tfrecord_interop
     from .load.decode import decode_image, load_image

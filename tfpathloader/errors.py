@@ -8,6 +8,7 @@ __all__ = [
     "IndexFormatError",
     "LoaderWorkerError",
     "TFPathLoaderError",
+    "TransformOutputError",
 ]
 
 
@@ -80,6 +81,28 @@ class BatchShapeError(TFPathLoaderError, ValueError):
 
     def __reduce__(self):  # keeps the fields when the error crosses a worker process
         return (type(self), (self.record_id, self.path, self.message))
+
+
+class TransformOutputError(TFPathLoaderError, TypeError):
+    """A loader's ``transform`` returned something other than a ``C x H x W`` uint8 array.
+
+    Raised the same way by both backends, in ``on_error="skip"`` mode too: it is a bug in the
+    transform, not a bad image.
+
+    Attributes:
+        record_id: The record whose image the transform was given.
+        path: That image's path.
+        cause: What it returned and what was expected.
+    """
+
+    def __init__(self, record_id: int, path: str, cause: str):
+        self.record_id = int(record_id)
+        self.path = path
+        self.cause = cause
+        super().__init__(f"record {record_id} ({path}): {cause}")
+
+    def __reduce__(self):  # keeps the fields when the error crosses a worker process
+        return (type(self), (self.record_id, self.path, self.cause))
 
 
 class LoaderWorkerError(TFPathLoaderError, RuntimeError):

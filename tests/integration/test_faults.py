@@ -95,3 +95,36 @@ def test_index_rewritten_by_write_index_while_open(tmp_path):
     again = PathIndex.read(tmp_path / "index.tfrecord")
     assert again.labels.tolist() == [7] * 8
     np.testing.assert_array_equal(first.labels, old_labels)  # the open index is unharmed
+
+
+def test_worker_killed_during_the_training_step_is_a_loader_worker_error(tmp_path):
+    """PyTorch's SIGCHLD handler raises in whatever the main thread is doing (the forward
+    pass): that error is a LoaderWorkerError too, and the loader resumes the epoch."""
+    paths, labels = make_images(tmp_path, 96)
+    index = write_index(tmp_path / "index.tfrecord", paths, labels)
+    reference = [
+        b["index"].tolist() for b in make_loader(backend="torch", index=index, batch_size=4)
+    ]
+    before = children()
+    loader = make_loader(backend="torch", index=index, batch_size=4, num_workers=2)
+    got: list[list[int]] = []
+    where = []
+
+    def train():
+        for batch in loader:
+            got.append(batch["index"].tolist())
+            if len(got) == 3:
+                os.kill(min(children() - before), signal.SIGKILL)
+                t0 = time.time()
+                where.append("forward")
+                while time.time() - t0 < 20:  # "the forward pass": no loader call here
+                    sum(range(1000))
+                where.append("after")
+
+    with pytest.raises(LoaderWorkerError) as err:
+        train()
+    assert where == ["forward"]  # raised inside the step, as PyTorch's handler does
+    assert "worker process died" in str(err.value) and "state_dict" in str(err.value)
+    rest = [b["index"].tolist() for b in loader]  # fresh workers; the epoch resumes
+    assert got + rest == reference
+    loader.close()

@@ -131,3 +131,95 @@ def test_absurd_length_fields_do_not_allocate_or_hang(length):
     header = struct.pack("<Q", length)
     data = header + struct.pack("<I", masked_crc(header)) + b"\x00" * 16
     assert read_or_format_error(data) is None
+
+
+# -- hostile index folders (issue 12): shard sets, labels, the cache ---------------------------
+
+HOSTILE = settings(
+    max_examples=60, deadline=10000, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@HOSTILE
+@given(n_shards=st.integers(1, 6), present=st.sets(st.integers(0, 5)), stray=st.booleans())
+def test_any_subset_of_a_shard_set_reads_whole_or_names_a_missing_shard(n_shards, present, stray):
+    from tfpathloader import write_index
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "idx.tfrecord")
+        write_index(
+            out,
+            [f"{i}.png" for i in range(12)],
+            [i % 4 for i in range(12)],
+            shards=n_shards,
+            cache=False,
+        )
+        files = sorted(f for f in os.listdir(d) if f.startswith("idx"))
+        keep = {files[k] for k in present if k < len(files)}
+        for f in files:
+            if f not in keep:
+                os.remove(os.path.join(d, f))
+        if stray:  # a shard of another write, left behind by a half-synced mirror
+            with open(os.path.join(d, f"idx-00000-of-{n_shards + 1:05d}.tfrecord"), "wb"):
+                pass
+        try:
+            index = PathIndex.read(os.path.join(d, "idx*.tfrecord"), cache=False)
+        except IndexFormatError as e:
+            whole = len(keep) == len(files) and not stray
+            assert not whole, e
+            assert "incomplete" in str(e) or "mixed" in str(e) or "no files match" in str(e)
+            if "incomplete" in str(e):
+                assert not os.path.exists(e.file) and e.file.startswith(d)
+            return
+        assert len(keep) == len(files) and not stray and len(index) == 12
+
+
+@HOSTILE
+@given(labels=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=12))
+def test_any_label_is_refused_or_counted_without_allocating_by_its_size(labels):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "fuzz.tfrecord")
+        with open(path, "wb") as f:
+            f.write(frame([encode_example(i, lab, f"{i}.png") for i, lab in enumerate(labels)]))
+        try:
+            index = PathIndex.read(path, cache=False)
+        except IndexFormatError as e:
+            assert any(lab < -1 or lab > 2**31 - 1 for lab in labels), e
+            return
+        hist = index.label_histogram()
+        assert sum(hist.values()) == sum(1 for lab in labels if lab >= 0)
+        info = index.info()
+        assert sum(info["label_counts"].values()) == sum(hist.values())
+
+
+@HOSTILE
+@given(
+    which=st.sampled_from(["labels", "offsets", "paths", "meta"]),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 7)), min_size=1, max_size=4),
+)
+def test_a_corrupted_cache_is_never_used(which, flips):
+    import warnings
+
+    from tfpathloader import write_index
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "idx.tfrecord")
+        paths = [f"c{i % 3}/{i}-é.png" for i in range(25)]
+        write_index(out, paths, [i % 3 for i in range(25)])
+        first = PathIndex.read(out)
+        want = (first.labels.copy(), [first.path(i) for i in range(25)])
+        name = "meta.json" if which == "meta" else f"{which}.npy"
+        target = os.path.join(first.cache_folder, name)
+        del first
+        data = bytearray(open(target, "rb").read())
+        for pos, bit in flips:
+            data[pos % len(data)] ^= 1 << bit
+        st_ = os.stat(target)
+        with open(target, "wb") as f:
+            f.write(bytes(data))
+        os.utime(target, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            index = PathIndex.read(out)
+        assert np.array_equal(index.labels, want[0])
+        assert [index.path(i) for i in range(25)] == want[1]

@@ -94,14 +94,40 @@ def resolve_index_files(
 
 
 def _check_shard_set(files: list[str]) -> None:
-    counts: dict[str, set[str]] = {}
+    """Every ``-k-of-N`` set named must be whole: one N, each k in 0..N-1 present once.
+
+    NOTE [complete shard sets]: a half-synced mirror or a shard deleted by hand otherwise
+    reads as a smaller index without a word (7 classes of 10). A set is recognized by its
+    stem; the files given must hold all of its shards. A listed shard that is missing from
+    disk is named, so the error says what to copy.
+    """
+    sets: dict[str, dict[str, set[int]]] = {}
     for f in files:
         m = _SHARD_RE.match(os.path.basename(f))
         if m:
-            counts.setdefault(os.path.join(os.path.dirname(f), m["stem"]), set()).add(m["n"])
-    for stem, ns in counts.items():
-        if len(ns) > 1:
+            stem = os.path.join(os.path.dirname(f), m["stem"])
+            sets.setdefault(stem, {}).setdefault(m["n"], set()).add(int(m["k"]))
+    for stem, by_n in sets.items():
+        if len(by_n) > 1:
             raise IndexFormatError(
                 f"shards of {stem!r} from different writes are mixed "
-                f"(of-{', of-'.join(sorted(ns))}); delete the stale ones or list the files"
+                f"(of-{', of-'.join(sorted(by_n))}); delete the stale ones or list the files"
+            )
+        ((n_text, ks),) = by_n.items()
+        n = int(n_text)
+        bad = sorted(k for k in ks if k >= n)
+        if n < 1 or bad:
+            raise IndexFormatError(
+                f"shard {bad[0] if bad else 0:05d}-of-{n_text} of {stem!r} cannot exist "
+                f"(shard numbers run from 0 to N-1)"
+            )
+        missing = [k for k in range(n) if k not in ks]
+        if missing:
+            suffix = ".tfrecord.gz" if any(f.endswith(".gz") for f in files) else ".tfrecord"
+            names = [f"{stem}-{k:05d}-of-{n_text}{suffix}" for k in missing]
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            raise IndexFormatError(
+                f"the shard set is incomplete: {len(missing)} of {n} shards missing: "
+                f"{', '.join(names[:3])}{more}; a partial copy would read as a smaller index",
+                file=names[0],
             )

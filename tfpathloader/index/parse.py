@@ -363,6 +363,8 @@ def _labels_array(labels: Sequence[int] | np.ndarray | None, n: int) -> np.ndarr
         raise ValueError(f"labels must have one entry per path ({n}), got shape {lab.shape}")
     if n and lab.min() < -1:
         raise ValueError(f"labels must be >= 0 (or -1 for unlabeled), got {int(lab.min())}")
+    if n and lab.max() > _MAX_LABEL:
+        raise ValueError(f"labels must be below 2**31 (class ids), got {int(lab.max())}")
     return lab
 
 

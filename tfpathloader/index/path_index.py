@@ -13,6 +13,12 @@ from . import _cache
 from .names import resolve_index_files
 from .parse import _labels_array, _pack, _parse, _relative_paths, content_fingerprint
 
+# NOTE [label range]: a label is -1 (unlabeled) or a class id in [0, 2**31 - 1]; the parser
+# refuses anything else (naming file and record). Statistics never allocate by the largest
+# label: one corrupt label of 2**31 - 1 among ten records must not ask for a 16 GB array, so
+# histograms come from np.unique and the dense label_counts() refuses very sparse labels.
+_DENSE_LABELS = 1 << 20
+
 # --------------------------------------------------------------------------- the index
 
 
@@ -25,6 +31,8 @@ class PathIndex:
         root: Absolute folder the relative paths are resolved against.
         files: The shard files it was read from (empty when built in memory).
         classes: Class names by label, when the index carries them (else ``None``).
+        allow_outside_root: Whether it was opened allowing paths (and symlinks) that lead
+            outside :attr:`root`; loaders and ``verify`` follow it unless told otherwise.
     """
 
     def __init__(
@@ -38,6 +46,7 @@ class PathIndex:
         classes: Sequence[str] | None = None,
         meta: dict[str, Any] | None = None,
         cache_folder: str | None = None,
+        allow_outside_root: bool = False,
     ):
         if len(offsets) != len(labels) + 1:
             raise ValueError("offsets must have one entry more than labels")
@@ -52,6 +61,7 @@ class PathIndex:
         self._meta = dict(meta or {})
         self._cache_folder = cache_folder
         self._ids: np.ndarray | None = None
+        self.allow_outside_root = bool(allow_outside_root)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -121,6 +131,7 @@ class PathIndex:
             classes=classes,
             meta=meta,
             cache_folder=folder,
+            allow_outside_root=allow_outside_root,
         )
 
     @classmethod
@@ -137,7 +148,14 @@ class PathIndex:
         rel = _relative_paths(paths, os.fspath(root), allow_outside_root)
         offsets, buf = _pack(rel)
         lab = _labels_array(labels, len(rel))
-        return cls(labels=lab, offsets=offsets, paths=buf, root=os.fspath(root), classes=classes)
+        return cls(
+            labels=lab,
+            offsets=offsets,
+            paths=buf,
+            root=os.fspath(root),
+            classes=classes,
+            allow_outside_root=allow_outside_root,
+        )
 
     # -- access ---------------------------------------------------------------------------
 
@@ -192,7 +210,10 @@ class PathIndex:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes: the class names' count, else the largest label + 1."""
+        """Number of classes: the class names' count, else the largest label + 1.
+
+        Labels are -1 (unlabeled) or class ids in ``[0, 2**31 - 1]`` (see NOTE [label range]).
+        """
         if self.classes is not None:
             return len(self.classes)
         return int(self._labels.max()) + 1 if len(self) else 0
@@ -227,10 +248,34 @@ class PathIndex:
         # when allowed) stand alone, as os.path.join would leave them.
         return [rel if rel[0] == "/" else prefix + rel for rel in rels]
 
-    def label_counts(self) -> np.ndarray:
-        """Records per label (length :attr:`num_classes`; unlabeled records not counted)."""
+    def label_histogram(self) -> dict[int, int]:
+        """Records per label present, ascending (unlabeled records not counted).
+
+        Found with ``np.unique``: memory grows with the number of records, never with the size
+        of the largest label (see NOTE [label range]).
+        """
         lab = np.asarray(self._labels)
-        return np.bincount(lab[lab >= 0], minlength=self.num_classes).astype(np.int64)
+        values, counts = np.unique(lab[lab >= 0], return_counts=True)
+        return {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+
+    def label_counts(self) -> np.ndarray:
+        """Records per label, ``0 .. num_classes - 1`` (unlabeled records not counted).
+
+        Raises:
+            ValueError: when the labels are too sparse for a dense array (a largest label far
+                beyond the number of records); use :meth:`label_histogram` then.
+        """
+        k = self.num_classes
+        if k > max(_DENSE_LABELS, 4 * len(self)):
+            raise ValueError(
+                f"labels are sparse (num_classes {k:,} for {len(self):,} records): a dense "
+                "count per label would not fit; use label_histogram()"
+            )
+        counts = np.zeros(k, dtype=np.int64)
+        for label, c in self.label_histogram().items():
+            if label < k:
+                counts[label] = c
+        return counts
 
     def label_name(self, label: int) -> str:
         """The class name of ``label`` (its number as text when the index has no names)."""
@@ -244,8 +289,10 @@ class PathIndex:
 
     def info(self) -> dict[str, Any]:
         """A JSON-able summary: records, shards, label histogram, root, sizes."""
-        counts = self.label_counts()
-        hist = {self.label_name(k): int(c) for k, c in enumerate(counts)}
+        present = self.label_histogram()
+        if self.classes is not None:  # named classes are listed even when empty
+            present = {k: present.get(k, 0) for k in range(len(self.classes))} | present
+        hist = {self.label_name(k): c for k, c in sorted(present.items())}
         unlabeled = int(np.count_nonzero(np.asarray(self._labels) < 0))
         size = sum(os.path.getsize(f) for f in self.files) if self.files else 0
         return {

@@ -11,52 +11,61 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageLoadError
+from .files import FileReader
 
-__all__ = ["decode_image", "load_image", "read_file"]
+__all__ = ["check_bytes", "decode_image", "load_image", "read_file"]
 
 
-def read_file(path: str, record_id: int = -1) -> bytes:
-    """The bytes of ``path``; an :class:`ImageLoadError` says why they could not be read."""
-    # os.open/os.read: a third of the cost of open().read() for small files (no buffered
-    # reader object per file), which matters when a 28x28 PNG decodes in 25 us.
-    try:
-        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-        try:
-            size = os.fstat(fd).st_size
-            data = os.read(fd, size + 1)  # one byte over: getting it means the file grew
-            if len(data) != size:  # grew, shrank, a short read, or no size (/proc, a pipe)
-                data += _read_rest(fd)
-        finally:
-            os.close(fd)
-    except FileNotFoundError:
-        raise ImageLoadError(record_id, path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageLoadError(record_id, path, "is a directory, expected an image file") from None
-    except PermissionError:
-        raise ImageLoadError(record_id, path, "permission denied") from None
-    except OSError as e:
-        raise ImageLoadError(
-            record_id, path, f"could not read the file: {e.strerror or e}"
-        ) from None
-    if not data:
-        raise ImageLoadError(record_id, path, "file is empty (0 bytes), expected an image")
+def read_file(path: str, record_id: int = -1, reader: FileReader | None = None) -> bytes:
+    """The bytes of ``path``; an :class:`ImageLoadError` says why they could not be read.
+
+    Only regular files within the size limit are read, without ever blocking (see NOTE
+    [hostile files] in :mod:`tfpathloader.load.files`); ``reader`` sets the limit and the
+    root rule (default: 256 MiB, no root rule). A PNG whose chunk checksums do not match is
+    refused here (see NOTE [png checksums]).
+    """
+    data = (reader or _DEFAULT_READER).read(path, record_id)
+    check_bytes(data, path, record_id)
     return data
 
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DEFAULT_READER = FileReader()
+_CHUNK_HEAD = struct.Struct(">I4s")
 
 
-def _read_rest(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
+# NOTE [png checksums]: libpng (tf.io) refuses a PNG whose IDAT checksum is wrong and ignores a
+# bad one in an ancillary chunk; Pillow refuses a bad ancillary chunk before the pixels and
+# never checks IDAT's. So either backend refused what the other loaded. Every chunk's CRC is
+# checked here, on the bytes both backends read, which is what a careful reader does anyway
+# (a flipped bit in the pixel data of a PNG is otherwise silent). It costs about a microsecond
+# per small PNG (zlib.crc32 runs at GB/s; the loop is the cost).
+def check_bytes(data: bytes, path: str = "<bytes>", record_id: int = -1) -> None:
+    """Refuse what either decoder would refuse but the other might not: bad PNG checksums."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return
+    n, pos, unpack = len(data), 8, _CHUNK_HEAD.unpack_from
+    view = memoryview(data)
+    while pos + 12 <= n:
+        length, kind = unpack(data, pos)
+        end = pos + 8 + length
+        if end + 4 > n:
+            return  # truncated: the decoder says so
+        if zlib.crc32(view[pos + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
+            name = kind.decode("latin-1")
+            raise ImageLoadError(
+                record_id, path, f"image is corrupt: PNG chunk {name!r} fails its CRC checksum"
+            )
+        if kind == b"IEND":
+            return
+        pos = end + 4
 
 
 def _to_channels(im: Image.Image, channels: int | None) -> np.ndarray:
@@ -138,6 +147,12 @@ def decode_pixels(
             # Over Pillow's pixel limit is an error here, not a warning to scroll past.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=_formats(data)) as im:
+                if im.format == "GIF" and getattr(im, "is_animated", False):
+                    raise ImageLoadError(
+                        record_id,
+                        path,
+                        f"animated GIF ({im.n_frames} frames): expected a single image",
+                    )
                 im.load()
                 mode, (w, h) = im.mode, im.size
                 # The common cases without an array: grey or RGB, kept as stored.
@@ -186,9 +201,12 @@ def load_image(
     channels: int | None = None,
     size: tuple[int, int] | None = None,
     record_id: int = -1,
+    reader: FileReader | None = None,
 ) -> np.ndarray:
-    """Read and decode the image at ``path`` (see :func:`decode_image`)."""
-    return as_array(*load_pixels(path, channels=channels, size=size, record_id=record_id))
+    """Read and decode the image at ``path`` (see :func:`decode_image`, :func:`read_file`)."""
+    return as_array(
+        *load_pixels(path, channels=channels, size=size, record_id=record_id, reader=reader)
+    )
 
 
 def load_pixels(
@@ -197,9 +215,10 @@ def load_pixels(
     channels: int | None = None,
     size: tuple[int, int] | None = None,
     record_id: int = -1,
+    reader: FileReader | None = None,
 ) -> Pixels:
-    """Read and decode the image at ``path`` (see :func:`decode_pixels`)."""
+    """Read and decode the image at ``path`` (see :func:`decode_pixels`, :func:`read_file`)."""
     p = os.fspath(path)
     return decode_pixels(
-        read_file(p, record_id), channels=channels, size=size, path=p, record_id=record_id
+        read_file(p, record_id, reader), channels=channels, size=size, path=p, record_id=record_id
     )

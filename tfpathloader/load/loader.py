@@ -22,12 +22,12 @@ import numpy as np
 from ..index import PathIndex
 from ..order.sampler import GlobalShuffleSampler
 from ..order.spec import OrderSpec, Stream
-from .decode import load_image
+from .checks import check_load_args, infer_channels
+from .files import DEFAULT_MAX_FILE_BYTES
 
 __all__ = ["BACKENDS", "LoaderConfig", "make_loader"]
 
 BACKENDS = ("torch", "tf")
-ON_ERROR = ("raise", "skip")
 
 # The per-record transform generator's stream (every stream is named in order/spec.py).
 TRANSFORM_STREAM = int(Stream.TRANSFORM)
@@ -54,6 +54,8 @@ class LoaderConfig:
     pin_memory: bool | None = None
     device: str | None = None
     timeout: float = 0.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    allow_outside_root: bool = False
 
     # Read-only views of the order's fields that the backends use.
     @property
@@ -70,33 +72,9 @@ class LoaderConfig:
 
 
 def _check_config(cfg: LoaderConfig, n: int) -> None:
-    cfg.order.layout_fields()  # validated when the spec was made
-    if (
-        isinstance(cfg.num_workers, bool)
-        or not isinstance(cfg.num_workers, (int, np.integer))
-        or cfg.num_workers < 0
-    ):
-        raise ValueError(f"num_workers must be an integer >= 0, got {cfg.num_workers!r}")
-    if cfg.channels not in (None, 1, 3) or isinstance(cfg.channels, bool):
-        raise ValueError(f"channels must be 1, 3 or None (as stored), got {cfg.channels!r}")
-    if cfg.size is not None and (
-        len(cfg.size) != 2
-        or any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size
-        )
-    ):
-        raise ValueError(f"size must be (height, width) with positive ints, got {cfg.size!r}")
-    if cfg.on_error not in ON_ERROR:
-        raise ValueError(f"unknown on_error {cfg.on_error!r}; valid: {', '.join(ON_ERROR)}")
-    if cfg.prefetch_factor is not None and cfg.prefetch_factor < 1:
-        raise ValueError(f"prefetch_factor must be >= 1, got {cfg.prefetch_factor!r}")
+    check_load_args(cfg)  # the order's fields were checked when its OrderSpec was made
     if n == 0:
         raise ValueError("the index is empty: nothing to load")
-
-
-def infer_channels(index: PathIndex) -> int:
-    """Channels of record 0 as stored: 1 for grey images, 3 for everything else."""
-    return int(load_image(index.path(0), record_id=0).shape[2])
 
 
 class LoaderBase:
@@ -159,6 +137,10 @@ class LoaderBase:
         if self.skipped:
             warnings.warn(self.skip_report(), RuntimeWarning, stacklevel=3)
 
+    # NOTE [all-skipped batch]: with on_error="skip", a batch whose every record is unreadable is
+    # not yielded (an empty batch breaks a training step: batch norm, a mean over nothing), in
+    # either backend. It still counts as consumed (batches_consumed, the resume state), its
+    # records are listed in `skipped`, and the epoch yields fewer than len(loader) batches.
     def _record_skips(self, skipped: list[tuple[int, str, str]]) -> None:
         for rid, path, cause in skipped:
             self.skipped.append({"record_id": int(rid), "path": path, "cause": cause})
@@ -221,6 +203,8 @@ def make_loader(
     pin_memory: bool | None = None,
     device: str | None = None,
     timeout: float = 0.0,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    allow_outside_root: bool | None = None,
     **unknown: Any,
 ) -> LoaderBase:
     """A loader over ``index``: batches of ``{"image", "label", "index"}`` torch tensors.
@@ -245,15 +229,22 @@ def make_loader(
         channels: 1 or 3; ``None`` takes record 0's channel count (grey 1, else 3).
         size: ``(height, width)`` to resize every image to (needed for mixed sizes).
         on_error: ``"raise"`` (an ImageLoadError naming record, path and cause) or ``"skip"``
-            (skip, count, and report per epoch in ``loader.skipped``).
-        transform: ``f(image CxHxW uint8, rng) -> array``, ``rng`` seeded from (seed, epoch,
-            record id): augmentation that is reproducible and independent of worker count.
+            (skip, count, and report per epoch in ``loader.skipped``; a batch left with no
+            image is not yielded but counted, see NOTE [all-skipped batch]).
+        transform: ``f(image CxHxW uint8, rng) -> CxHxW uint8 array``, ``rng`` seeded from
+            (seed, epoch, record id): augmentation that is reproducible and independent of
+            worker count. Any other output is a TransformOutputError (NOTE [transform dtype]).
         prefetch_factor, persistent_workers, timeout: As for ``DataLoader`` (torch backend);
             workers persist across epochs, and keep 4 batches queued each (2 when that would
             hold over 512 MiB), by default.
         pin_memory: Pin batches for fast CUDA copies; default: on when CUDA is available.
         device: Deliver batches on this device (e.g. ``"cuda"``), copied with
             ``non_blocking=True`` from pinned memory.
+        max_file_bytes: Refuse image files larger than this (checked before reading; default
+            256 MiB). Only regular files are read: a FIFO, device or socket is refused.
+        allow_outside_root: Follow paths and symlinks that lead outside the index root;
+            ``None`` (default) takes the index's own setting (``PathIndex.read(...,
+            allow_outside_root=)``), which is off unless it was allowed there.
 
     Raises:
         ValueError: for an unknown argument name or a bad value, naming the valid ones.
@@ -292,6 +283,8 @@ def make_loader(
         raise ValueError("make_loader() needs batch_size= (or order=OrderSpec(...))")
     else:
         spec = OrderSpec(**given)
+    if allow_outside_root is None:
+        allow_outside_root = index.allow_outside_root
     cfg = LoaderConfig(
         order=spec,
         rank=rank,
@@ -304,10 +297,12 @@ def make_loader(
         pin_memory=pin_memory,
         device=device,
         timeout=timeout,
+        max_file_bytes=max_file_bytes,
+        allow_outside_root=allow_outside_root,
     )
     _check_config(cfg, len(index))
     if cfg.channels is None:
-        cfg = dataclasses.replace(cfg, channels=infer_channels(index))
+        cfg = dataclasses.replace(cfg, channels=infer_channels(index, cfg))
     if backend == "torch":
         from .torch_backend import TorchLoader
 

@@ -27,9 +27,15 @@ import numpy as np
 from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
 from ..index.tfrecord_interop import enable_tfrecord_interop
-from ._tf_ops import checked, grey, map_grouped
+from ._tf_ops import checked, grey, map_grouped, read_files
+from .checks import check_transform_output, file_reader
 from .decode import decode_image, load_image
-from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
+from .loader import (
+    TRANSFORM_STREAM,
+    LoaderBase,
+    LoaderConfig,
+    Transform,
+)
 
 __all__ = ["TFLoader", "import_tensorflow"]
 
@@ -73,13 +79,13 @@ class TFLoader(LoaderBase):
         super().__init__(index, cfg, transform)
         tf = import_tensorflow()
         self.tf = tf
+        self._reader = file_reader(index, cfg)
         # The index as three tensors: all paths in one string, offsets, labels.
         self._buffer = tf.constant(index.path_buffer.tobytes())
         self._offsets = tf.constant(np.asarray(index.offsets, dtype=np.int64))
         self._labels = tf.constant(np.asarray(index.labels, dtype=np.int64))
         self._prefix = tf.constant(os.path.join(index.root, ""))
         self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
-        self._fast = self._fast_formats_only()
         self._absolute_paths = _has_absolute_paths(index)
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
         self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)
@@ -114,27 +120,9 @@ class TFLoader(LoaderBase):
     # demo PNGs with 2 cores), then converts grey and checks sizes once per batch. Images are
     # decoded straight to 3 channels (libpng/libjpeg replicate grey, expand palettes and drop
     # alpha exactly as the Pillow rules do). tf.io.decode_jpeg also decodes PNG and GIF; other
-    # formats need a branch to Pillow, built only when the index names files with other
-    # extensions. With on_error="skip" records stay separate elements, so that one bad record
-    # can be dropped (slower, and only then).
-
-    def _fast_formats_only(self) -> bool:
-        """Whether every path ends in .png, .jpg, .jpeg or .gif (one tf.io op decodes them)."""
-        buf = np.asarray(self.index.path_buffer)
-        ends = np.asarray(self.index.offsets[1:])
-        lengths = np.diff(np.asarray(self.index.offsets))
-        tail = np.zeros((len(ends), 5), dtype=np.uint8)
-        for k in range(5):
-            ok = lengths > k
-            tail[ok, 4 - k] = buf[ends[ok] - 1 - k] | 0x20  # lower-case ASCII letters
-        t = tail.view("S5").ravel()
-        fast = (
-            np.char.endswith(t, b".png")
-            | np.char.endswith(t, b".jpg")
-            | np.char.endswith(t, b".jpeg")
-            | np.char.endswith(t, b".gif")
-        )
-        return bool(np.all(fast))
+    # formats (found by content, not by file name) need a branch to Pillow, taken per image
+    # only in a batch that holds one. With on_error="skip" records stay separate elements, so
+    # that one bad record can be dropped (slower, and only then).
 
     def _prepare(self, ids: Any, epoch: Any) -> dict[str, Any]:
         """Paths and labels of a batch of ids, vectorized (and the epoch, for transforms)."""
@@ -162,18 +150,14 @@ class TFLoader(LoaderBase):
             img = tf.numpy_function(_pillow_rgb, [data], tf.uint8, stateful=False)
             return tf.ensure_shape(img, [None, None, 3])
 
-        pillow = cmyk
-        if not self._fast:
-            head = tf.strings.substr(data, 0, 3)
-            known = tf.reduce_any(tf.equal(head, [b"\x89PN", b"\xff\xd8\xff", b"GIF"]))
-            pillow = tf.logical_not(known) if cmyk is None else tf.logical_or(cmyk, ~known)
+        pillow = cmyk  # a CMYK JPEG or another format, by content (see _tf_ops.headers)
         if pillow is None:
             return tf.ensure_shape(fast(), [None, None, 3])
         return tf.ensure_shape(tf.cond(pillow, other, fast), [None, None, 3])
 
     def _load(self, item: dict[str, Any]) -> dict[str, Any]:
         """One record: read, check, decode (see :meth:`_image`)."""
-        data, cmyk = checked(self.tf, self.tf.io.read_file(item["path"]))
+        data, cmyk = checked(self.tf, self._read_files(item["path"][None])[0])
         return {**item, "image": self._image(data, item["index"], item["epoch"], cmyk)}
 
     def _image(self, data: Any, index: Any = None, epoch: Any = None, cmyk: Any = None) -> Any:
@@ -217,10 +201,14 @@ class TFLoader(LoaderBase):
         images = tf.cond(tf.reduce_any(cmyk), lambda: decode_all(True), lambda: decode_all(False))
         return self._finish_batch({**items, "image": images})
 
+    _read_mode = "python"  # or "tf" (tf.io.read_file, no checks): only for benchmarks
+
     def _read_files(self, paths: Any) -> Any:
-        """The bytes of a batch's files (see NOTE [bomb check])."""
+        """The bytes of a batch's files (see NOTE [tf reads] and NOTE [bomb check])."""
         tf = self.tf
-        return map_grouped(self.tf, tf.io.read_file, paths, tf.TensorSpec([], tf.string))
+        if self._read_mode == "tf":
+            return map_grouped(self.tf, tf.io.read_file, paths, tf.TensorSpec([], tf.string))
+        return read_files(tf, self._reader, paths)
 
     def _finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Per batch: grey conversion."""
@@ -234,9 +222,8 @@ class TFLoader(LoaderBase):
     def _apply_transform(self, hwc: np.ndarray, i: np.int64, epoch: np.int64) -> np.ndarray:
         assert self.transform is not None
         rng = np.random.default_rng([self.config.seed, int(epoch), int(i), TRANSFORM_STREAM])
-        return np.asarray(
-            self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng), dtype=np.uint8
-        )
+        out = self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng)
+        return check_transform_output(out, int(i), self.index.path(int(i)))
 
     def as_tf_dataset(self, start_batch: int | None = None) -> Any:
         """This rank's current epoch as a ``tf.data.Dataset`` of dicts.
@@ -328,16 +315,25 @@ class TFLoader(LoaderBase):
     def _note_skips(self, k: int, delivered: np.ndarray) -> None:
         lo, hi = self._batch_bounds(k)
         wanted = self.rank_ids()[lo:hi]
-        missing = np.setdiff1d(wanted, delivered)
+        missing = wanted[~np.isin(wanted, delivered)]  # in batch order, as torch reports them
         self._record_skips([self._why(int(i)) for i in missing])
 
     def _why(self, i: int) -> tuple[int, str, str]:
-        """Why record ``i`` does not load: Pillow's reason, else TensorFlow's."""
+        """Why record ``i`` does not load: Pillow's reason, else TensorFlow's.
+
+        Raises:
+            TransformOutputError: when the image loads but the transform's output is refused.
+        """
         path = self.index.path(i)
+        cfg = self.config
         try:
-            load_image(path, channels=self.config.channels, size=self.config.size, record_id=i)
+            hwc = load_image(
+                path, channels=cfg.channels, size=cfg.size, record_id=i, reader=self._reader
+            )
         except ImageLoadError as e:
             return (i, path, e.cause)
+        if self.transform is not None:
+            self._apply_transform(np.ascontiguousarray(hwc), np.int64(i), np.int64(self.epoch))
         tf = self.tf
         try:
             item = self._prepare(
@@ -365,7 +361,9 @@ class TFLoader(LoaderBase):
         cfg = self.config
         first: tuple[int, tuple[int, ...]] | None = None
         for i in ids:
-            shape = load_image(self.index.path(i), channels=cfg.channels, size=cfg.size).shape
+            shape = load_image(
+                self.index.path(i), channels=cfg.channels, size=cfg.size, reader=self._reader
+            ).shape
             if first is None:
                 first = (i, shape)
             elif shape != first[1]:

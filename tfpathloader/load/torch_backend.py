@@ -17,13 +17,21 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ..errors import BatchShapeError, ImageLoadError, LoaderWorkerError
+from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
+from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator, shutdown_workers
 from ._torch.slots import _SlotPool
 from ._torch.wire import _fresh_buffer, _WireBatch
+from .checks import check_transform_output, file_reader, probe_shape
 from .decode import Pixels, as_array, load_image, load_pixels
-from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
+from .files import FileReader
+from .loader import (
+    TRANSFORM_STREAM,
+    LoaderBase,
+    LoaderConfig,
+    Transform,
+)
 
 __all__ = ["BatchRequest", "PathIndexDataset", "TorchLoader"]
 
@@ -57,6 +65,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
         transform: ``f(image, rng) -> image``; ``rng`` is seeded from (seed, epoch, record id).
         seed: Seed of the transform's generators.
         on_error: ``"raise"`` or ``"skip"`` (see :func:`~tfpathloader.make_loader`).
+        reader: Opens the files (size limit, root rule); default: the index root, 256 MiB.
     """
 
     def __init__(
@@ -68,8 +77,10 @@ class PathIndexDataset(torch.utils.data.Dataset):
         transform: Transform | None = None,
         seed: int = 0,
         on_error: str = "raise",
+        reader: FileReader | None = None,
     ):
         self.index = index
+        self.reader = reader or FileReader(root=index.root)
         self.channels = channels
         self.size = size
         self.transform = transform
@@ -88,11 +99,13 @@ class PathIndexDataset(torch.utils.data.Dataset):
 
     def _pixels(self, i: int, path: str, epoch: int) -> Pixels:
         """Image ``i``: HxWxC pixels as decoded, or the CxHxW array the transform returned."""
+        c, size, reader = self.channels, self.size, self.reader
         if self.transform is None:
-            return load_pixels(path, channels=self.channels, size=self.size, record_id=i)
-        hwc = load_image(path, channels=self.channels, size=self.size, record_id=i)
+            return load_pixels(path, channels=c, size=size, record_id=i, reader=reader)
+        hwc = load_image(path, channels=c, size=size, record_id=i, reader=reader)
         rng = np.random.default_rng([self.seed, epoch, i, TRANSFORM_STREAM])
-        img = np.asarray(self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng))
+        out = self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng)
+        img = check_transform_output(out, i, path)
         return img, img.shape
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -256,21 +269,6 @@ def _default_prefetch(workers: int, batch_bytes: int) -> int:
     return 4 if workers * 4 * batch_bytes <= 512 * 2**20 else 2
 
 
-def _surface_worker_death(it: Iterator[Any], loader: TorchLoader) -> Iterator[Any]:
-    """DataLoader's iterator, with a dead worker turned into a LoaderWorkerError."""
-    try:
-        yield from it
-    except RuntimeError as e:
-        if "DataLoader worker" not in str(e):
-            raise
-        loader.close()
-        raise LoaderWorkerError(
-            f"a loader worker process died: {e}. {loader.batches_consumed} batches of epoch "
-            f"{loader.epoch} were delivered; iterate again, or give loader.state_dict() to a new "
-            "loader, to resume the epoch from there"
-        ) from e
-
-
 class TorchLoader(LoaderBase):
     """The ``backend="torch"`` loader made by :func:`~tfpathloader.make_loader`."""
 
@@ -286,6 +284,7 @@ class TorchLoader(LoaderBase):
             transform=transform,
             seed=cfg.seed,
             on_error=cfg.on_error,
+            reader=file_reader(index, cfg),
         )
         self._batch_sampler = _EpochBatchSampler(self.sampler, self.dataset)
         workers = cfg.num_workers
@@ -315,18 +314,14 @@ class TorchLoader(LoaderBase):
             **kwargs,
         )
         self.pin_memory = pin
+        self._workers_failed = False
         self._stop = weakref.finalize(self, _stop_workers, id(self))
 
     def _image_shape(self) -> tuple[int, ...]:
-        """HxWxC of record 0 after channel conversion and resizing (the pool's image shape)."""
+        """HxWxC of the first readable record after channel conversion and resizing."""
         try:
-            return load_image(
-                self.index.path(0),
-                channels=self.config.channels,
-                size=self.config.size,
-                record_id=0,
-            ).shape
-        except ImageLoadError:
+            return probe_shape(self.index, self.config, self.dataset.reader)
+        except (ImageLoadError, ValueError):
             c = self.config.channels or 3
             return (*self.config.size, c) if self.config.size else (0, 0, c)
 
@@ -346,6 +341,9 @@ class TorchLoader(LoaderBase):
         self.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._workers_failed:  # a worker died (see NOTE [worker death]): fresh workers
+            self._workers_failed = False
+            self.close()
         pool = self.dataset.pool
         if pool is not None:
             # Results of an abandoned iteration never arrive; their slots are free again (no
@@ -356,12 +354,17 @@ class TorchLoader(LoaderBase):
         if self.config.num_workers > 0:
             _LIVE_ITERATORS[id(self)] = it  # see NOTE [worker shutdown]
         try:
-            for wire in _surface_worker_death(it, self):
+            for wire in surface_worker_death(it, self):
                 if wire.error is not None:
                     wire._settle()
                     raise wire.error
                 if wire.skipped:
                     self._record_skips(wire.skipped)
+                if len(wire.index) == 0:
+                    # NOTE [all-skipped batch]: no empty batch is yielded (see LoaderBase).
+                    wire._settle()
+                    self._delivered()
+                    continue
                 batch = wire.to_dict()
                 if self.device is not None:
                     batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}

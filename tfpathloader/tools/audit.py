@@ -76,16 +76,27 @@ def audit_ids(
         raise ValueError(f"padding mask has shape {pad.shape}, ids have {ids.shape}")
     real = ids[~pad]
     unique = int(np.unique(real).size)
-    drawn_labels = labels[ids]
+    # Labels as compact codes 0..K-1 of the labels present (see NOTE [label range] in
+    # path_index.py): memory grows with the records, never with the largest label.
     valid = labels >= 0
-    n_classes = int(labels[valid].max()) + 1 if valid.any() else 0
-    names = list(label_names) if label_names is not None else [str(k) for k in range(n_classes)]
+    present, codes = np.unique(np.where(valid, labels, -1), return_inverse=True)
+    codes = codes.reshape(-1) - (1 if present.size and present[0] == -1 else 0)
+    present = present[present >= 0]
+    n_classes = len(present)
+    drawn_labels = codes[ids]  # -1: unlabeled
+    if label_names is not None:
+        names_by_label = list(label_names)
 
-    def name(k: int) -> str:
-        return names[k] if k < len(names) else str(k)
+        def name(k: int) -> str:
+            label = int(present[k])
+            return names_by_label[label] if label < len(names_by_label) else str(label)
+    else:
+
+        def name(k: int) -> str:
+            return str(int(present[k]))
 
     counts = np.bincount(drawn_labels[drawn_labels >= 0], minlength=n_classes)
-    shares = np.bincount(labels[valid], minlength=n_classes) / max(1, int(valid.sum()))
+    shares = np.bincount(codes[valid], minlength=n_classes) / max(1, int(valid.sum()))
 
     out: dict[str, Any] = {
         "draws": d,

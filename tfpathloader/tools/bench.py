@@ -293,7 +293,7 @@ def run_bench(
     unknown = set(rows) - set(ROWS)
     if unknown:
         raise ValueError(f"unknown bench rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
-    from ..load.loader import infer_channels
+    from ..load.checks import infer_channels
     from ..order.sampler import GlobalShuffleSampler
 
     n = len(index)

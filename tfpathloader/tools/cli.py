@@ -37,7 +37,8 @@ def _add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-outside-root",
         action="store_true",
-        help="accept absolute paths and paths climbing out of the root with '..'",
+        help="accept absolute paths, paths climbing out of the root with '..', and symlinks "
+        "leading outside it",
     )
 
 
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_index_args(p)
     p.add_argument("--decode", action="store_true", help="also decode every image with Pillow")
+    p.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=None,
+        help="refuse files larger than this, as the loaders do (default: 256 MiB)",
+    )
     p.add_argument(
         "--workers", type=int, default=None, help="decoding processes (default: all cores)"
     )

@@ -122,7 +122,10 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
     from .verify import verify_index
 
     index = _open(args)
-    report = verify_index(index, decode=args.decode, workers=args.workers, progress=_progress(args))
+    limit = {} if args.max_file_bytes is None else {"max_file_bytes": args.max_file_bytes}
+    report = verify_index(
+        index, decode=args.decode, workers=args.workers, progress=_progress(args), **limit
+    )
     if args.json:
         _print_json(report.to_dict())
     else:

@@ -1,10 +1,16 @@
-"""Check that every file a path index names exists (and, optionally, decodes)."""
+"""Check that every file a path index names would load (and, optionally, decodes).
+
+NOTE [verify = loaders]: verify opens every file with the loaders' own FileReader (regular files
+only, the size limit, the root rule on resolved paths) and, with ``decode``, reads and decodes
+it with the loaders' own read_file + Pillow path (PNG checksums, animated GIFs, the
+decompression-bomb limit). The tf backend names a bad record with that same path, so what
+verify flags is exactly what either loader refuses.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import stat
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +19,7 @@ from .._utils import progress_bar
 from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..load.decode import load_image
+from ..load.files import DEFAULT_MAX_FILE_BYTES, FileReader
 
 __all__ = ["Failure", "VerifyReport", "verify_index"]
 
@@ -47,30 +54,22 @@ class VerifyReport:
         }
 
 
-def _check_exists(index: PathIndex, i: int) -> Failure | None:
+def _check_file(index: PathIndex, reader: FileReader, i: int) -> Failure | None:
     path = index.path(i)
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return Failure(i, path, "file not found")
-    except OSError as e:
-        return Failure(i, path, f"cannot stat: {e.strerror or e}")
-    if stat.S_ISDIR(st.st_mode):
-        return Failure(i, path, "is a directory, expected an image file")
-    if not stat.S_ISREG(st.st_mode):
-        return Failure(i, path, "is not a regular file")
-    if not os.access(path, os.R_OK):
-        return Failure(i, path, "permission denied")
+        reader.check(path, i)
+    except ImageLoadError as e:
+        return Failure(i, path, e.cause)
     return None
 
 
-def _decode_chunk(args: tuple[PathIndex, np.ndarray]) -> tuple[int, list[Failure]]:
-    index, ids = args
+def _decode_chunk(args: tuple[PathIndex, FileReader, np.ndarray]) -> tuple[int, list[Failure]]:
+    index, reader, ids = args
     out = []
     for i in ids:
         i = int(i)
         try:
-            load_image(index.path(i), record_id=i)
+            load_image(index.path(i), record_id=i, reader=reader)
         except ImageLoadError as e:
             out.append(Failure(i, e.path, e.cause))
     return len(ids), out
@@ -82,23 +81,33 @@ def verify_index(
     decode: bool = False,
     workers: int | None = None,
     progress: bool | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    allow_outside_root: bool | None = None,
 ) -> VerifyReport:
-    """Check every record's file; with ``decode``, also decode it with Pillow.
+    """Check every record's file as the loaders open it; with ``decode``, also decode it.
 
     Args:
         index: The index to check.
         decode: Decode every image (slower; uses ``workers`` processes).
         workers: Processes for decoding (default: all cores).
         progress: Progress bar (``None``: only on a terminal).
+        max_file_bytes: The loaders' size limit to check against (default 256 MiB).
+        allow_outside_root: Accept symlinks leading outside the root (default: the index's
+            own setting, as in :func:`~tfpathloader.make_loader`).
 
     Returns:
         A report listing *every* failure, in record order.
     """
+    if allow_outside_root is None:
+        allow_outside_root = index.allow_outside_root
+    reader = FileReader(
+        root=index.root, allow_outside_root=allow_outside_root, max_file_bytes=max_file_bytes
+    )
     report = VerifyReport(records=len(index), decoded=decode)
     n = len(index)
     with progress_bar(progress, desc="checking files", total=n, unit=" files") as bar:
         for i in range(n):
-            fail = _check_exists(index, i)
+            fail = _check_file(index, reader, i)
             if fail is not None:
                 report.failures.append(fail)
             if i % 4096 == 4095:
@@ -108,7 +117,7 @@ def verify_index(
         return report
     bad = {f.record_id for f in report.failures}
     todo = np.array([i for i in range(n) if i not in bad], dtype=np.int64)
-    chunks = [(index, todo[s : s + 512]) for s in range(0, len(todo), 512)]
+    chunks = [(index, reader, todo[s : s + 512]) for s in range(0, len(todo), 512)]
     workers = workers or os.cpu_count() or 1
     decoded_failures: list[Failure] = []
     with progress_bar(progress, desc="decoding images", total=len(todo), unit=" images") as bar:
