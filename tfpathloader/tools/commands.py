@@ -171,6 +171,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         os.path.join(args.out, "audit.png"),
         results=results,
         title=f"{len(index):,} records, backend {args.backend}, seed {args.seed}",
+        label_names=index.classes,
     )
     payload = {
         "index": list(index.files),
