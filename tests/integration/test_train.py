@@ -22,6 +22,7 @@ import train
 from tfpathloader.tools.audit import AUDIT_KEYS
 from tfpathloader.tools.cli import main as cli_main
 from tfpathloader.tools.demo import make_demo
+from train_app.errors import RunConfigError
 
 CONF = os.path.join(ROOT, "conf")
 METRICS_KEYS = {"test_accuracy", "per_class_accuracy", "images_per_s", "steps", "samples", "audit"}
@@ -91,11 +92,16 @@ def test_same_config_same_training_in_both_backends(small_data, tmp_path):
     )
 
 
-def test_makes_the_demo_data_when_missing(tmp_path):
+def test_makes_the_demo_data_only_where_asked(tmp_path):
     root = tmp_path / "fresh"
+    plain = compose_cfg([f"data.root={root}", "trainer.progress=false"])
+    with pytest.raises(RunConfigError, match="data.make_demo_if_missing=true"):
+        train.train(plain, out_dir=str(tmp_path / "refused"))
+    assert not root.exists()
     cfg = compose_cfg(
         [
             f"data.root={root}",
+            "data.make_demo_if_missing=true",
             "data.per_label=5",
             "trainer.max_steps=1",
             "trainer.progress=false",
@@ -275,5 +281,5 @@ def test_sweep_and_compare(small_data, tmp_path, capsys):
         "tf / buffer (20)",
     }
     assert (sweep / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    summary = json.loads((sweep / "comparison.json").read_text())
+    summary = json.loads((sweep / "comparison.json").read_text())["runs"]
     assert len(summary) == 4 and all(np.isfinite(r["test_accuracy"]) for r in summary)

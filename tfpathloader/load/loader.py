@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import optional_import
 from ..index import PathIndex
 from ..order.orders import check_order_args
 from ..order.sampler import GlobalShuffleSampler, check_state
@@ -230,8 +231,8 @@ _MAKE_LOADER_NAMES: tuple[str, ...] = ()
 def make_loader(
     *,
     backend: str = "torch",
-    index: PathIndex,
-    batch_size: int,
+    index: PathIndex | None = None,
+    batch_size: int | None = None,
     shuffle: str = "global",
     seed: int = 0,
     num_workers: int = 0,
@@ -288,6 +289,16 @@ def make_loader(
             f"make_loader() got an unknown argument {name!r}{hint}; valid: "
             f"{', '.join(_MAKE_LOADER_NAMES)}"
         )
+    # NOTE [required arguments]: index and batch_size are required but default to None, so
+    # that a misspelt name (batchsize=256) is reported as such above, instead of Python's
+    # "missing 1 required keyword-only argument" hiding the typo.
+    missing = [n for n, v in (("index", index), ("batch_size", batch_size)) if v is None]
+    if missing:
+        raise UnknownArgumentError(
+            f"make_loader() needs {' and '.join(f'{n}=' for n in missing)} (e.g. "
+            "make_loader(index=PathIndex.read('data/index.tfrecord'), batch_size=256))"
+        )
+    assert batch_size is not None
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if not isinstance(index, PathIndex):
@@ -317,6 +328,7 @@ def make_loader(
     if cfg.channels is None:
         cfg = dataclasses.replace(cfg, channels=infer_channels(index))
     if backend == "torch":
+        optional_import("torch", "torch", 'backend="torch"')
         from .torch_backend import TorchLoader
 
         return TorchLoader(index, cfg, transform)
