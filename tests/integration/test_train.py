@@ -113,6 +113,59 @@ def test_makes_the_demo_data_only_where_asked(tmp_path):
     assert metrics["steps"] == 1
 
 
+def test_trains_on_its_own_index_with_a_held_out_part(tmp_path):
+    from conftest import make_images
+
+    from tfpathloader import build_index
+
+    make_images(tmp_path / "imgs", 40, classes=4, size=(12, 12))
+    build_index(str(tmp_path / "imgs"), None, progress=False)
+    cfg = compose_cfg(
+        [
+            f"data.root={tmp_path / 'imgs'}",
+            "data.holdout=0.3",
+            "trainer.max_steps=2",
+            "trainer.progress=false",
+            "loader.batch_size=8",
+            "loader.num_workers=0",
+        ]
+    )
+    metrics = train.train(cfg, out_dir=str(tmp_path / "run"))
+    evaluation = metrics["data"]["evaluation"]
+    assert evaluation["kind"] == "held out" and evaluation["records"] == 12
+    assert metrics["test_samples"] == 12 and metrics["data"]["train_records"] == 28
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert len(split["held_out_ids"]) == 12
+
+
+def test_a_user_error_is_one_line_per_problem(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = compose_cfg([f"data.root={tmp_path / 'empty'}", "trainer.epochs=0"])
+    with pytest.raises(RunConfigError) as e:
+        train.train(cfg, out_dir=str(tmp_path / "run"))
+    assert e.value.problems == ["trainer.epochs=0: must be >= 1 (one pass over the data at least)"]
+    cfg = compose_cfg([f"data.root={tmp_path / 'empty'}"])
+    with pytest.raises(RunConfigError, match="holds no path index") as e:
+        train.train(cfg, out_dir=str(tmp_path / "run"))
+    assert len(e.value.problems) == 1 and os.listdir(tmp_path / "empty") == []
+
+
+@pytest.mark.slow
+def test_user_errors_exit_2_without_a_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args in ([f"data.root={tmp_path / 'empty'}"], ["trainer.max_steps=0"]):
+        result = subprocess.run(
+            [sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=ROOT,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "train.py: error: " in result.stderr
+
+
 def test_config_is_validated():
     with pytest.raises((ValidationError, ConfigCompositionException)):
         compose_cfg(["loader.batch_size=lots"])
