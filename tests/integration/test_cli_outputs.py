@@ -54,7 +54,9 @@ def test_audit_twice_keeps_the_first(image_dir, tmp_path, capsys):
 def _fake_run(folder, name, **fields):
     run = folder / name
     run.mkdir(parents=True)
-    config = {"trainer": {"epochs": fields.pop("epochs", 1), "max_steps": fields.pop("steps", None)}}
+    config = {
+        "trainer": {"epochs": fields.pop("epochs", 1), "max_steps": fields.pop("steps", None)}
+    }
     metrics = {
         "loader": "torch",
         "shuffle": "global",

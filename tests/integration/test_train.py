@@ -95,7 +95,7 @@ def test_same_config_same_training_in_both_backends(small_data, tmp_path):
 def test_makes_the_demo_data_only_where_asked(tmp_path):
     root = tmp_path / "fresh"
     plain = compose_cfg([f"data.root={root}", "trainer.progress=false"])
-    with pytest.raises(RunConfigError, match="data.make_demo_if_missing=true"):
+    with pytest.raises(RunConfigError, match=r"data\.make_demo_if_missing=true"):
         train.train(plain, out_dir=str(tmp_path / "refused"))
     assert not root.exists()
     cfg = compose_cfg(

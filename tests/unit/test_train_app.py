@@ -14,20 +14,20 @@ pytest.importorskip("hydra")
 pytest.importorskip("torch")
 sys.path.insert(0, ROOT)
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.errors import ConfigCompositionException  # noqa: E402
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 
-from tfpathloader import write_index  # noqa: E402
-from train_app.config import register_configs, validate  # noqa: E402
-from train_app.data import (  # noqa: E402
+from tfpathloader import write_index
+from train_app.config import register_configs, validate
+from train_app.data import (
     check_images,
     holdout_split,
     locate_index,
     prepare_data,
     subset,
 )
-from train_app.errors import RunConfigError  # noqa: E402
+from train_app.errors import RunConfigError
 
 CONF = os.path.join(ROOT, "conf")
 
