@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -36,9 +35,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from tfpathloader.tools.audit import audit_figure
 from tfpathloader.tools.demo import make_demo
-from train_app.checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
+from train_app.checkpoints import (
+    checkpoint_payload,
+    find_checkpoint,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from train_app.config import register_configs, validate
-from train_app.data import DEFAULT_ROOT, RunData, locate_index, prepare_data
+from train_app.data import DEFAULT_ROOT, RunData, obtain_index, prepare_data, write_split
 from train_app.dist import Dist
 from train_app.errors import RunConfigError
 from train_app.evaluation import audit_epochs, evaluate
@@ -130,27 +135,16 @@ def set_up(cfg: DictConfig, dist: Dist, out_dir: str | None = None) -> Run:
 def load_data(cfg: DictConfig, dist: Dist) -> RunData:
     """The index (rank 0 makes the demo where allowed), checked, with its evaluation part."""
     root = to_absolute_path(cfg.data.root)
-    problems: list[str] | None = None
-    path = os.path.join(root, cfg.data.index)
-    if dist.rank == 0:
-        try:
-            path, needs_demo = locate_index(
-                root,
-                cfg.data.index,
-                default_root=os.path.normpath(cfg.data.root) == DEFAULT_ROOT,
-                make_demo=cfg.data.make_demo_if_missing,
-            )
-            if needs_demo:
-                log.info("making the demo data in %s (70,000 PNGs, ~350 MB; once)", root)
-                make_demo(
-                    root, per_label=cfg.data.per_label, seed=cfg.seed, progress=cfg.trainer.progress
-                )
-                log.info("made the demo data: %s", root)
-        except RunConfigError as e:
-            problems = e.problems
-    problems = dist.broadcast(problems)
-    if problems:
-        raise RunConfigError(problems)
+    path = obtain_index(
+        root,
+        cfg.data.index,
+        default_root=os.path.normpath(cfg.data.root) == DEFAULT_ROOT,
+        make_demo=cfg.data.make_demo_if_missing,
+        demo=lambda: make_demo(
+            root, per_label=cfg.data.per_label, seed=cfg.seed, progress=cfg.trainer.progress
+        ),
+        dist=dist,
+    )
     test_index = cfg.data.test_index
     if test_index not in (None, "auto"):
         test_index = to_absolute_path(os.path.join(root, test_index))
@@ -187,21 +181,7 @@ def _resume(run: Run) -> None:
     if path is None:
         log.warning("trainer.resume=%s: no checkpoint in %s; starting fresh", where, run.folder)
         return
-    ckpt = load_checkpoint(path, run.device)
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    if "schedule" in ckpt:
-        run.schedule.load_state_dict(ckpt["schedule"])
-    run.loader.load_state_dict(ckpt["loader"])
-    run.step, run.losses, run.accs = ckpt["step"], ckpt["losses"], ckpt["accs"]
-    run.epoch_starts = list(ckpt.get("epoch_starts", []))
-    run.trained = {int(e): [np.asarray(b) for b in bs] for e, bs in ckpt["trained"].items()}
-    run.resume = {
-        "resumed": True,
-        "from_step": run.step,
-        "checkpoint": path,
-        "runs": ckpt.get("runs", 1) + 1,
-    }
+    restore(run, load_checkpoint(path, run.device), path)
     log.info(
         "resumed from %s (step %d, epoch %d, %d batches into it)",
         path,
@@ -283,22 +263,7 @@ def _step(run: Run, batch: dict[str, torch.Tensor]) -> None:
 
 
 def _checkpoint(run: Run) -> None:
-    save_checkpoint(
-        run.folder,
-        run.dist,
-        {
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "schedule": run.schedule.state_dict(),
-            "loader": run.loader.state_dict(),  # as the loader returns it
-            "step": run.step,
-            "losses": run.losses,
-            "accs": run.accs,
-            "epoch_starts": run.epoch_starts,
-            "trained": run.trained,
-            "runs": run.resume.get("runs", 1),
-        },
-    )
+    save_checkpoint(run.folder, run.dist, checkpoint_payload(run))
 
 
 # --------------------------------------------------------------------------- evaluate, audit
@@ -370,10 +335,8 @@ def report(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
     )
-    if len(run.data.held_out_ids):
-        split = os.path.join(folder, "split.json")
-        with open(split, "w") as f:
-            json.dump({**run.data.summary, "held_out_ids": run.data.held_out_ids.tolist()}, f)
+    split = write_split(folder, run.data)
+    if split is not None:
         metrics["data"]["split_file"] = split
     title = (
         f"{cfg.loader.backend} loader, {cfg.shuffle.name} shuffle: test accuracy "
@@ -400,20 +363,16 @@ def report(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
     with open(path, "w") as f:
         json.dump(metrics, f, indent=2)
     log.info(
-        "test accuracy %.4f on %d %s records, %.0f images/s, %d steps, audit spearman z %s",
+        "test accuracy %.4f on %d %s records, %.0f images/s, %d steps, audit spearman z %+.2f",
         metrics["test_accuracy"],
         metrics["test_samples"],
         run.data.summary["evaluation"]["kind"],
         metrics["images_per_s"],
         run.step,
-        _fmt(metrics["audit"].get("spearman_z")),
+        metrics["audit"].get("spearman_z", float("nan")),
     )
     log.info("wrote %s, training.png and audit.png in %s", os.path.basename(path), folder)
     return metrics
-
-
-def _fmt(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
 
 
 # --------------------------------------------------------------------------- the story

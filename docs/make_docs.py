@@ -81,7 +81,25 @@ class Context:
             with open(os.path.join(folder, "comparison.json")) as f:
                 runs = json.load(f)["runs"]
             self.cache["sweep"] = {"table": table, "runs": runs, "folder": folder}
+            copy_sweep_figures(folder)
         return self.cache["sweep"]
+
+
+def copy_sweep_figures(folder: str, docs: str = os.path.join(ROOT, "docs")) -> list[str]:
+    """Copy the sweep's figures that the README shows into ``docs/``; return the files written.
+
+    ``comparison.png``, and ``training-global.png`` / ``training-buffer.png`` from the torch
+    runs (the README links them).
+    """
+    import shutil
+
+    written = [shutil.copy(os.path.join(folder, "comparison.png"), docs)]
+    for run in sorted(os.listdir(folder)):
+        for shuffle in ("global", "buffer"):
+            if run.endswith(f"-torch-{shuffle}"):
+                target = os.path.join(docs, f"training-{shuffle}.png")
+                written.append(shutil.copy(os.path.join(folder, run, "training.png"), target))
+    return written
 
 
 def machine() -> str:
@@ -121,6 +139,9 @@ def _audit(ctx: Context) -> str:
             "-q",
         )
     )
+    import shutil
+
+    shutil.copy(payload["figure"], os.path.join(ROOT, "docs", "audit.png"))
     return audit_table(payload["orders"], draws=50000)
 
 

@@ -10,11 +10,19 @@ import glob
 import os
 from typing import Any
 
+import numpy as np
 import torch
 
 from .dist import Dist
 
-__all__ = ["checkpoint_path", "find_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "checkpoint_path",
+    "checkpoint_payload",
+    "find_checkpoint",
+    "load_checkpoint",
+    "restore",
+    "save_checkpoint",
+]
 
 
 def checkpoint_path(folder: str, step: int, rank: int) -> str:
@@ -72,3 +80,38 @@ def find_checkpoint(resume: str, folder: str, dist: Dist) -> str | None:
 def load_checkpoint(path: str, device: torch.device) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint` (tensors mapped onto ``device``)."""
     return torch.load(path, map_location=device, weights_only=False)
+
+
+def checkpoint_payload(run: Any) -> dict[str, Any]:
+    """What a checkpoint holds of a run (``train.Run``): model, optimizer, schedule, loader
+    state (as the loader returns it), step, curves, the ids trained on per epoch."""
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "loader": run.loader.state_dict(),
+        "step": run.step,
+        "losses": run.losses,
+        "accs": run.accs,
+        "epoch_starts": run.epoch_starts,
+        "trained": run.trained,
+        "runs": run.resume.get("runs", 1),
+    }
+
+
+def restore(run: Any, ckpt: dict[str, Any], path: str) -> None:
+    """Put a :func:`checkpoint_payload` back into ``run`` (loader state included)."""
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if "schedule" in ckpt:
+        run.schedule.load_state_dict(ckpt["schedule"])
+    run.loader.load_state_dict(ckpt["loader"])
+    run.step, run.losses, run.accs = ckpt["step"], ckpt["losses"], ckpt["accs"]
+    run.epoch_starts = list(ckpt.get("epoch_starts", []))
+    run.trained = {int(e): [np.asarray(b) for b in bs] for e, bs in ckpt["trained"].items()}
+    run.resume = {
+        "resumed": True,
+        "from_step": run.step,
+        "checkpoint": path,
+        "runs": ckpt.get("runs", 1) + 1,
+    }

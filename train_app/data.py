@@ -7,7 +7,10 @@ an epoch later.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,10 +28,13 @@ __all__ = [
     "check_images",
     "holdout_split",
     "locate_index",
+    "obtain_index",
     "prepare_data",
     "subset",
+    "write_split",
 ]
 
+log = logging.getLogger("train")
 DEFAULT_ROOT = "data"
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -183,6 +189,44 @@ def locate_index(
     )
 
 
+def obtain_index(
+    root: str,
+    name: str,
+    *,
+    default_root: bool,
+    make_demo: bool | None,
+    demo: Callable[[], Any],
+    dist: Any,
+) -> str:
+    """:func:`locate_index` on rank 0, making the demo there if allowed; the path on every rank.
+
+    Args:
+        root, name, default_root, make_demo: See :func:`locate_index`.
+        demo: Makes the demo data in ``root``.
+        dist: Rank, broadcast (:class:`train_app.dist.Dist`).
+
+    Raises:
+        RunConfigError: on every rank, when rank 0 found no index it may use.
+    """
+    outcome: tuple[str, list[str]] | None = None
+    if dist.rank == 0:
+        try:
+            path, needs_demo = locate_index(
+                root, name, default_root=default_root, make_demo=make_demo
+            )
+            if needs_demo:
+                log.info("making the demo data in %s (70,000 PNGs, ~350 MB; once)", root)
+                demo()
+                log.info("made the demo data: %s", root)
+            outcome = (path, [])
+        except RunConfigError as e:
+            outcome = ("", e.problems)
+    path, problems = dist.broadcast(outcome)
+    if problems:
+        raise RunConfigError(problems)
+    return path
+
+
 def check_images(index: PathIndex, size: tuple[int, int] | None, *, sample: int = 32) -> list[str]:
     """Problems with a sample of the images (spread over the index): missing, undecodable, sizes.
 
@@ -325,3 +369,17 @@ def prepare_data(
         raise RunConfigError(problems)
     assert test is not None
     return RunData(train=train, test=test, summary=summary, held_out_ids=held)
+
+
+def write_split(folder: str, data: RunData) -> str | None:
+    """Write ``split.json`` (the held-out record ids and how they were chosen) into ``folder``.
+
+    Returns:
+        The file, or ``None`` when nothing was held out (a test index was used).
+    """
+    if not len(data.held_out_ids):
+        return None
+    path = os.path.join(folder, "split.json")
+    with open(path, "w") as f:
+        json.dump({**data.summary, "held_out_ids": data.held_out_ids.tolist()}, f)
+    return path
