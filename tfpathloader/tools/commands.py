@@ -259,8 +259,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path = os.path.join(args.make_jpeg, "index.tfrecord")
         if os.path.isfile(path):
             index = PathIndex.read(path)
+            print(f"reusing the {len(index):,} JPEGs indexed in {path}", file=sys.stderr)
+        elif os.path.isdir(args.make_jpeg) and os.listdir(args.make_jpeg):
+            raise ValueError(
+                f"--make-jpeg {args.make_jpeg}: the folder holds other files and no "
+                "index.tfrecord; give a new folder (nothing there is overwritten)"
+            )
         else:
             index = make_jpeg_set(args.make_jpeg, count=args.jpeg_count, progress=_progress(args))
+            print(f"made {len(index):,} JPEGs and their index in {path}", file=sys.stderr)
     elif args.index:
         index = _open(args)
     else:
