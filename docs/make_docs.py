@@ -104,7 +104,11 @@ def copy_sweep_figures(folder: str, docs: str = os.path.join(ROOT, "docs")) -> l
 
 def machine() -> str:
     """The machine the numbers were measured on, in words."""
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {load:.1f} when stamped (speeds on a busy machine are low)"
+    )
 
 
 # --------------------------------------------------------------------------- the blocks
