@@ -83,10 +83,10 @@ def test_compare_names_what_differs_and_keeps_an_earlier_comparison(tmp_path, ca
     assert cli_main(["compare", str(sweep)]) == 0
     out = capsys.readouterr().out
     names = {ln.split(" | ")[0][2:]: ln.split(" | ")[1] for ln in out.splitlines() if "| " in ln}
-    assert names["0-base"] == "torch / global, 1 epochs, 1 ranks, full epochs"
-    assert names["1-epochs"] == "torch / global, 2 epochs, 1 ranks, full epochs"
-    assert names["2-ranks"] == "torch / global, 1 epochs, 2 ranks, full epochs"
-    assert names["3-steps"] == "torch / global, 1 epochs, 1 ranks, 5 steps"
+    assert names["0-base"] == "torch / global, 1 epoch, 1 rank, full epochs"
+    assert names["1-epochs"] == "torch / global, 2 epochs, 1 rank, full epochs"
+    assert names["2-ranks"] == "torch / global, 1 epoch, 2 ranks, full epochs"
+    assert names["3-steps"] == "torch / global, 1 epoch, 1 rank, 5 steps"
     summary = json.loads((sweep / "comparison.json").read_text())
     assert summary["differ"] == ["epochs", "ranks", "max steps"]
     first = (sweep / "comparison.md").read_text()

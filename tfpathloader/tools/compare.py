@@ -24,19 +24,27 @@ OUTPUTS = ("comparison.md", "comparison.json", "comparison.png")
 
 # (setting, how to read it from metrics.json, how to show it) for the names of the runs.
 _SETTINGS: tuple[tuple[str, Any, Any], ...] = (
-    ("epochs", lambda m: _cfg(m, "trainer", "epochs", m.get("epochs")), lambda v: f"{v} epochs"),
-    ("ranks", lambda m: m.get("world_size", 1), lambda v: f"{v} ranks"),
+    (
+        "epochs",
+        lambda m: _cfg(m, "trainer", "epochs", m.get("epochs")),
+        lambda v: _plural(v, "epoch"),
+    ),
+    ("ranks", lambda m: m.get("world_size", 1), lambda v: _plural(v, "rank")),
     (
         "max steps",
         lambda m: _cfg(m, "trainer", "max_steps", m.get("max_steps")),
-        lambda v: "full epochs" if v is None else f"{v} steps",
+        lambda v: "full epochs" if v is None else _plural(v, "step"),
     ),
     ("batch size", lambda m: m.get("batch_size"), lambda v: f"batch {v}"),
-    ("workers", lambda m: m.get("num_workers"), lambda v: f"{v} workers"),
+    ("workers", lambda m: m.get("num_workers"), lambda v: _plural(v, "worker")),
     ("seed", lambda m: m.get("seed"), lambda v: f"seed {v}"),
     ("permutation", lambda m: m.get("permutation"), lambda v: f"{v} permutation"),
     ("data", lambda m: _cfg(m, "data", "root", None), lambda v: f"data {v}"),
 )
+
+
+def _plural(n: Any, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _cfg(m: dict[str, Any], group: str, key: str, default: Any) -> Any:
@@ -190,9 +198,13 @@ def _figure(runs: list[dict[str, Any]], path: str) -> str:
             linewidth=1,
         )
     axes[1].set_xticks(range(len(keys)), keys)
+    axes[1].set_ylim(0, 1.02)
+    axes[1].set_xlabel("class")
+    axes[1].set_ylabel("test accuracy")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axes[1].set_title("per class: what the biased order forgets", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits right of the axes
     plt.close(fig)
     return path
 
