@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import make_images
+from conftest import ROOT, make_images
 
 from tfpathloader import make_loader
 from tfpathloader.tools.cli import main as cli_main
@@ -94,3 +94,14 @@ def test_compare_names_what_differs_and_keeps_an_earlier_comparison(tmp_path, ca
     assert (sweep / "comparison.md").read_text() == first
     assert (sweep / "comparison-2.md").exists() and (sweep / "comparison-2.png").exists()
     assert "comparison-2.md" in capsys.readouterr().out
+
+
+def test_bench_defaults_are_the_readme_tables():
+    from tfpathloader.tools.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "x"])
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert (args.workers, args.batch_size, args.repeat, args.jpeg_count) == (2, 256, 9, 10000)
+    assert "median of 9 interleaved rounds" in readme and "2 workers, batch 256" in readme
+    assert "224x224 RGB JPEG (10,000)" in readme
