@@ -201,7 +201,13 @@ def _run_dir(out_dir: str | None) -> str:
 def _device(name: str, dist: Dist) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise RunConfigError(f"trainer.device={name}: {e} (use auto, cpu or cuda)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunConfigError(f"trainer.device={name}: no CUDA device here; use auto or cpu")
+    return device
 
 
 # --------------------------------------------------------------------------- fit
