@@ -44,7 +44,7 @@ from train_app.checkpoints import (
 )
 from train_app.config import register_configs, validate
 from train_app.data import DEFAULT_ROOT, RunData, obtain_index, prepare_data, write_split
-from train_app.dist import Dist
+from train_app.dist import Dist, pick_device
 from train_app.errors import RunConfigError
 from train_app.evaluation import audit_epochs, evaluate
 from train_app.figures import training_figure
@@ -92,7 +92,7 @@ def set_up(cfg: DictConfig, dist: Dist, out_dir: str | None = None) -> Run:
     folder = dist.broadcast(_run_dir(out_dir) if dist.rank == 0 else None)
     os.makedirs(folder, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    device = _device(cfg.trainer.device, dist)
+    device = pick_device(cfg.trainer.device, dist)
     data = load_data(cfg, dist)
     size = tuple(cfg.data.size) if cfg.data.size is not None else None
     try:
@@ -196,18 +196,6 @@ def _run_dir(out_dir: str | None) -> str:
         out_dir = HydraConfig.get().runtime.output_dir
     os.makedirs(out_dir, exist_ok=True)
     return out_dir
-
-
-def _device(name: str, dist: Dist) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise RunConfigError(f"trainer.device={name}: {e} (use auto, cpu or cuda)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunConfigError(f"trainer.device={name}: no CUDA device here; use auto or cpu")
-    return device
 
 
 # --------------------------------------------------------------------------- fit

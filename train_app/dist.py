@@ -9,7 +9,7 @@ import torch
 
 from .errors import RunConfigError
 
-__all__ = ["Dist"]
+__all__ = ["Dist", "pick_device"]
 
 
 class Dist:
@@ -61,3 +61,20 @@ class Dist:
         """Leave the process group."""
         if self.enabled:
             self.dist.destroy_process_group()
+
+
+def pick_device(name: str, dist: Dist) -> torch.device:
+    """``trainer.device``: ``auto`` (this rank's GPU when there is one, else the CPU) or a name.
+
+    Raises:
+        RunConfigError: for a name torch does not know, or CUDA asked for where there is none.
+    """
+    if name == "auto":
+        return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise RunConfigError(f"trainer.device={name}: {e} (use auto, cpu or cuda)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunConfigError(f"trainer.device={name}: no CUDA device here; use auto or cpu")
+    return device
