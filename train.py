@@ -1,25 +1,27 @@
-"""Train a small CNN on a path index with either loader, audit the order it trained on.
+"""Train a small CNN on a path index with either loader, then audit the order it trained on.
 
     python train.py                                        # demo data, torch loader, global shuffle
+    python train.py data.root=IMAGES                       # your own index (index build IMAGES)
     python train.py loader=tf shuffle=buffer               # tf.data loader, biased buffer shuffle
     python train.py -m loader=torch,tf shuffle=global,buffer && tfpathloader compare multirun/...
     torchrun --nproc_per_node=2 train.py trainer.distributed=true
     python train.py hydra.run.dir=outputs/run1 trainer.resume=auto    # resume a killed run
 
-Writes ``metrics.json`` (test accuracy overall and per class, images/s, steps, samples, the
-shuffle-quality audit of the ids trained on, resume accounting), ``training.png`` and
-``audit.png`` into the Hydra run folder. Only this file and ``tfpathloader/hydra_config.py``
-know Hydra; everything else takes plain arguments.
+A run is five steps: :func:`set_up` (config, data, loader, model), :func:`fit`,
+:func:`evaluate_and_audit`, and :func:`report` (``metrics.json``, ``training.png``,
+``audit.png`` in the run folder). A user's mistake (no index, a bad value) is a
+:class:`~train_app.errors.RunConfigError`, printed one line per problem (exit status 2). Only
+this file and ``train_app/config.py`` know Hydra; everything else takes plain arguments.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import math
 import os
+import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import hydra
@@ -27,468 +29,378 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from tfpathloader import PathIndex
-from tfpathloader.load.loader import make_loader
-from tfpathloader.tools.audit import audit_figure, audit_ids
-from tfpathloader.tools.demo import demo_exists, make_demo
-from train_app.config import register_configs
+from tfpathloader.tools.audit import audit_figure
+from tfpathloader.tools.demo import make_demo
+from train_app.checkpoints import (
+    checkpoint_payload,
+    find_checkpoint,
+    load_checkpoint,
+    restore,
+    save_checkpoint,
+)
+from train_app.config import register_configs, validate
+from train_app.data import DEFAULT_ROOT, RunData, obtain_index, prepare_data, write_split
+from train_app.dist import Dist, pick_device
+from train_app.errors import RunConfigError
+from train_app.evaluation import audit_epochs, evaluate
+from train_app.figures import training_figure
 from train_app.models import to_input
 
 log = logging.getLogger("train")
 register_configs()
 
 
+@dataclass
+class Run:
+    """Everything a run holds between its steps."""
+
+    cfg: DictConfig
+    dist: Dist
+    folder: str
+    device: torch.device
+    data: RunData
+    loader: Any
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    total_steps: int
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    accs: list[float] = field(default_factory=list)
+    epoch_starts: list[int] = field(default_factory=list)
+    trained: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    resume: dict[str, Any] = field(default_factory=lambda: {"resumed": False})
+    samples: int = 0
+    train_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
 # --------------------------------------------------------------------------- set-up
 
 
-class Dist:
-    """Rank, world size and collectives; a no-op stand-in when not distributed."""
+def set_up(cfg: DictConfig, dist: Dist, out_dir: str | None = None) -> Run:
+    """Check the config and the data, then build loader, model, optimizer and schedule.
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.rank, self.world_size, self.local_rank = 0, 1, 0
-        if not enabled:
-            return
-        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-            raise ValueError(
-                "trainer.distributed=true needs the RANK and WORLD_SIZE that torchrun sets: "
-                "torchrun --nproc_per_node=2 train.py trainer.distributed=true"
-            )
-        import torch.distributed as dist
+    Raises:
+        RunConfigError: for every problem found before the first step.
+    """
+    folder = dist.broadcast(_run_dir(out_dir) if dist.rank == 0 else None)
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.trainer.device, dist)
+    data = load_data(cfg, dist)
+    size = tuple(cfg.data.size) if cfg.data.size is not None else None
+    try:
+        loader = instantiate(
+            cfg.loader,
+            index=data.train,
+            shuffle=cfg.shuffle.name,
+            permutation=cfg.shuffle.permutation,
+            buffer_size=cfg.shuffle.buffer_size,
+            drop_last=cfg.shuffle.drop_last,
+            seed=cfg.seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            channels=cfg.data.channels,
+            size=size,
+            _convert_="all",
+        )
+    except InstantiationException as e:  # make_loader's ValueError, naming the valid values
+        raise RunConfigError(f"loader/shuffle: {e.__cause__ or e}") from e
+    model = instantiate(
+        cfg.model, channels=loader.config.channels, num_classes=data.train.num_classes
+    )
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    total = len(loader) * cfg.trainer.epochs
+    if cfg.trainer.max_steps is not None:
+        total = min(total, cfg.trainer.max_steps)
+    schedule = instantiate(cfg.schedule)(optimizer, total_steps=max(1, total))
+    net: torch.nn.Module = model
+    if dist.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None
+        )
+    run = Run(cfg, dist, folder, device, data, loader, model, net, optimizer, schedule, total)
+    if cfg.trainer.resume:
+        _resume(run)
+    return run
 
-        self.dist = dist
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
 
-    def barrier(self) -> None:
-        if self.enabled:
-            self.dist.barrier()
-
-    def gather(self, obj: Any) -> list[Any]:
-        if not self.enabled:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        self.dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, obj: Any) -> Any:
-        if not self.enabled:
-            return obj
-        box = [obj]
-        self.dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def close(self) -> None:
-        if self.enabled:
-            self.dist.destroy_process_group()
-
-
-def ensure_data(cfg: DictConfig, dist: Dist) -> str:
-    """The data folder, with the demo data made there (by rank 0) if it is missing."""
+def load_data(cfg: DictConfig, dist: Dist) -> RunData:
+    """The index (rank 0 makes the demo where allowed), checked, with its evaluation part."""
     root = to_absolute_path(cfg.data.root)
-    index = os.path.join(root, cfg.data.index)
-    if not os.path.exists(index) and not glob.glob(index.replace(".tfrecord", "-*")):
-        if not cfg.data.make_demo_if_missing:
-            raise FileNotFoundError(f"no path index at {index} (data.make_demo_if_missing=false)")
-        if dist.rank == 0 and not demo_exists(root):
-            log.info("making the demo data in %s (once)", root)
-            make_demo(
-                root, per_label=cfg.data.per_label, seed=cfg.seed, progress=cfg.trainer.progress
-            )
-        dist.barrier()
-    return root
+    path = obtain_index(
+        root,
+        cfg.data.index,
+        default_root=os.path.normpath(cfg.data.root) == DEFAULT_ROOT,
+        make_demo=cfg.data.make_demo_if_missing,
+        demo=lambda: make_demo(
+            root, per_label=cfg.data.per_label, seed=cfg.seed, progress=cfg.trainer.progress
+        ),
+        dist=dist,
+    )
+    test_index = cfg.data.test_index
+    if test_index not in (None, "auto"):
+        test_index = to_absolute_path(os.path.join(root, test_index))
+    data = prepare_data(
+        path=path,
+        root=root,
+        test_index=test_index,
+        holdout=cfg.data.holdout,
+        seed=cfg.seed,
+        size=tuple(cfg.data.size) if cfg.data.size is not None else None,
+        batch_size=cfg.loader.batch_size,
+        drop_last=cfg.shuffle.drop_last,
+        world_size=dist.world_size,
+    )
+    ev = data.summary["evaluation"]
+    if ev["kind"] == "held out":
+        log.info(
+            "no test index: holding out %d of %d records (%.0f%% of every label, seed %d) "
+            "for evaluation, never trained on",
+            ev["records"],
+            data.summary["records"],
+            100 * ev["fraction"],
+            ev["seed"],
+        )
+    return data
 
 
-def run_dir(out_dir: str | None) -> str:
+def _resume(run: Run) -> None:
+    cfg, dist = run.cfg, run.dist
+    where = cfg.trainer.resume
+    if where not in ("auto", "true", "True"):
+        where = to_absolute_path(where)
+    path = find_checkpoint(where, run.folder, dist)
+    if path is None:
+        log.warning("trainer.resume=%s: no checkpoint in %s; starting fresh", where, run.folder)
+        return
+    restore(run, load_checkpoint(path, run.device), path)
+    log.info(
+        "resumed from %s (step %d, epoch %d, %d batches into it)",
+        path,
+        run.step,
+        run.loader.epoch,
+        run.loader.batches_consumed,
+    )
+
+
+def _run_dir(out_dir: str | None) -> str:
     if out_dir is None:
         out_dir = HydraConfig.get().runtime.output_dir
     os.makedirs(out_dir, exist_ok=True)
     return out_dir
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- fit
 
 
-def _checkpoint_path(folder: str, step: int, rank: int) -> str:
-    return os.path.join(folder, "checkpoints", f"step-{step:08d}-rank{rank}.pt")
-
-
-def save_checkpoint(folder: str, dist: Dist, payload: dict[str, Any]) -> None:
-    """Every rank saves its own file; older steps go once all ranks hold the new one."""
-    step = payload["step"]
-    path = _checkpoint_path(folder, step, dist.rank)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    dist.barrier()
-    for old in glob.glob(os.path.join(folder, "checkpoints", f"step-*-rank{dist.rank}.pt")):
-        if old != path:
-            os.unlink(old)
-
-
-def find_checkpoint(resume: str, folder: str, dist: Dist) -> str | None:
-    """The newest step every rank has a checkpoint for (``resume``: "auto", a folder or file)."""
-    if resume not in ("auto", "true", "True"):
-        resume = to_absolute_path(resume)
-        if os.path.isfile(resume):
-            return resume
-        folder = resume
-    steps: dict[int, set[int]] = {}
-    for f in glob.glob(os.path.join(folder, "checkpoints", "step-*-rank*.pt")):
-        name = os.path.basename(f)[len("step-") : -len(".pt")]
-        step, rank = name.split("-rank")
-        steps.setdefault(int(step), set()).add(int(rank))
-    complete = [s for s, ranks in steps.items() if ranks == set(range(dist.world_size))]
-    if not complete:
-        return None
-    return _checkpoint_path(folder, max(complete), dist.rank)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    index: PathIndex,
-    device: torch.device,
-    batch_size: int,
-    channels: int,
-    size: Any,
-) -> dict[str, Any]:
-    """Accuracy overall and per class on a held-out index."""
-    model.eval()
-    loader = make_loader(
-        backend="torch",
-        index=index,
-        batch_size=batch_size,
-        shuffle="none",
-        channels=channels,
-        size=size,
-    )
-    n_classes = index.num_classes
-    correct = np.zeros(n_classes, dtype=np.int64)
-    total = np.zeros(n_classes, dtype=np.int64)
-    for batch in loader:
-        logits = model(to_input(batch["image"].to(device)))
-        pred = logits.argmax(1).cpu().numpy()
-        y = batch["label"].numpy()
-        np.add.at(total, y, 1)
-        np.add.at(correct, y, pred == y)
-    model.train()
-    per_class = {
-        index.label_name(k): (float(correct[k] / total[k]) if total[k] else None)
-        for k in range(n_classes)
-    }
-    return {
-        "test_accuracy": float(correct.sum() / max(1, total.sum())),
-        "per_class_accuracy": per_class,
-        "test_samples": int(total.sum()),
-    }
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def training_figure(path: str, losses: list[float], accs: list[float], title: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    def ema(values: list[float], k: float = 0.05) -> list[float]:
-        out, m = [], None
-        for v in values:
-            m = v if m is None else (1 - k) * m + k * v
-            out.append(m)
-        return out
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-    steps = np.arange(1, len(losses) + 1)
-    for ax, values, name in ((axes[0], losses, "training loss"), (axes[1], accs, "batch accuracy")):
-        ax.plot(steps, values, alpha=0.25, linewidth=0.8)
-        ax.plot(steps, ema(values), linewidth=1.6)
-        ax.set_xlabel("step")
-        ax.set_ylabel(name)
-    axes[1].set_ylim(0, 1.02)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# --------------------------------------------------------------------------- training
-
-
-def global_order(per_rank: list[list[np.ndarray]]) -> np.ndarray:
-    """Interleave the ranks' batches step by step: the epoch's sequence of global batches."""
-    steps = max((len(b) for b in per_rank), default=0)
-    parts = [
-        per_rank[r][s] for s in range(steps) for r in range(len(per_rank)) if s < len(per_rank[r])
-    ]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
-    """Train, evaluate, audit; return (and write) the metrics. Testable without @hydra.main."""
-    dist = Dist(cfg.trainer.distributed)
-    try:
-        return _train(cfg, dist, out_dir)
-    finally:
-        dist.close()
-
-
-def _train(cfg: DictConfig, dist: Dist, out_dir: str | None) -> dict[str, Any]:
-    t_start = time.perf_counter()
-    folder = dist.broadcast(run_dir(out_dir) if dist.rank == 0 else None)
-    os.makedirs(folder, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    if cfg.trainer.device == "auto":
-        device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.trainer.device)
-    root = ensure_data(cfg, dist)
-    index = PathIndex.read(os.path.join(root, cfg.data.index))
-    size = tuple(cfg.data.size) if cfg.data.size is not None else None
-    loader = instantiate(
-        cfg.loader,
-        index=index,
-        shuffle=cfg.shuffle.name,
-        permutation=cfg.shuffle.permutation,
-        buffer_size=cfg.shuffle.buffer_size,
-        drop_last=cfg.shuffle.drop_last,
-        seed=cfg.seed,
-        rank=dist.rank,
-        world_size=dist.world_size,
-        channels=cfg.data.channels,
-        size=size,
-        _convert_="all",
-    )
-    channels = loader.config.channels
-    model = instantiate(cfg.model, channels=channels, num_classes=index.num_classes).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-    )
-    net: torch.nn.Module = model
-    if dist.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if device.type == "cuda" else None
-        )
-
-    # -- resume --------------------------------------------------------------------------
-    step, start_epoch = 0, 0
-    losses: list[float] = []
-    accs: list[float] = []
-    trained: dict[int, list[np.ndarray]] = {}
-    resume_info: dict[str, Any] = {"resumed": False}
-    ckpt_path = find_checkpoint(cfg.trainer.resume, folder, dist) if cfg.trainer.resume else None
-    if cfg.trainer.resume and ckpt_path is None:
-        log.warning(
-            "trainer.resume=%s: no checkpoint found in %s; starting fresh",
-            cfg.trainer.resume,
-            folder,
-        )
-    if ckpt_path is not None:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        loader.load_state_dict(ckpt["loader"])
-        step, start_epoch = ckpt["step"], ckpt["loader"]["epoch"]
-        losses, accs = ckpt["losses"], ckpt["accs"]
-        trained = {int(e): [np.asarray(b) for b in bs] for e, bs in ckpt["trained"].items()}
-        resume_info = {
-            "resumed": True,
-            "from_step": step,
-            "checkpoint": ckpt_path,
-            "runs": ckpt.get("runs", 1) + 1,
-        }
-        log.info(
-            "resumed from %s (step %d, epoch %d, %d batches into it)",
-            ckpt_path,
-            step,
-            start_epoch,
-            loader.batches_consumed,
-        )
-
-    # -- the loop ------------------------------------------------------------------------
-    max_steps = cfg.trainer.max_steps
-    total_steps = len(loader) * cfg.trainer.epochs
-    if max_steps is not None:
-        total_steps = min(total_steps, max_steps)
-    show = cfg.trainer.progress and dist.rank == 0
+def fit(run: Run) -> None:
+    """The training loop: epochs of the loader's batches, checkpoints, early stop."""
+    cfg, loader = run.cfg, run.loader
+    show = cfg.trainer.progress and run.dist.rank == 0
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=total_steps,
-        initial=step,
+        total=run.total_steps,
+        initial=run.step,
         disable=not show,
         dynamic_ncols=True,
         desc=f"{cfg.loader.backend}/{cfg.shuffle.name}",
     )
-    t_train = time.perf_counter()
-    samples_here = 0
-    done = False
+    start_epoch = loader.epoch if run.resume["resumed"] else 0
+    t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.trainer.epochs):
-        if not (ckpt_path is not None and epoch == start_epoch):
+        if not (run.resume["resumed"] and epoch == start_epoch):
             loader.set_epoch(epoch)
-        batches = trained.setdefault(epoch, [])
+            if epoch > 0:
+                run.epoch_starts.append(run.step + 1)
+        batches = run.trained.setdefault(epoch, [])
         for batch in loader:
-            x = to_input(batch["image"].to(device, non_blocking=True))
-            y = batch["label"].to(device, non_blocking=True)
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _step(run, batch)
             batches.append(batch["index"].cpu().numpy().copy())
-            samples_here += len(y)
-            step += 1
-            losses.append(loss.item())
-            accs.append(float((logits.argmax(1) == y).float().mean()))
             if show:
-                rate = samples_here * dist.world_size / max(1e-9, time.perf_counter() - t_train)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{rate:,.0f}", refresh=False)
+                rate = run.samples * run.dist.world_size / max(1e-9, time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{run.losses[-1]:.3f}", img_s=f"{rate:,.0f}", refresh=False)
                 bar.update(1)
-            if cfg.trainer.checkpoint_every and step % cfg.trainer.checkpoint_every == 0:
-                save_checkpoint(
-                    folder,
-                    dist,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "loader": loader.state_dict(),
-                        "step": step,
-                        "losses": losses,
-                        "accs": accs,
-                        "trained": trained,
-                        "runs": resume_info.get("runs", 1),
-                    },
-                )
-            if max_steps is not None and step >= max_steps:
-                done = True
+            if cfg.trainer.checkpoint_every and run.step % cfg.trainer.checkpoint_every == 0:
+                _checkpoint(run)
+            if run.step >= run.total_steps:
                 break
-        if done:
+        if run.step >= run.total_steps:
             break
-    train_s = time.perf_counter() - t_train
+    run.train_seconds = time.perf_counter() - t0
     bar.close()
     if hasattr(loader, "close"):
         loader.close()
 
-    # -- gather, evaluate, audit ---------------------------------------------------------
-    all_trained = dist.gather({e: bs for e, bs in trained.items()})
-    rates = dist.gather(samples_here / max(1e-9, train_s))
-    metrics: dict[str, Any] = {}
-    if dist.rank == 0:
-        test = PathIndex.read(os.path.join(root, cfg.data.test_index))
-        metrics.update(evaluate(model, test, device, cfg.trainer.eval_batch_size, channels, size))
-        epochs = sorted({e for r in all_trained for e in r})
-        audits = []
-        sequences = {}
-        exactly_once = True
-        for e in epochs:
-            ids = global_order([r.get(e, []) for r in all_trained])
-            layout = loader.sampler.layout
-            complete = len(ids) == layout.total
-            pad = _padding(loader, dist.world_size, len(ids))
-            a = audit_ids(ids, index.labels, padding=pad, label_names=index.classes)
-            a["epoch"] = e
-            a["complete_epoch"] = complete
-            if complete and not cfg.shuffle.drop_last:
-                # Every record of the index, once (tail padding counted apart by the audit).
-                a["samples_lost"] = int(len(index) - a["unique"])
-                a["samples_repeated"] = a["duplicates"]
-                exactly_once = exactly_once and a["samples_lost"] == 0 and a["duplicates"] == 0
-            elif complete:
-                a["samples_repeated"] = a["duplicates"]
-                exactly_once = exactly_once and a["duplicates"] == 0
-            audits.append(a)
-            sequences[f"epoch {e}"] = ids
-        metrics["audit"] = audits[0] if audits else {}
-        metrics["audit_epochs"] = audits
-        metrics["exactly_once"] = exactly_once
-        resume_info["samples_lost"] = sum(a.get("samples_lost", 0) for a in audits)
-        resume_info["samples_repeated"] = sum(a.get("samples_repeated", 0) for a in audits)
-        metrics.update(
-            {
-                "images_per_s": float(sum(rates)),
-                "steps": step,
-                "samples": int(sum(len(b) for r in all_trained for bs in r.values() for b in bs)),
-                "epochs_trained": len(epochs),
-                "train_loss_last100": float(np.mean(losses[-100:])) if losses else None,
-                "train_seconds": train_s,
-                "wall_seconds": time.perf_counter() - t_start,
-                "loader": cfg.loader.backend,
-                "shuffle": cfg.shuffle.name,
-                "permutation": cfg.shuffle.permutation,
-                "buffer_size": cfg.shuffle.buffer_size,
-                "batch_size": cfg.loader.batch_size,
-                "num_workers": cfg.loader.num_workers,
-                "world_size": dist.world_size,
-                "seed": cfg.seed,
-                "device": str(device),
-                "resume": resume_info,
-                "config": OmegaConf.to_container(cfg, resolve=True),
-            }
-        )
-        title = (
-            f"{cfg.loader.backend} loader, {cfg.shuffle.name} shuffle: test accuracy "
-            f"{metrics['test_accuracy']:.3f}"
-        )
-        metrics["figures"] = {
-            "training": training_figure(os.path.join(folder, "training.png"), losses, accs, title),
-            "audit": audit_figure(
-                sequences,
-                index.labels,
-                os.path.join(folder, "audit.png"),
-                results={f"epoch {a['epoch']}": a for a in audits},
-                title=title,
-            ),
+
+def _step(run: Run, batch: dict[str, torch.Tensor]) -> None:
+    x = to_input(batch["image"].to(run.device, non_blocking=True))
+    y = batch["label"].to(run.device, non_blocking=True)
+    logits = run.net(x)
+    loss = F.cross_entropy(logits, y)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.schedule.step()
+    run.samples += len(y)
+    run.step += 1
+    run.losses.append(loss.item())
+    run.accs.append(float((logits.argmax(1) == y).float().mean()))
+
+
+def _checkpoint(run: Run) -> None:
+    save_checkpoint(run.folder, run.dist, checkpoint_payload(run))
+
+
+# --------------------------------------------------------------------------- evaluate, audit
+
+
+def evaluate_and_audit(run: Run) -> dict[str, Any]:
+    """Accuracy on the evaluation index and the audit of every epoch trained (on rank 0)."""
+    all_trained = run.dist.gather(run.trained)
+    rates = run.dist.gather(run.samples / max(1e-9, run.train_seconds))
+    if run.dist.rank != 0:
+        return {}
+    cfg = run.cfg
+    size = tuple(cfg.data.size) if cfg.data.size is not None else None
+    metrics = evaluate(
+        run.model,
+        run.data.test,
+        device=run.device,
+        batch_size=cfg.trainer.eval_batch_size,
+        channels=run.loader.config.channels,
+        size=size,
+    )
+    audits, sequences, exactly_once = audit_epochs(
+        all_trained, run.data.train, run.loader.sampler.layout, drop_last=cfg.shuffle.drop_last
+    )
+    run.resume["samples_lost"] = sum(a.get("samples_lost", 0) for a in audits)
+    run.resume["samples_repeated"] = sum(a.get("samples_repeated", 0) for a in audits)
+    metrics.update(
+        {
+            "audit": audits[0] if audits else {},
+            "audit_epochs": audits,
+            "exactly_once": exactly_once,
+            "images_per_s": float(sum(rates)),
+            "steps": run.step,
+            "samples": int(sum(len(b) for r in all_trained for bs in r.values() for b in bs)),
+            "epochs_trained": len(audits),
+            "_sequences": sequences,
         }
-        with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
-        log.info(
-            "test accuracy %.4f, %.0f images/s, %d steps, audit spearman z %s -> %s",
-            metrics["test_accuracy"],
-            metrics["images_per_s"],
-            step,
-            _fmt(metrics["audit"].get("spearman_z")),
-            os.path.join(folder, "metrics.json"),
-        )
-    dist.barrier()
+    )
     return metrics
 
 
-def _padding(loader: Any, world_size: int, n: int) -> np.ndarray | None:
-    """Which delivered positions (global order) repeat a record as tail padding."""
-    layout = loader.sampler.layout
-    if layout.padding == 0:
-        return None
-    per_rank = [layout.positions(r) for r in range(world_size)]
-    steps = layout.steps
-    parts = []
-    for s in range(steps):
-        for r in range(world_size):
-            lo = s * layout.batch_size
-            parts.append(per_rank[r][lo : lo + layout.batch_size_at(s)])
-    mask = layout.is_padding(np.concatenate(parts))
-    return mask[:n] if len(mask) >= n else None
+# --------------------------------------------------------------------------- report
 
 
-def _fmt(v: Any) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.2f}"
+def report(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Write ``metrics.json``, ``split.json`` (held-out ids), ``training.png`` and ``audit.png``."""
+    if run.dist.rank != 0:
+        return metrics
+    cfg, folder = run.cfg, run.folder
+    sequences = metrics.pop("_sequences")
+    metrics.update(
+        {
+            "data": run.data.summary,
+            "train_loss_last100": float(np.mean(run.losses[-100:])) if run.losses else None,
+            "train_seconds": run.train_seconds,
+            "wall_seconds": time.perf_counter() - run.started,
+            "loader": cfg.loader.backend,
+            "shuffle": cfg.shuffle.name,
+            "permutation": cfg.shuffle.permutation,
+            "buffer_size": cfg.shuffle.buffer_size,
+            "batch_size": cfg.loader.batch_size,
+            "num_workers": cfg.loader.num_workers,
+            "epochs": cfg.trainer.epochs,
+            "max_steps": cfg.trainer.max_steps,
+            "world_size": run.dist.world_size,
+            "seed": cfg.seed,
+            "device": str(run.device),
+            "resume": run.resume,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+    )
+    split = write_split(folder, run.data)
+    if split is not None:
+        metrics["data"]["split_file"] = split
+    title = (
+        f"{cfg.loader.backend} loader, {cfg.shuffle.name} shuffle: test accuracy "
+        f"{metrics['test_accuracy']:.3f}"
+    )
+    metrics["figures"] = {
+        "training": training_figure(
+            os.path.join(folder, "training.png"),
+            run.losses,
+            run.accs,
+            title,
+            epoch_starts=run.epoch_starts,
+        ),
+        "audit": audit_figure(
+            sequences,
+            run.data.train.labels,
+            os.path.join(folder, "audit.png"),
+            results={f"epoch {a['epoch']}": a for a in metrics["audit_epochs"]},
+            title=title,
+            label_names=run.data.train.classes,
+        ),
+    }
+    path = os.path.join(folder, "metrics.json")
+    with open(path, "w") as f:
+        json.dump(metrics, f, indent=2)
+    log.info(
+        "test accuracy %.4f on %d %s records, %.0f images/s, %d steps, audit spearman z %+.2f",
+        metrics["test_accuracy"],
+        metrics["test_samples"],
+        run.data.summary["evaluation"]["kind"],
+        metrics["images_per_s"],
+        run.step,
+        metrics["audit"].get("spearman_z", float("nan")),
+    )
+    log.info("wrote %s, training.png and audit.png in %s", os.path.basename(path), folder)
+    return metrics
+
+
+# --------------------------------------------------------------------------- the story
+
+
+def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
+    """Set up, fit, evaluate and audit, report; return the metrics (empty on ranks > 0).
+
+    Raises:
+        RunConfigError: for a bad value or missing data, before the first step.
+    """
+    problems = validate(cfg)
+    if problems:
+        raise RunConfigError(problems)
+    dist = Dist(cfg.trainer.distributed)
+    try:
+        run = set_up(cfg, dist, out_dir)
+        fit(run)
+        metrics = report(run, evaluate_and_audit(run))
+        dist.barrier()
+        return metrics
+    finally:
+        dist.close()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Entry point; returns the test accuracy (for Hydra sweepers that optimize it)."""
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except RunConfigError as e:
+        for problem in e.problems:
+            print(f"train.py: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     return float(metrics.get("test_accuracy", float("nan")))
 
 

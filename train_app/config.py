@@ -1,7 +1,15 @@
-"""The config schema of ``train.py``: structured configs that validate ``conf/`` (needs Hydra).
+"""The config schema of ``train.py``: structured configs that type and validate ``conf/``.
 
 Only ``train.py`` and this module know Hydra; ``_target_`` entries point at plain typed
-factories (:func:`tfpathloader.make_loader`, :func:`train_app.models.small_cnn`).
+factories (:func:`tfpathloader.make_loader`, :func:`train_app.models.small_cnn`,
+``torch.optim.Adam``, :func:`train_app.optim.warmup_cosine`).
+
+NOTE [schema, not an option]: the schema is stored once, as the root config ``train_schema``
+that ``conf/config.yaml`` lists first. Its typed fields (``loader: LoaderConf`` ...) check every
+group's YAML as it is merged (unknown keys, wrong types). Nothing is stored inside a config
+group, so ``loader=`` offers only the YAML files in ``conf/loader/`` and an unknown choice lists
+only those. Value ranges (``trainer.epochs >= 1`` ...) are checked by :func:`validate`, which
+``train.py`` runs before anything else.
 """
 
 from __future__ import annotations
@@ -11,9 +19,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Dict, Optional  # noqa: UP035
 
-__all__ = ["Config", "launch_time", "register_configs"]
+__all__ = ["Config", "launch_time", "register_configs", "validate"]
 
 # NOTE: Optional[...] rather than `X | None`: OmegaConf reads these annotations at runtime.
 
@@ -43,12 +51,13 @@ class ShuffleConf:
 
 @dataclass
 class DataConf:
-    """Where the images are; the demo data is made there if missing."""
+    """Where the images are, and what the run evaluates on (see ``conf/data/default.yaml``)."""
 
     root: str = "data"
     index: str = "index.tfrecord"
-    test_index: str = "test.tfrecord"
-    make_demo_if_missing: bool = True
+    test_index: Optional[str] = "auto"  # noqa: UP045
+    holdout: float = 0.1
+    make_demo_if_missing: Optional[bool] = None  # noqa: UP045
     per_label: int = 7000
     channels: Optional[int] = None  # noqa: UP045
     size: Optional[list[int]] = None  # noqa: UP045
@@ -56,12 +65,16 @@ class DataConf:
 
 @dataclass
 class ModelConf:
+    """The model factory and its arguments."""
+
     _target_: str = "train_app.models.small_cnn"
     width: int = 32
 
 
 @dataclass
 class TrainerConf:
+    """The loop: epochs, early stop, device, checkpoints."""
+
     epochs: int = 1
     max_steps: Optional[int] = None  # noqa: UP045
     lr: float = 2e-3
@@ -76,12 +89,61 @@ class TrainerConf:
 
 @dataclass
 class Config:
+    """The whole run. ``optimizer`` and ``schedule`` are free-form ``_target_`` nodes."""
+
     seed: int = 0
     loader: LoaderConf = field(default_factory=LoaderConf)
     shuffle: ShuffleConf = field(default_factory=ShuffleConf)
     data: DataConf = field(default_factory=DataConf)
     model: ModelConf = field(default_factory=ModelConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)
+    optimizer: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    schedule: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+
+
+_CHECKS: tuple[tuple[str, Any, str], ...] = (
+    ("trainer.epochs", lambda v: v >= 1, "must be >= 1 (one pass over the data at least)"),
+    (
+        "trainer.max_steps",
+        lambda v: v is None or v >= 1,
+        "must be >= 1, or null for full epochs",
+    ),
+    ("trainer.lr", lambda v: v > 0, "must be > 0"),
+    ("trainer.weight_decay", lambda v: v >= 0, "must be >= 0"),
+    ("trainer.checkpoint_every", lambda v: v >= 0, "must be >= 0 (0: no checkpoints)"),
+    ("trainer.eval_batch_size", lambda v: v >= 1, "must be >= 1"),
+    ("loader.batch_size", lambda v: v >= 1, "must be >= 1"),
+    ("loader.num_workers", lambda v: v >= 0, "must be >= 0"),
+    ("data.holdout", lambda v: 0 < v < 1, "must lie in (0, 1): the share of each label held out"),
+    ("data.per_label", lambda v: v >= 1, "must be >= 1"),
+    (
+        "data.size",
+        lambda v: v is None or (len(v) == 2 and min(v) >= 1),
+        "must be [HEIGHT, WIDTH] (both >= 1) or null",
+    ),
+    ("optimizer._target_", lambda v: bool(v), "must name an optimizer class (conf/optimizer/)"),
+    ("schedule._target_", lambda v: bool(v), "must name a schedule factory (conf/schedule/)"),
+)
+
+
+def validate(cfg: Any) -> list[str]:
+    """Value ranges the types cannot say: one line per problem, naming the key and its value.
+
+    Args:
+        cfg: The composed config (a ``DictConfig`` or anything with the same attribute paths).
+    """
+    problems = []
+    for key, ok, rule in _CHECKS:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if hasattr(node, "get") else getattr(node, part, None)
+        try:
+            good = bool(ok(node))
+        except TypeError:
+            good = False
+        if not good:
+            problems.append(f"{key}={node}: {rule}")
+    return problems
 
 
 def launch_time(pattern: str) -> str:
@@ -116,20 +178,12 @@ def _process_start(pid: int) -> float | None:
 
 
 def register_configs() -> None:
-    """Store the schemas as ``base_config`` and ``<group>/base_<group>``; add ``launch_time``."""
+    """Store the schema as the root config ``train_schema``; add the ``launch_time`` resolver.
+
+    See NOTE [schema, not an option].
+    """
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("launch_time", launch_time, replace=True)
-
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    groups: dict[str, Any] = {
-        "loader": LoaderConf,
-        "shuffle": ShuffleConf,
-        "data": DataConf,
-        "model": ModelConf,
-        "trainer": TrainerConf,
-    }
-    for group, node in groups.items():
-        cs.store(group=group, name=f"base_{group}", node=node)
+    ConfigStore.instance().store(name="train_schema", node=Config)

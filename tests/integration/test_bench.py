@@ -39,6 +39,9 @@ def test_bench_rows_and_ratios(tmp_path, capsys):
     assert rows["raw"]["ratio_to_raw"] == 1.0
     for r in rows.values():
         assert r["images_per_s"] > 0 and len(r["runs"]) == 1
+        # The two columns come from the same numbers (NOTE [bench columns]).
+        expected = r["images_per_s"] / rows["raw"]["images_per_s"]
+        assert r["ratio_to_raw"] == pytest.approx(expected, abs=2e-3)
 
 
 def test_bench_rejects_unknown_rows(image_dir):

@@ -22,6 +22,7 @@ import train
 from tfpathloader.tools.audit import AUDIT_KEYS
 from tfpathloader.tools.cli import main as cli_main
 from tfpathloader.tools.demo import make_demo
+from train_app.errors import RunConfigError
 
 CONF = os.path.join(ROOT, "conf")
 METRICS_KEYS = {"test_accuracy", "per_class_accuracy", "images_per_s", "steps", "samples", "audit"}
@@ -91,11 +92,16 @@ def test_same_config_same_training_in_both_backends(small_data, tmp_path):
     )
 
 
-def test_makes_the_demo_data_when_missing(tmp_path):
+def test_makes_the_demo_data_only_where_asked(tmp_path):
     root = tmp_path / "fresh"
+    plain = compose_cfg([f"data.root={root}", "trainer.progress=false"])
+    with pytest.raises(RunConfigError, match=r"data\.make_demo_if_missing=true"):
+        train.train(plain, out_dir=str(tmp_path / "refused"))
+    assert not root.exists()
     cfg = compose_cfg(
         [
             f"data.root={root}",
+            "data.make_demo_if_missing=true",
             "data.per_label=5",
             "trainer.max_steps=1",
             "trainer.progress=false",
@@ -105,6 +111,59 @@ def test_makes_the_demo_data_when_missing(tmp_path):
     metrics = train.train(cfg, out_dir=str(tmp_path / "run"))
     assert (root / "index.tfrecord").exists() and (root / "demo.json").exists()
     assert metrics["steps"] == 1
+
+
+def test_trains_on_its_own_index_with_a_held_out_part(tmp_path):
+    from conftest import make_images
+
+    from tfpathloader import build_index
+
+    make_images(tmp_path / "imgs", 40, classes=4, size=(12, 12))
+    build_index(str(tmp_path / "imgs"), None, progress=False)
+    cfg = compose_cfg(
+        [
+            f"data.root={tmp_path / 'imgs'}",
+            "data.holdout=0.3",
+            "trainer.max_steps=2",
+            "trainer.progress=false",
+            "loader.batch_size=8",
+            "loader.num_workers=0",
+        ]
+    )
+    metrics = train.train(cfg, out_dir=str(tmp_path / "run"))
+    evaluation = metrics["data"]["evaluation"]
+    assert evaluation["kind"] == "held out" and evaluation["records"] == 12
+    assert metrics["test_samples"] == 12 and metrics["data"]["train_records"] == 28
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert len(split["held_out_ids"]) == 12
+
+
+def test_a_user_error_is_one_line_per_problem(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = compose_cfg([f"data.root={tmp_path / 'empty'}", "trainer.epochs=0"])
+    with pytest.raises(RunConfigError) as e:
+        train.train(cfg, out_dir=str(tmp_path / "run"))
+    assert e.value.problems == ["trainer.epochs=0: must be >= 1 (one pass over the data at least)"]
+    cfg = compose_cfg([f"data.root={tmp_path / 'empty'}"])
+    with pytest.raises(RunConfigError, match="holds no path index") as e:
+        train.train(cfg, out_dir=str(tmp_path / "run"))
+    assert len(e.value.problems) == 1 and os.listdir(tmp_path / "empty") == []
+
+
+@pytest.mark.slow
+def test_user_errors_exit_2_without_a_traceback(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args in ([f"data.root={tmp_path / 'empty'}"], ["trainer.max_steps=0"]):
+        result = subprocess.run(
+            [sys.executable, "train.py", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+            cwd=ROOT,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "train.py: error: " in result.stderr
 
 
 def test_config_is_validated():
@@ -275,5 +334,5 @@ def test_sweep_and_compare(small_data, tmp_path, capsys):
         "tf / buffer (20)",
     }
     assert (sweep / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    summary = json.loads((sweep / "comparison.json").read_text())
+    summary = json.loads((sweep / "comparison.json").read_text())["runs"]
     assert len(summary) == 4 and all(np.isfinite(r["test_accuracy"]) for r in summary)

@@ -53,6 +53,28 @@ def _sibling_shards(path: str) -> list[str]:
     return sorted(set(found))
 
 
+def _folder_hint(folder: str) -> str:
+    """The error for a folder given where an index is expected: name the index inside it."""
+    inside = sorted(
+        f
+        for f in os.listdir(folder)
+        if f.endswith((".tfrecord", ".tfrecord.gz")) and os.path.isfile(os.path.join(folder, f))
+    )
+    found: set[str] = set()
+    for f in inside:
+        m = _SHARD_RE.match(f)
+        found.add(os.path.join(folder, m["stem"] + ".tfrecord" if m else f))
+    # "index.tfrecord" (what `index build` writes) first; the demo's images.tfrecord is not one.
+    names = sorted(found, key=lambda n: (os.path.basename(n) != "index.tfrecord", n))
+    if names:
+        shown = " or ".join(repr(n) for n in names[:3])
+        return f"{folder!r} is a folder, not a path index; did you mean {shown}?"
+    return (
+        f"{folder!r} is a folder with no path index in it; build one from its class "
+        f"sub-folders with: tfpathloader index build {folder}"
+    )
+
+
 def resolve_index_files(
     source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 ) -> list[str]:
@@ -72,6 +94,8 @@ def resolve_index_files(
             files = sorted(f for f in _glob.glob(spec) if os.path.isfile(f))
             if not files:
                 raise IndexFormatError(f"no files match the glob {spec!r}")
+        elif os.path.isdir(spec):
+            raise IndexFormatError(_folder_hint(spec))
         else:
             files = [f for f in _sibling_shards(spec) if f != spec]
             if not files:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import optional_import
 from ..index import PathIndex
 from ..order.sampler import GlobalShuffleSampler
 from ..order.spec import OrderSpec, Stream
@@ -183,7 +184,7 @@ _MAKE_LOADER_NAMES: tuple[str, ...] = ()
 def make_loader(
     *,
     backend: str = "torch",
-    index: PathIndex,
+    index: PathIndex | None = None,
     batch_size: int | None = None,
     shuffle: str | None = None,
     seed: int | None = None,
@@ -257,6 +258,16 @@ def make_loader(
             f"make_loader() got an unknown argument {name!r}{hint}; valid: "
             f"{', '.join(_MAKE_LOADER_NAMES)}"
         )
+    # NOTE [required arguments]: index and batch_size are required but default to None, so
+    # that a misspelt name (batchsize=256) is reported as such above, instead of Python's
+    # "missing 1 required keyword-only argument" hiding the typo.
+    required = (("index", index), ("batch_size", batch_size if order is None else order))
+    missing = [n for n, v in required if v is None]
+    if missing:
+        raise UnknownArgumentError(
+            f"make_loader() needs {' and '.join(f'{n}=' for n in missing)} (e.g. "
+            "make_loader(index=PathIndex.read('data/index.tfrecord'), batch_size=256))"
+        )
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if not isinstance(index, PathIndex):
@@ -279,8 +290,6 @@ def make_loader(
         if not isinstance(order, OrderSpec):
             raise ValueError(f"order must be an OrderSpec, got {type(order).__name__}")
         spec = order
-    elif batch_size is None:
-        raise ValueError("make_loader() needs batch_size= (or order=OrderSpec(...))")
     else:
         spec = OrderSpec(**given)
     if allow_outside_root is None:
@@ -304,6 +313,7 @@ def make_loader(
     if cfg.channels is None:
         cfg = dataclasses.replace(cfg, channels=infer_channels(index, cfg))
     if backend == "torch":
+        optional_import("torch", "torch", 'backend="torch"')
         from .torch_backend import TorchLoader
 
         return TorchLoader(index, cfg, transform)

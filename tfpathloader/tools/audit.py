@@ -190,6 +190,7 @@ def audit_figure(
     *,
     results: Mapping[str, Mapping[str, Any]] | None = None,
     title: str | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> str:
     """The article's figures, one row per order: draw vs record id, and draw vs label.
 
@@ -199,6 +200,12 @@ def audit_figure(
         out_path: PNG file to write.
         results: Audit results per order, summarized in the panel titles.
         title: Figure title.
+        label_names: Class names by label, for the label axis.
+
+    Each panel's title names the statistic it shows: the rank correlation (spearman z) of
+    draw and record id beside the record-id panel; the label uniformity (the worst label's
+    Kolmogorov-Smirnov p, the chi-square p of the label counts, labels never drawn) beside
+    the label panel.
     """
     mpl = optional_import("matplotlib", "audit", "the audit figure")
     mpl.use("Agg", force=False)
@@ -210,12 +217,17 @@ def audit_figure(
         ids = np.asarray(ids)
         x = np.arange(1, len(ids) + 1)
         step = max(1, len(ids) // 60000)  # keep the PNG light; every trend stays visible
+        # NOTE [marker size]: a dot per draw must stay visible for a few hundred draws and
+        # not blot out a trend for 70,000: the area shrinks with the number of dots drawn.
+        dots = max(1, len(x[::step]))
+        size = float(np.clip(3000.0 / dots, 0.4, 8.0))
+        res = (results or {}).get(name, {})
         for c, (y, ylabel) in enumerate(((ids, "record id"), (labels[ids], "label"))):
             ax = axes[r][c]
             ax.scatter(
                 x[::step],
                 y[::step],
-                s=0.4 if c == 0 else 1.5,
+                s=size if c == 0 else 3 * size,
                 alpha=0.6,
                 rasterized=True,
                 linewidths=0,
@@ -224,16 +236,12 @@ def audit_figure(
             ax.set_ylabel(ylabel)
             ax.set_xlim(0, max(1, len(ids)))
             if c == 1:
-                ax.set_yticks(np.unique(labels[labels >= 0]))
-            summary = ""
-            if results and name in results:
-                res = results[name]
-                z = res.get("spearman_z")
-                missing = res.get("missing_labels") or []
-                summary = f" — spearman z {z:+.1f}" if z is not None else ""
-                if missing and c == 1:
-                    summary += f", never drawn: {', '.join(missing)}"
-            ax.set_title(f"{name}: draw vs {ylabel}{summary}", fontsize=10)
+                ticks = np.unique(labels[labels >= 0])
+                if label_names is not None and len(ticks) <= 20:
+                    ax.set_yticks(ticks, [label_names[int(k)] for k in ticks])
+                else:
+                    ax.set_yticks(ticks)
+            ax.set_title(f"{name}: draw vs {ylabel}{_panel_summary(res, c)}", fontsize=10)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -242,6 +250,25 @@ def audit_figure(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _panel_summary(res: Mapping[str, Any], column: int) -> str:
+    """The statistic a panel shows, for its title (empty without results)."""
+    if not res:
+        return ""
+    if column == 0:
+        z = res.get("spearman_z")
+        return "" if z is None else f" — spearman z {z:+.1f}"
+    parts = []
+    if res.get("ks_p") is not None:
+        worst = f" (label {res['ks_label']})" if res.get("ks_label") is not None else ""
+        parts.append(f"KS p {res['ks_p']:.2g}{worst}")
+    if res.get("chi2_p") is not None:
+        parts.append(f"chi2 p {res['chi2_p']:.2g}")
+    missing = res.get("missing_labels") or []
+    if missing:
+        parts.append(f"never drawn: {', '.join(missing)}")
+    return (" — " + ", ".join(parts)) if parts else ""
 
 
 def delivered_ids(

@@ -19,6 +19,56 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def fresh_folder(
+    folder: str, outputs: tuple[str, ...], *, force: bool, numbered_files: bool = False
+) -> Any:
+    """Where a command writes ``outputs`` without silently replacing an earlier run's.
+
+    NOTE [no silent overwrite]: when ``folder`` already holds one of ``outputs`` (and not
+    ``--force``), the command writes beside it instead and says so on stderr: into
+    ``folder-2``, ``folder-3`` ... or, with ``numbered_files`` (a sweep folder, which must stay
+    where it is), into files ``NAME-2.EXT`` ... in ``folder``.
+
+    Returns:
+        The folder; with ``numbered_files``, ``(folder, stem suffix)``.
+    """
+
+    def taken(where: str, suffix: str = "") -> bool:
+        return any(os.path.exists(os.path.join(where, _suffixed(name, suffix))) for name in outputs)
+
+    if numbered_files:
+        suffix = ""
+        k = 1
+        while not force and taken(folder, suffix):
+            k += 1
+            suffix = f"-{k}"
+        if suffix:
+            print(
+                f"{folder} already holds {outputs[0]}: writing {_suffixed(outputs[0], suffix)} "
+                "... beside it (--force replaces)",
+                file=sys.stderr,
+            )
+        os.makedirs(folder, exist_ok=True)
+        return folder, suffix
+    chosen, k = folder, 1
+    while not force and taken(chosen):
+        k += 1
+        chosen = f"{folder.rstrip(os.sep)}-{k}"
+    if chosen != folder:
+        print(
+            f"{folder} already holds an earlier {outputs[0]}: writing to {chosen} instead "
+            "(--force replaces)",
+            file=sys.stderr,
+        )
+    os.makedirs(chosen, exist_ok=True)
+    return chosen
+
+
+def _suffixed(name: str, suffix: str) -> str:
+    stem, ext = os.path.splitext(name)
+    return f"{stem}{suffix}{ext}"
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -76,9 +126,16 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**report, **index.info()})
         return 0
+    shards = (
+        index.files[0]
+        if len(index.files) == 1
+        else f"{len(index.files)} shards, {index.files[0]} ... {os.path.basename(index.files[-1])}"
+    )
+    print(f"indexed {report['images']:,} images in {report['classes']} classes")
+    print(f"  wrote: {shards}")
+    print(f"  paths relative to: {index.root}")
     print(
-        f"indexed {report['images']:,} images in {report['classes']} classes -> "
-        f"{', '.join(index.files) if len(index.files) <= 2 else f'{len(index.files)} shards'}"
+        f"  next: tfpathloader index info {index.files[0] if len(index.files) == 1 else args.out}"
     )
     for reason, count in report["skipped"].items():
         if count:
@@ -172,13 +229,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         )
         sequences[name] = ids
         results[name] = audit_ids(ids, index.labels, label_names=index.classes)
-    os.makedirs(args.out, exist_ok=True)
+    out = fresh_folder(args.out, ("audit.json", "audit.png"), force=args.force)
     figure = audit_figure(
         sequences,
         index.labels,
-        os.path.join(args.out, "audit.png"),
+        os.path.join(out, "audit.png"),
         results=results,
         title=f"{len(index):,} records, backend {args.backend}, seed {args.seed}",
+        label_names=index.classes,
     )
     payload = {
         "index": list(index.files),
@@ -188,13 +246,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
         "figure": os.path.abspath(figure),
         "orders": results,
     }
-    with open(os.path.join(args.out, "audit.json"), "w") as f:
+    with open(os.path.join(out, "audit.json"), "w") as f:
         json.dump(payload, f, indent=2)
     if args.json:
         _print_json(payload)
     else:
         print(format_audit_table(results))
-        print(f"\nfigure: {figure}\nstatistics: {os.path.join(args.out, 'audit.json')}")
+        print(f"\nwrote {figure} and {os.path.join(out, 'audit.json')}")
     return 0
 
 
@@ -209,8 +267,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         path = os.path.join(args.make_jpeg, "index.tfrecord")
         if os.path.isfile(path):
             index = PathIndex.read(path)
+            print(f"reusing the {len(index):,} JPEGs indexed in {path}", file=sys.stderr)
+        elif os.path.isdir(args.make_jpeg) and os.listdir(args.make_jpeg):
+            raise ValueError(
+                f"--make-jpeg {args.make_jpeg}: the folder holds other files and no "
+                "index.tfrecord; give a new folder (nothing there is overwritten)"
+            )
         else:
             index = make_jpeg_set(args.make_jpeg, count=args.jpeg_count, progress=_progress(args))
+            print(f"made {len(index):,} JPEGs and their index in {path}", file=sys.stderr)
     elif args.index:
         index = _open(args)
     else:
@@ -237,11 +302,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_runs
+    from .compare import OUTPUTS, compare_runs
 
-    result = compare_runs(args.folder, args.out)
+    out = fresh_folder(args.out or args.folder, OUTPUTS, force=args.force, numbered_files=True)
+    result = compare_runs(args.folder, out[0], stem=out[1])
     print(result["table"])
-    print(f"\nfigure: {result['figure']}")
+    print(f"\nwrote {result['markdown']}, {result['json']} and {result['figure']}")
     return 0
 
 

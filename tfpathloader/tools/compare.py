@@ -3,6 +3,8 @@
 Reads every ``metrics.json`` under a Hydra multirun folder (one per run) and writes
 ``comparison.md`` (a markdown table: accuracy, per-class extremes, images/s, audit statistics),
 ``comparison.json`` and ``comparison.png`` (test accuracy per run, and per-class accuracy).
+Each run is named by its loader and shuffle and by every setting that differs between the
+runs compared (epochs, ranks, steps, batch size, workers, seed, permutation, data).
 """
 
 from __future__ import annotations
@@ -12,9 +14,50 @@ import json
 import os
 from typing import Any
 
+import numpy as np
+
 from .._utils import optional_import
 
-__all__ = ["collect_runs", "compare_runs", "comparison_table"]
+__all__ = ["OUTPUTS", "collect_runs", "compare_runs", "comparison_table", "run_settings"]
+
+OUTPUTS = ("comparison.md", "comparison.json", "comparison.png")
+
+# (setting, how to read it from metrics.json, how to show it) for the names of the runs.
+_SETTINGS: tuple[tuple[str, Any, Any], ...] = (
+    (
+        "epochs",
+        lambda m: _cfg(m, "trainer", "epochs", m.get("epochs")),
+        lambda v: _plural(v, "epoch"),
+    ),
+    ("ranks", lambda m: m.get("world_size", 1), lambda v: _plural(v, "rank")),
+    (
+        "max steps",
+        lambda m: _cfg(m, "trainer", "max_steps", m.get("max_steps")),
+        lambda v: "full epochs" if v is None else _plural(v, "step"),
+    ),
+    ("batch size", lambda m: m.get("batch_size"), lambda v: f"batch {v}"),
+    ("workers", lambda m: m.get("num_workers"), lambda v: _plural(v, "worker")),
+    ("seed", lambda m: m.get("seed"), lambda v: f"seed {v}"),
+    ("permutation", lambda m: m.get("permutation"), lambda v: f"{v} permutation"),
+    ("data", lambda m: _cfg(m, "data", "root", None), lambda v: f"data {v}"),
+)
+
+
+def _plural(n: Any, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _cfg(m: dict[str, Any], group: str, key: str, default: Any) -> Any:
+    return ((m.get("config") or {}).get(group) or {}).get(key, default)
+
+
+def run_settings(runs: list[dict[str, Any]]) -> list[str]:
+    """The settings (of ``_SETTINGS``) whose values differ between ``runs``."""
+    return [
+        name
+        for name, read, _ in _SETTINGS
+        if len({json.dumps(read(m), sort_keys=True) for m in runs}) > 1
+    ]
 
 
 def collect_runs(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -34,6 +77,11 @@ def collect_runs(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if m.get("shuffle") == "buffer" and m.get("buffer_size"):
             m["name"] += f" ({m['buffer_size']:,})"
         runs.append(m)
+    differ = run_settings(runs)
+    for m in runs:
+        extra = [show(read(m)) for name, read, show in _SETTINGS if name in differ]
+        if extra:
+            m["name"] += ", " + ", ".join(extra)
     return runs
 
 
@@ -50,7 +98,7 @@ def comparison_table(runs: list[dict[str, Any]]) -> str:
     """The markdown table, one row per run."""
     header = (
         "run",
-        "loader / shuffle",
+        "loader / shuffle (and what differs)",
         "test acc",
         "worst class",
         "best class",
@@ -97,7 +145,9 @@ def _figure(runs: list[dict[str, Any]], path: str) -> str:
     mpl = optional_import("matplotlib", "audit", "the comparison figure")
     mpl.use("Agg", force=False)
     plt = optional_import("matplotlib.pyplot", "audit", "the comparison figure")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1, 1.6]})
+    fig, axes = plt.subplots(
+        1, 2, figsize=(15, 0.8 + 0.45 * max(6, len(runs))), gridspec_kw={"width_ratios": [1, 1.6]}
+    )
     names = [m["name"] for m in runs]
     accs = [m.get("test_accuracy", 0.0) for m in runs]
     bars = axes[0].barh(
@@ -109,6 +159,7 @@ def _figure(runs: list[dict[str, Any]], path: str) -> str:
     axes[0].invert_yaxis()
     axes[0].set_xlim(0, 1)
     axes[0].set_xlabel("test accuracy")
+    axes[0].set_title("test accuracy per run (red: buffer shuffle)", fontsize=10)
     for b, a in zip(bars, accs, strict=True):
         axes[0].text(
             min(a, 0.98),
@@ -119,36 +170,65 @@ def _figure(runs: list[dict[str, Any]], path: str) -> str:
             color="white",
             fontsize=9,
         )
+    # NOTE [no hidden points]: runs often agree exactly (the same config in both backends gives
+    # the same batches, so the same model): each run's points are shifted sideways by a small
+    # offset and drawn with its own marker, runs identical to an earlier one say so in the
+    # legend, and the legend sits outside the axes, where it covers nothing.
+    markers = "osD^vP*Xh<>"
+    width = 0.6 / max(1, len(runs))
+    seen: dict[str, str] = {}
+    keys: list[str] = []
     for m in runs:
+        keys += [k for k in m.get("per_class_accuracy", {}) if k not in keys]
+    for i, m in enumerate(runs):
         per_class = m.get("per_class_accuracy", {})
-        keys = list(per_class)
+        values = [per_class.get(k) for k in keys]
+        y = [v if v is not None else float("nan") for v in values]
+        x = np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width
+        same = json.dumps(values)
+        label = m["name"] + (f"  (same as {seen[same]})" if same in seen else "")
+        seen.setdefault(same, m["run"])
         axes[1].plot(
-            keys,
-            [per_class[k] if per_class[k] is not None else float("nan") for k in keys],
-            marker="o",
-            label=m["name"],
+            x,
+            y,
+            marker=markers[i % len(markers)],
+            markersize=5,
+            label=label,
             linestyle="--" if m.get("shuffle") == "buffer" else "-",
+            linewidth=1,
         )
+    axes[1].set_xticks(range(len(keys)), keys)
     axes[1].set_ylim(0, 1.02)
     axes[1].set_xlabel("class")
     axes[1].set_ylabel("test accuracy")
-    axes[1].legend(fontsize=8, loc="lower left")
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axes[1].set_title("per class: what the biased order forgets", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend sits right of the axes
     plt.close(fig)
     return path
 
 
 def compare_runs(
-    folder: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+    folder: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    stem: str = "",
 ) -> dict[str, Any]:
-    """Write ``comparison.md``, ``comparison.json`` and ``comparison.png``; return them."""
+    """Write ``comparison{stem}.md``, ``.json`` and ``.png``; return the table and the paths.
+
+    Args:
+        folder: The multirun folder.
+        out_dir: Where to write (default: ``folder``).
+        stem: Suffix of the file names (``"-2"``: ``comparison-2.md`` ...), so that an
+            earlier comparison stays (the CLI picks it).
+    """
     runs = collect_runs(folder)
     out = os.fspath(out_dir if out_dir is not None else folder)
     os.makedirs(out, exist_ok=True)
+    md, js, png = (os.path.join(out, f"comparison{stem}{ext}") for ext in (".md", ".json", ".png"))
     table = comparison_table(runs)
-    with open(os.path.join(out, "comparison.md"), "w") as f:
+    with open(md, "w") as f:
         f.write(table + "\n")
     keep = (
         "run",
@@ -161,10 +241,14 @@ def compare_runs(
         "images_per_s",
         "steps",
         "samples",
+        "epochs",
+        "world_size",
+        "batch_size",
+        "num_workers",
         "audit",
     )
     summary = [{k: m.get(k) for k in keep} for m in runs]
-    with open(os.path.join(out, "comparison.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    figure = _figure(runs, os.path.join(out, "comparison.png"))
-    return {"table": table, "figure": figure, "runs": summary}
+    with open(js, "w") as f:
+        json.dump({"differ": run_settings(runs), "runs": summary}, f, indent=2)
+    figure = _figure(runs, png)
+    return {"table": table, "figure": figure, "markdown": md, "json": js, "runs": summary}

@@ -1,0 +1,352 @@
+"""Regenerate every README number that a command measures, into its marked block of README.md.
+
+    python docs/make_docs.py --check                    # the blocks exist and parse (fast)
+    python docs/make_docs.py --list                     # the blocks, and the command behind each
+    python docs/make_docs.py --only audit               # rerun one block's command (comma list)
+    python docs/make_docs.py                            # rerun them all (trains 4 runs; minutes)
+
+A block is ``<!-- docs:NAME -->`` ... ``<!-- /docs:NAME -->`` in README.md; everything between
+the markers is replaced by what the block's command produced with the current code, followed
+by a comment naming the command, the date and the machine. Numbers outside the blocks are not
+measured (they are arithmetic or design facts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+_BLOCK = re.compile(r"<!-- docs:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /docs:(?P=name) -->", re.S)
+_MARK = re.compile(r"<!-- (/?)docs:([\w-]+) -->")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One marked block: what command makes it, and how its output becomes markdown."""
+
+    name: str
+    command: str
+    make: Callable[[Context], str]
+
+
+class Context:
+    """Shared by the blocks of one regeneration: the data folder, and results made once."""
+
+    def __init__(self, data: str, work: str):
+        self.data = data
+        self.work = work
+        self.cache: dict[str, Any] = {}
+
+    def run(self, *args: str) -> str:
+        """Run a command in the repository root; its stdout (fails loudly on an error)."""
+        env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        print("$", " ".join(args), file=sys.stderr)
+        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def cli(self, *args: str) -> str:
+        return self.run(sys.executable, "-m", "tfpathloader.tools.cli", *args)
+
+    def sweep(self) -> dict[str, Any]:
+        """The README's 2x2 sweep (default config otherwise) and its comparison, made once."""
+        if "sweep" not in self.cache:
+            folder = os.path.join(self.work, "sweep")
+            self.run(
+                sys.executable,
+                "train.py",
+                "-m",
+                "loader=torch,tf",
+                "shuffle=global,buffer",
+                f"data.root={self.data}",
+                f"hydra.sweep.dir={folder}",
+                "trainer.progress=false",
+            )
+            self.cli("compare", folder)
+            with open(os.path.join(folder, "comparison.md")) as f:
+                table = f.read().strip()
+            with open(os.path.join(folder, "comparison.json")) as f:
+                runs = json.load(f)["runs"]
+            self.cache["sweep"] = {"table": table, "runs": runs, "folder": folder}
+            copy_sweep_figures(folder)
+        return self.cache["sweep"]
+
+
+def copy_sweep_figures(folder: str, docs: str = os.path.join(ROOT, "docs")) -> list[str]:
+    """Copy the sweep's figures that the README shows into ``docs/``; return the files written.
+
+    ``comparison.png``, and ``training-global.png`` / ``training-buffer.png`` from the torch
+    runs (the README links them).
+    """
+    import shutil
+
+    written = [shutil.copy(os.path.join(folder, "comparison.png"), docs)]
+    for run in sorted(os.listdir(folder)):
+        for shuffle in ("global", "buffer"):
+            if run.endswith(f"-torch-{shuffle}"):
+                target = os.path.join(docs, f"training-{shuffle}.png")
+                written.append(shutil.copy(os.path.join(folder, run, "training.png"), target))
+    return written
+
+
+def machine() -> str:
+    """The machine the numbers were measured on, in words."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {load:.1f} when stamped (speeds on a busy machine are low)"
+    )
+
+
+# --------------------------------------------------------------------------- the blocks
+
+
+def _accuracy(ctx: Context) -> str:
+    run = next(
+        r for r in ctx.sweep()["runs"] if r["loader"] == "torch" and r["shuffle"] == "global"
+    )
+    return f"Measured here: test accuracy {run['test_accuracy']:.4f}.\n"
+
+
+def _sweep(ctx: Context) -> str:
+    return ctx.sweep()["table"] + "\n"
+
+
+def _audit(ctx: Context) -> str:
+    out = os.path.join(ctx.work, "audit")
+    payload = json.loads(
+        ctx.cli(
+            "audit",
+            os.path.join(ctx.data, "index.tfrecord"),
+            "--shuffle",
+            "global,buffer",
+            "--buffer-size",
+            "10000",
+            "--draws",
+            "50000",
+            "--out",
+            out,
+            "--json",
+            "-q",
+        )
+    )
+    import shutil
+
+    shutil.copy(payload["figure"], os.path.join(ROOT, "docs", "audit.png"))
+    return audit_table(payload["orders"], draws=50000)
+
+
+def audit_table(orders: dict[str, dict[str, Any]], *, draws: int) -> str:
+    """The README's audit table from ``tfpathloader audit --json``'s ``orders``."""
+    lines = [
+        f"| order ({draws:,} draws of the demo index) | spearman z | chi2 p | ks p | first `2` "
+        "| last label first seen | never drawn |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in orders.items():
+        first = r["label_first_draw"]
+        two = first.get("2")
+        last = (
+            "never" if any(v is None for v in first.values()) else f"draw {max(first.values()):,}"
+        )
+        lines.append(
+            f"| {name} | {r['spearman_z']:+.1f} | {r['chi2_p']:.2g} | {r['ks_p']:.2g} | "
+            f"{'never' if two is None else f'draw {two:,}'} | {last} | "
+            f"{', '.join(r['missing_labels']) or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _bench(ctx: Context) -> str:
+    png = json.loads(ctx.cli("bench", os.path.join(ctx.data, "index.tfrecord"), "--json", "-q"))
+    jpeg = json.loads(
+        ctx.cli("bench", "--make-jpeg", os.path.join(ctx.work, "bench-jpeg"), "--json", "-q")
+    )
+    return bench_table(png, jpeg)
+
+
+_BENCH_ROWS = {
+    "raw": "raw decode limit (Pillow, {w} processes)",
+    "torch": "tfpathloader, torch",
+    "baseline": "list of paths + DataLoader",
+    "tf": "tfpathloader, tf.data (DLPack to torch)",
+    "tf-hand": "hand-written tf.data",
+}
+
+
+def bench_table(png: dict[str, Any], jpeg: dict[str, Any]) -> str:
+    """The README's Speed table from two ``tfpathloader bench --json`` results."""
+    lines = [
+        f"| row | 28x28 PNG (demo, {png['images']:,}) | 224x224 RGB JPEG ({jpeg['images']:,}) |",
+        "|---|---|---|",
+    ]
+    for key, label in _BENCH_ROWS.items():
+        cells = []
+        for res in (png, jpeg):
+            r = res["rows"].get(key)
+            if r is None:
+                cells.append("-")
+                continue
+            lo, hi = r["ratio_range"]
+            cells.append(
+                f"{r['ratio_to_raw']:.2f} ({r['images_per_s']:,.0f} img/s; "
+                f"rounds {lo:.2f}-{hi:.2f})"
+            )
+        lines.append(f"| {label.format(w=png['workers'])} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _index10m(ctx: Context) -> str:
+    # Kept, so that the worker-memory block reuses it instead of building it again.
+    folder = os.path.join(ctx.work, "i10m-kept")
+    r = json.loads(ctx.run(sys.executable, "benchmarks/index_10m.py", "--out", folder, "--keep"))
+    return (
+        f"- {r['records']:,} records in {r['shards']} shards: written in {r['build_s']:.0f} s, "
+        f"first open (parses every record, writes the cache) {r['first_open_s']:.0f} s, cached "
+        f"open {1000 * r['cached_open_s']:.0f} ms, {r['bytes_per_record_excluding_paths']:.0f} B "
+        "per record plus the path bytes (`benchmarks/index_10m.py`).\n"
+    )
+
+
+def _worker_memory(ctx: Context) -> str:
+    index = os.path.join(ctx.work, "i10m-kept", "index.tfrecord")
+    if not os.path.exists(index):
+        ctx.run(
+            sys.executable,
+            "benchmarks/index_10m.py",
+            "--out",
+            os.path.dirname(index),
+            "--keep",
+        )
+    r = json.loads(ctx.run(sys.executable, "benchmarks/worker_memory.py", index))
+
+    def private(kind: str) -> float:
+        procs = r[kind]["processes"]
+        per = [v["private_dirty_mb"] for k, v in procs.items() if k.startswith("worker")]
+        return max(per)
+
+    return (
+        f"- Worker processes share the cache's pages: {r['workers']} DataLoader workers over "
+        f"{r['records']:,} records hold at most {private('pathindex'):.0f} MB private memory "
+        f"each, against {private('list'):.0f} MB each for a Python list of paths "
+        "(`benchmarks/worker_memory.py`).\n"
+    )
+
+
+BLOCKS = {
+    b.name: b
+    for b in (
+        Block("accuracy", "python train.py (the sweep's torch/global run)", _accuracy),
+        Block(
+            "sweep",
+            "python train.py -m loader=torch,tf shuffle=global,buffer && tfpathloader compare",
+            _sweep,
+        ),
+        Block(
+            "audit",
+            "tfpathloader audit data/index.tfrecord --shuffle global,buffer --draws 50000",
+            _audit,
+        ),
+        Block(
+            "bench",
+            "tfpathloader bench data/index.tfrecord && tfpathloader bench --make-jpeg DIR",
+            _bench,
+        ),
+        Block("index10m", "python benchmarks/index_10m.py", _index10m),
+        Block("worker-memory", "python benchmarks/worker_memory.py", _worker_memory),
+    )
+}
+
+
+# --------------------------------------------------------------------------- README I/O
+
+
+def parse(text: str) -> dict[str, str]:
+    """The blocks of ``text`` (name -> body).
+
+    Raises:
+        ValueError: for a marker without its partner, a block named twice, or an unknown name.
+    """
+    marks = _MARK.findall(text)
+    found = {m["name"]: m["body"] for m in _BLOCK.finditer(text)}
+    problems = []
+    opened = [n for close, n in marks if not close]
+    closed = [n for close, n in marks if close]
+    for n in sorted(set(opened) | set(closed)):
+        if opened.count(n) != 1 or closed.count(n) != 1 or n not in found:
+            problems.append(f"block {n!r}: needs exactly one opening and one closing marker")
+        elif n not in BLOCKS:
+            problems.append(f"block {n!r}: no command makes it (known: {', '.join(BLOCKS)})")
+    for n in BLOCKS:
+        if n not in found:
+            problems.append(f"block {n!r}: missing from the README")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return found
+
+
+def replace(text: str, name: str, body: str) -> str:
+    """``text`` with block ``name``'s body replaced."""
+    stamp = (
+        f"<!-- made by `python docs/make_docs.py --only {name}` ({BLOCKS[name].command}) on "
+        f"{datetime.date.today().isoformat()}, {machine()} -->\n"
+    )
+    new = f"<!-- docs:{name} -->\n{body}{stamp}<!-- /docs:{name} -->"
+    return _BLOCK.sub(lambda m: new if m["name"] == name else m.group(0), text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check or regenerate the README's blocks; returns the exit status."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="only check that the blocks parse")
+    ap.add_argument("--list", action="store_true", help="list the blocks and their commands")
+    ap.add_argument("--only", help="comma-separated blocks to regenerate (default: all)")
+    ap.add_argument("--data", default="data", help="the demo data folder (default ./data)")
+    ap.add_argument("--readme", default=README, help="the README to update")
+    args = ap.parse_args(argv)
+    with open(args.readme) as f:
+        text = f.read()
+    try:
+        parse(text)
+    except ValueError as e:
+        print(f"make_docs: {args.readme}: {e}", file=sys.stderr)
+        return 1
+    if args.list or args.check:
+        for b in BLOCKS.values():
+            print(f"{b.name:14} {b.command}")
+        if args.check:
+            print(f"ok: {len(BLOCKS)} blocks in {args.readme}")
+        return 0
+    names = [n.strip() for n in (args.only or ",".join(BLOCKS)).split(",") if n.strip()]
+    unknown = [n for n in names if n not in BLOCKS]
+    if unknown:
+        print(f"make_docs: unknown block(s) {unknown}; known: {', '.join(BLOCKS)}", file=sys.stderr)
+        return 2
+    data = os.path.abspath(args.data)
+    if not os.path.exists(os.path.join(data, "index.tfrecord")) and set(names) - {"index10m"}:
+        Context(data, "").cli("demo", data, "-q")
+    with tempfile.TemporaryDirectory(prefix="make-docs-") as work:
+        ctx = Context(data, work)
+        for name in names:
+            text = replace(text, name, BLOCKS[name].make(ctx))
+            with open(args.readme, "w") as f:  # each block as soon as it is made
+                f.write(text)
+            print(f"updated block {name!r} in {args.readme}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
