@@ -46,7 +46,7 @@ from train_app.config import register_configs, validate
 from train_app.data import DEFAULT_ROOT, RunData, obtain_index, prepare_data, write_split
 from train_app.dist import Dist, pick_device
 from train_app.errors import RunConfigError
-from train_app.evaluation import audit_epochs, evaluate
+from train_app.evaluation import audit_epochs, epoch_sequences, evaluate
 from train_app.figures import training_figure
 from train_app.models import to_input
 
@@ -73,7 +73,9 @@ class Run:
     losses: list[float] = field(default_factory=list)
     accs: list[float] = field(default_factory=list)
     epoch_starts: list[int] = field(default_factory=list)
-    trained: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    trained: dict[int, list[np.ndarray]] = field(default_factory=dict)  # this run, this rank
+    history: dict[int, np.ndarray] = field(default_factory=dict)  # earlier runs, all ranks
+    tails: dict[int, dict[str, int]] = field(default_factory=dict)  # epochs finished
     resume: dict[str, Any] = field(default_factory=lambda: {"resumed": False})
     samples: int = 0
     train_seconds: float = 0.0
@@ -182,6 +184,12 @@ def _resume(run: Run) -> None:
         log.warning("trainer.resume=%s: no checkpoint in %s; starting fresh", where, run.folder)
         return
     restore(run, load_checkpoint(path, run.device), path)
+    # The steps left, counted under this run's layout (it may differ from the saved one:
+    # another world size or batch size, NOTE [elastic checkpoints]).
+    left = run.loader.batches_left + len(run.loader) * (cfg.trainer.epochs - run.loader.epoch - 1)
+    run.total_steps = run.step + max(0, left)
+    if cfg.trainer.max_steps is not None:
+        run.total_steps = min(run.total_steps, cfg.trainer.max_steps)
     log.info(
         "resumed from %s (step %d, epoch %d, %d batches into it)",
         path,
@@ -225,6 +233,9 @@ def fit(run: Run) -> None:
         for batch in loader:
             _step(run, batch)
             batches.append(batch["index"].cpu().numpy().copy())
+            if loader.batches_left == 0:  # the epoch's tail, under the layout that finished it
+                layout = loader.sampler.layout
+                run.tails[epoch] = {"padding": layout.padding, "dropped": layout.dropped}
             if show:
                 rate = run.samples * run.dist.world_size / max(1e-9, time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{run.losses[-1]:.3f}", img_s=f"{rate:,.0f}", refresh=False)
@@ -257,7 +268,8 @@ def _step(run: Run, batch: dict[str, torch.Tensor]) -> None:
 
 
 def _checkpoint(run: Run) -> None:
-    save_checkpoint(run.folder, run.dist, checkpoint_payload(run))
+    payload = checkpoint_payload(run)  # every rank gathers; rank 0 gets it
+    save_checkpoint(run.folder, run.dist, payload if payload is not None else {"step": run.step})
 
 
 # --------------------------------------------------------------------------- evaluate, audit
@@ -280,7 +292,7 @@ def evaluate_and_audit(run: Run) -> dict[str, Any]:
         size=size,
     )
     audits, sequences, exactly_once = audit_epochs(
-        all_trained, run.data.train, run.loader.sampler.layout, drop_last=cfg.shuffle.drop_last
+        epoch_sequences(run.history, all_trained), run.data.train, run.tails
     )
     run.resume["samples_lost"] = sum(a.get("samples_lost", 0) for a in audits)
     run.resume["samples_repeated"] = sum(a.get("samples_repeated", 0) for a in audits)
@@ -291,7 +303,7 @@ def evaluate_and_audit(run: Run) -> dict[str, Any]:
             "exactly_once": exactly_once,
             "images_per_s": float(sum(rates)),
             "steps": run.step,
-            "samples": int(sum(len(b) for r in all_trained for bs in r.values() for b in bs)),
+            "samples": int(sum(len(s) for s in sequences.values())),
             "epochs_trained": len(audits),
             "_sequences": sequences,
         }

@@ -71,57 +71,60 @@ def global_order(per_rank: list[list[np.ndarray]]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _padding(layout: Any, world_size: int, n: int) -> np.ndarray | None:
-    """Which delivered positions (global order) repeat a record as tail padding."""
-    if layout.padding == 0:
-        return None
-    per_rank = [layout.positions(r) for r in range(world_size)]
-    parts = []
-    for s in range(layout.steps):
-        for r in range(world_size):
-            lo = s * layout.batch_size
-            parts.append(per_rank[r][lo : lo + layout.batch_size_at(s)])
-    mask = layout.is_padding(np.concatenate(parts))
-    return mask[:n] if len(mask) >= n else None
+def epoch_sequences(
+    history: dict[int, np.ndarray], trained: list[dict[int, list[np.ndarray]]]
+) -> dict[int, np.ndarray]:
+    """Every epoch's global sequence: what earlier runs recorded, then this run's ranks.
+
+    Args:
+        history: Epoch -> the global sequence trained before this run resumed (from the
+            checkpoint; empty for a fresh run). World-size independent.
+        trained: Per rank of this run, epoch -> the id batches that rank trained on.
+    """
+    out = {}
+    for e in sorted(set(history) | {e for r in trained for e in r}):
+        now = global_order([r.get(e, []) for r in trained])
+        before = history.get(e, np.zeros(0, dtype=np.int64))
+        out[e] = np.concatenate([before, now]).astype(np.int64)
+    return out
 
 
 def audit_epochs(
-    trained: list[dict[int, list[np.ndarray]]],
+    sequences: dict[int, np.ndarray],
     index: PathIndex,
-    layout: Any,
-    *,
-    drop_last: bool,
+    tails: dict[int, dict[str, int]],
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], bool]:
     """Audit every epoch's global sequence of trained ids (``DESIGN.md`` §7).
 
     Args:
-        trained: Per rank, epoch -> the id batches that rank trained on.
+        sequences: Epoch -> its global sequence of trained ids (:func:`epoch_sequences`).
         index: The index trained on.
-        layout: The sampler's layout (steps, tail padding).
-        drop_last: Whether the incomplete last global batch was dropped.
+        tails: Epoch -> ``{"padding", "dropped"}`` of the layout that finished it, for the
+            epochs that finished (NOTE [tail rule]; after an elastic resume, the new layout's).
 
     Returns:
         (audit per epoch, epoch name -> ids, whether every complete epoch delivered every
         record exactly once).
     """
-    world_size = len(trained)
     audits = []
-    sequences = {}
+    named = {}
     exactly_once = True
-    for e in sorted({e for r in trained for e in r}):
-        ids = global_order([r.get(e, []) for r in trained])
-        complete = len(ids) == layout.total
-        pad = _padding(layout, world_size, len(ids))
+    for e, ids in sequences.items():
+        tail = tails.get(e)
+        pad = None
+        if tail and tail["padding"]:
+            # Padding positions are the last of the epoch's order: the last draws.
+            pad = np.zeros(len(ids), dtype=bool)
+            pad[len(ids) - tail["padding"] :] = True
         a = audit_ids(ids, index.labels, padding=pad, label_names=index.classes)
         a["epoch"] = e
-        a["complete_epoch"] = complete
-        if complete:
+        a["complete_epoch"] = tail is not None
+        if tail is not None:
             a["samples_repeated"] = a["duplicates"]
-            ok = a["duplicates"] == 0
-            if not drop_last:  # every record of the index, once (tail padding apart)
-                a["samples_lost"] = int(len(index) - a["unique"])
-                ok = ok and a["samples_lost"] == 0
+            a["samples_lost"] = int(len(index) - tail["dropped"] - a["unique"])
+            a["dropped_by_drop_last"] = tail["dropped"]
+            ok = a["duplicates"] == 0 and a["samples_lost"] == 0
             exactly_once = exactly_once and ok
         audits.append(a)
-        sequences[f"epoch {e}"] = ids
-    return audits, sequences, exactly_once
+        named[f"epoch {e}"] = ids
+    return audits, named, exactly_once

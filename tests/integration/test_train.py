@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -260,7 +261,7 @@ def run_killed_at(small_data, run, kill_steps, loader="torch", extra=()):
             stderr=subprocess.PIPE,
         )
         deadline = time.time() + 120
-        target = run / "checkpoints" / f"step-{step:08d}-rank0.pt"
+        target = run / "checkpoints" / f"step-{step:08d}.pt"
         while not target.exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.time() < deadline
@@ -303,6 +304,75 @@ def test_kill_and_resume_loses_nothing(small_data, tmp_path, loader, kill_steps,
     assert m["samples"] == 240 * epochs and m["steps"] == 60 * epochs
     for audit in m["audit_epochs"]:
         assert audit["unique"] == 240 and audit["duplicates"] == 0 and audit["complete_epoch"]
+
+
+def _kill_tree(pid):
+    """SIGKILL a process and all its descendants, the deepest first."""
+    from tfpathloader.tools.procstats import children
+
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children(p)
+    for p in reversed(tree):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+def _launch(script, nproc, args, port):
+    """python SCRIPT args, under torchrun when nproc > 1, in its own process group."""
+    if nproc == 1:
+        cmd = [sys.executable, script, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               "--master_port", str(port), script, "trainer.distributed=true", *args]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "launches",
+    [
+        # (ranks, extra args, killed soon after the checkpoint of this step; None: run to the end)
+        [(2, (), 10), (1, (), 20), (3, (), None)],  # 2 ranks -> 1 -> 3
+        [(2, (), 10), (1, ("loader.batch_size=6",), None)],  # and another batch size
+    ],
+)
+def test_killed_under_torchrun_resumes_on_other_world_sizes_exactly_once(
+    small_data, tmp_path, launches
+):
+    run = tmp_path / "run"
+    slow = tmp_path / "slow_train.py"
+    slow.write_text(SLOW_STEPS)
+    base = [f"data.root={small_data}", f"hydra.run.dir={run}", "trainer.progress=false",
+            "loader.batch_size=4", "loader.num_workers=1", "trainer.checkpoint_every=5"]  # fmt: skip
+    port = 29600 + os.getpid() % 300
+    for n, (ranks, extra, kill_step) in enumerate(launches):
+        resume = ["trainer.resume=auto"] if n else []
+        proc = _launch(str(slow), ranks, [*base, *extra, *resume], port + n)
+        if kill_step is None:
+            _, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err.decode()[-3000:]
+            break
+        target = run / "checkpoints" / f"step-{kill_step:08d}.pt"
+        deadline = time.time() + 300
+        while not target.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.1)
+        _kill_tree(proc.pid)  # the launcher and every rank (torchrun starts ranks in sessions
+        proc.wait(timeout=30)  # of their own, so a process group would miss them)
+        assert not (run / "metrics.json").exists()
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["resume"]["runs"] == len(launches) and m["world_size"] == launches[-1][0]
+    assert m["resume"]["samples_lost"] == 0 and m["resume"]["samples_repeated"] == 0
+    assert m["exactly_once"] is True
+    audit = m["audit_epochs"][0]
+    assert audit["complete_epoch"] and audit["unique"] == 240 and audit["duplicates"] == 0
+    assert len(os.listdir(run / "checkpoints")) == 1  # one file, whatever the world size
 
 
 @pytest.mark.slow

@@ -186,6 +186,13 @@ def test_states_of_ranks_at_different_steps_are_not_reconciled():
         agree([a, c])
 
 
+def test_a_short_last_step_counts_as_a_step():
+    s = _sampler(n=10, batch_size=4)  # steps of 4, 4, 2
+    for _ in s.batches():
+        s.consume_step()
+    assert (s.steps_consumed, s.num_steps, s.position()) == (3, 3, 10)
+
+
 def test_a_finished_epoch_resumes_as_finished():
     s = _sampler(batch_size=3, drop_last=True)  # 20 = 6 steps of 3, 2 dropped
     list(s)

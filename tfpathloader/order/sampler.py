@@ -182,7 +182,9 @@ class GlobalShuffleSampler:
     @property
     def steps_consumed(self) -> int:
         """Whole steps of the current epoch this rank consumed since its (resumed) start."""
-        return min(self.layout.steps, self._offset // self.layout.batch_size)
+        if self.done:  # the last step may be short: offset // batch_size would miss it
+            return self.layout.steps
+        return self._offset // self.layout.batch_size
 
     def consume_step(self) -> None:
         """Count the next batch as consumed (what a loader calls when it hands one over)."""
@@ -214,8 +216,8 @@ class GlobalShuffleSampler:
 
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able state: a position in the epoch's global order (NOTE [resume state])."""
-        within = self._offset - self.steps_consumed * self.layout.batch_size
-        partial = None if within <= 0 or self.done else {"rank": self.rank, "samples": within}
+        within = 0 if self.done else self._offset - self.steps_consumed * self.layout.batch_size
+        partial = None if within == 0 else {"rank": self.rank, "samples": within}
         return ResumeState(
             self.spec, self.num_records, self.fingerprint, self.epoch, self.position(), partial
         ).to_dict()
