@@ -98,22 +98,20 @@ def set_up(cfg: DictConfig, dist: Dist, out_dir: str | None = None) -> Run:
     data = load_data(cfg, dist)
     size = tuple(cfg.data.size) if cfg.data.size is not None else None
     try:
-        loader = instantiate(
-            cfg.loader,
-            index=data.train,
-            shuffle=cfg.shuffle.name,
-            permutation=cfg.shuffle.permutation,
-            buffer_size=cfg.shuffle.buffer_size,
-            drop_last=cfg.shuffle.drop_last,
-            seed=cfg.seed,
-            rank=dist.rank,
-            world_size=dist.world_size,
-            channels=cfg.data.channels,
-            size=size,
-            _convert_="all",
+        # The shuffle group is a partial OrderSpec; the batch size it takes is loader.batch_size.
+        order = instantiate(cfg.shuffle)(
+            seed=cfg.seed, batch_size=cfg.loader.batch_size, world_size=dist.world_size
         )
-    except InstantiationException as e:  # make_loader's ValueError, naming the valid values
+        loader_cfg = OmegaConf.to_container(cfg.loader, resolve=True)
+        del loader_cfg["batch_size"]  # type: ignore[arg-type,union-attr]  # in the order spec
+        # Partial, then called: instantiate would turn the OrderSpec passed to it into a dict.
+        make = instantiate(loader_cfg, _partial_=True)
+        loader = make(index=data.train, order=order, rank=dist.rank, channels=cfg.data.channels,
+                      size=size)  # fmt: skip
+    except InstantiationException as e:  # a config that does not fit make_loader at all
         raise RunConfigError(f"loader/shuffle: {e.__cause__ or e}") from e
+    except ValueError as e:  # OrderSpec's and make_loader's checks, naming the valid values
+        raise RunConfigError(f"loader/shuffle: {e}") from e
     model = instantiate(
         cfg.model, channels=loader.config.channels, num_classes=data.train.num_classes
     )
@@ -220,7 +218,7 @@ def fit(run: Run) -> None:
         initial=run.step,
         disable=not show,
         dynamic_ncols=True,
-        desc=f"{cfg.loader.backend}/{cfg.shuffle.name}",
+        desc=f"{cfg.loader.backend}/{cfg.shuffle.shuffle}",
     )
     start_epoch = loader.epoch if run.resume["resumed"] else 0
     t0 = time.perf_counter()
@@ -327,7 +325,7 @@ def report(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
             "train_seconds": run.train_seconds,
             "wall_seconds": time.perf_counter() - run.started,
             "loader": cfg.loader.backend,
-            "shuffle": cfg.shuffle.name,
+            "shuffle": cfg.shuffle.shuffle,
             "permutation": cfg.shuffle.permutation,
             "buffer_size": cfg.shuffle.buffer_size,
             "batch_size": cfg.loader.batch_size,
@@ -345,7 +343,7 @@ def report(run: Run, metrics: dict[str, Any]) -> dict[str, Any]:
     if split is not None:
         metrics["data"]["split_file"] = split
     title = (
-        f"{cfg.loader.backend} loader, {cfg.shuffle.name} shuffle: test accuracy "
+        f"{cfg.loader.backend} loader, {cfg.shuffle.shuffle} shuffle: test accuracy "
         f"{metrics['test_accuracy']:.3f}"
     )
     metrics["figures"] = {

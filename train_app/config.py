@@ -41,9 +41,15 @@ class LoaderConf:
 
 @dataclass
 class ShuffleConf:
-    """The order: ``name`` is global, buffer or none."""
+    """The order: a partial :class:`tfpathloader.OrderSpec`, instantiated by ``_target_``.
 
-    name: str = "global"
+    train.py completes it with ``seed``, ``loader.batch_size`` and the world size; the spec
+    checks every field (NOTE [one order spec] in tfpathloader/order/spec.py).
+    """
+
+    _target_: str = "tfpathloader.OrderSpec"
+    _partial_: bool = True
+    shuffle: str = "global"
     permutation: str = "exact"
     buffer_size: Optional[int] = None  # noqa: UP045
     drop_last: bool = False
