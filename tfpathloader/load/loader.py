@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..index import PathIndex
+from ..storage import RemoteOptions
 from ..order.orders import check_order_args
 from ..order.sampler import GlobalShuffleSampler, check_state
 from .decode import load_image
@@ -60,6 +61,7 @@ class LoaderConfig:
     pin_memory: bool | None = None
     device: str | None = None
     timeout: float = 0.0
+    remote: RemoteOptions = RemoteOptions()
 
     def order_config(self) -> dict[str, Any]:
         """The part that decides the id sequence (checked on resume)."""
@@ -91,6 +93,8 @@ def _check_config(cfg: LoaderConfig, n: int) -> None:
         len(cfg.size) != 2 or any(not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size)
     ):
         raise ValueError(f"size must be (height, width) with positive ints, got {cfg.size!r}")
+    if not isinstance(cfg.remote, RemoteOptions):
+        raise ValueError(f"remote must be a RemoteOptions, got {type(cfg.remote).__name__}")
     if cfg.on_error not in ON_ERROR:
         raise ValueError(f"unknown on_error {cfg.on_error!r}; valid: {', '.join(ON_ERROR)}")
     if cfg.prefetch_factor is not None and cfg.prefetch_factor < 1:
@@ -128,6 +132,13 @@ class LoaderBase:
         self._consumed = 0  # batches of this epoch handed to the user
         self._finished_epoch: int | None = None
         self.skipped: list[dict[str, Any]] = []  # this epoch's skipped records
+        # Remote reads (root is a URL): requests, retries and failures by kind, summed over
+        # every worker since the loader was made (NOTE [retry counts] in storage/fetch.py).
+        self.remote_stats: dict[str, int] = {}
+
+    def _add_remote_stats(self, delta: dict[str, int] | None) -> None:
+        for k, v in (delta or {}).items():
+            self.remote_stats[k] = self.remote_stats.get(k, 0) + v
 
     # -- epochs ----------------------------------------------------------------------------
 
@@ -249,6 +260,7 @@ def make_loader(
     pin_memory: bool | None = None,
     device: str | None = None,
     timeout: float = 0.0,
+    remote: RemoteOptions | None = None,
     **unknown: Any,
 ) -> LoaderBase:
     """A loader over ``index``: batches of ``{"image", "label", "index"}`` torch tensors.
@@ -276,6 +288,8 @@ def make_loader(
         pin_memory: Pin batches for fast CUDA copies; default: on when CUDA is available.
         device: Deliver batches on this device (e.g. ``"cuda"``), copied with
             ``non_blocking=True`` from pinned memory.
+        remote: For an index whose root is a URL: reads in flight per worker (default 64),
+            timeouts and retries (see :class:`~tfpathloader.storage.RemoteOptions`).
 
     Raises:
         ValueError: for an unknown argument name or a bad value, naming the valid ones.
@@ -312,6 +326,7 @@ def make_loader(
         pin_memory=pin_memory,
         device=device,
         timeout=timeout,
+        remote=remote if remote is not None else RemoteOptions(),
     )
     _check_config(cfg, len(index))
     if cfg.channels is None:
