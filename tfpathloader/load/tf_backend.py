@@ -28,6 +28,7 @@ from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
 from ._tf_ops import checked, grey, map_grouped
+from ..storage import Fetcher, FetchError, is_url, redact
 from .decode import decode_image, load_image
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
 
@@ -77,6 +78,9 @@ class TFLoader(LoaderBase):
         self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
         self._fast = self._fast_formats_only()
         self._absolute_paths = _has_absolute_paths(index)
+        self._remote = is_url(index.root)
+        self._fetcher = Fetcher(cfg.remote)  # used by tf.data's threads, in this process
+        self._remote_failures: dict[int, str] = {}
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
         self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)
         self._load_fn = tf.function(self._load, reduce_retracing=True)
@@ -185,7 +189,12 @@ class TFLoader(LoaderBase):
 
     def _load(self, item: dict[str, Any]) -> dict[str, Any]:
         """One record: read, check, decode (see :meth:`_image`)."""
-        data, cmyk = checked(self.tf, self.tf.io.read_file(item["path"]))
+        tf = self.tf
+        if self._remote:
+            raw = self._read_files(item["path"][None], item["index"][None])[0]
+        else:
+            raw = tf.io.read_file(item["path"])
+        data, cmyk = checked(tf, raw)
         return {**item, "image": self._image(data, item["index"], item["epoch"], cmyk)}
 
     def _image(self, data: Any, index: Any = None, epoch: Any = None, cmyk: Any = None) -> Any:
@@ -210,7 +219,7 @@ class TFLoader(LoaderBase):
             spec = tf.TensorSpec([None, None, 3], tf.uint8)
         else:
             spec = tf.TensorSpec([None, None, None], tf.uint8)
-        data, cmyk = checked(self.tf, self._read_files(items["path"]))
+        data, cmyk = checked(self.tf, self._read_files(items["path"], items["index"]))
 
         def decode_all(any_cmyk: bool) -> Any:
             # Only a batch holding a CMYK JPEG pays for a per-image choice of decoder.
@@ -229,10 +238,30 @@ class TFLoader(LoaderBase):
         images = tf.cond(tf.reduce_any(cmyk), lambda: decode_all(True), lambda: decode_all(False))
         return self._finish_batch({**items, "image": images})
 
-    def _read_files(self, paths: Any) -> Any:
+    def _read_files(self, paths: Any, ids: Any) -> Any:
         """The bytes of a batch's files (see NOTE [bomb check])."""
         tf = self.tf
+        if self._remote:
+            # tf.io.read_file reads neither s3:// nor http(s)://: one host call per batch
+            # fetches all its files concurrently (see NOTE [remote batches] in torch_backend).
+            data = tf.numpy_function(self._fetch_remote, [paths, ids], tf.string, stateful=True)
+            return tf.ensure_shape(data, paths.shape)
         return map_grouped(self.tf, tf.io.read_file, paths, tf.TensorSpec([], tf.string))
+
+    def _fetch_remote(self, paths: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """A batch's bytes, fetched concurrently; a failure is remembered, then raised."""
+        fetcher = self._fetcher
+        got = fetcher.fetch_many([p.decode("utf-8") for p in paths.tolist()])
+        self._add_remote_stats(fetcher.take_stats())
+        bad = None
+        for i, g in zip(ids.tolist(), got, strict=True):
+            if isinstance(g, FetchError):
+                # Named by _why when the batch fails (the same cause as the torch backend).
+                self._remote_failures[int(i)] = g.cause
+                bad = bad if bad is not None else int(i)
+        if bad is not None:
+            raise ImageLoadError(bad, "<remote>", self._remote_failures[bad])
+        return np.array(got, dtype=object)
 
     def _finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Per batch: grey conversion."""
@@ -310,6 +339,7 @@ class TFLoader(LoaderBase):
 
             self._torch = torch
         start = self._start()
+        self._remote_failures.clear()
         expected = start
         ds = self.as_tf_dataset(start)
         it = iter(ds)
@@ -346,6 +376,8 @@ class TFLoader(LoaderBase):
     def _why(self, i: int) -> tuple[int, str, str]:
         """Why record ``i`` does not load: Pillow's reason, else TensorFlow's."""
         path = self.index.path(i)
+        if i in self._remote_failures:
+            return (i, redact(path), self._remote_failures.pop(i))
         try:
             load_image(path, channels=self.config.channels, size=self.config.size, record_id=i)
         except ImageLoadError as e:
@@ -362,8 +394,8 @@ class TFLoader(LoaderBase):
                 }
             )
         except tf.errors.OpError as e:
-            return (i, path, f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
-        return (i, path, "could not be loaded")
+            return (i, redact(path), f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
+        return (i, redact(path), "could not be loaded")
 
     def _culprit(self, k: int, error: Exception) -> Exception:
         """The first bad record of batch ``k``, named like the PyTorch backend names it."""
