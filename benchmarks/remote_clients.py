@@ -123,7 +123,9 @@ def main() -> None:
                 f"{a.latency * 1000:.0f} ms added latency, {a.in_flight} in flight, "
                 f"{os.cpu_count()} cores (shared with the server process)"
             )
-            print(f"{'client':34s} {'req/s':>8s} {'client CPU us/req':>18s} {'req per core-s':>15s}")
+            print(
+                f"{'client':34s} {'req/s':>8s} {'client CPU us/req':>18s} {'req per core-s':>15s}"
+            )
             for name, fn in CLIENTS.items():
                 best = None
                 for _ in range(a.repeats):

@@ -121,9 +121,7 @@ def _import_obstore() -> Any:
     try:
         import obstore.store
     except ImportError:
-        raise ImportError(
-            "remote paths need obstore: pip install 'tfpathloader[remote]'"
-        ) from None
+        raise ImportError("remote paths need obstore: pip install 'tfpathloader[remote]'") from None
     return obstore.store
 
 
@@ -139,7 +137,9 @@ def _make_store(scheme: str, netloc: str, options: Any) -> Any:
         client["allow_http"] = True
         if "@" in netloc:
             raise FetchError("user:password@ in http URLs is not supported; use a token header")
-        return st.HTTPStore.from_url(f"{scheme}://{netloc}", client_options=client, retry_config=retry)
+        return st.HTTPStore.from_url(
+            f"{scheme}://{netloc}", client_options=client, retry_config=retry
+        )
     if scheme == "s3":
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint and endpoint.startswith("http://"):
@@ -149,9 +149,7 @@ def _make_store(scheme: str, netloc: str, options: Any) -> Any:
         return st.GCSStore(netloc, client_options=client, retry_config=retry)
     if scheme in ("az", "abfs", "abfss", "azure"):
         return st.from_url(f"{scheme}://{netloc}", client_options=client, retry_config=retry)
-    raise FetchError(
-        f"unsupported URL scheme {scheme!r}; supported: s3, gs, az, http, https"
-    )
+    raise FetchError(f"unsupported URL scheme {scheme!r}; supported: s3, gs, az, http, https")
 
 
 def client_for(url: str, options: Any) -> _Client:

@@ -8,10 +8,10 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .clients import FetchError, Transient, client_for
 from .urls import redact
@@ -19,6 +19,7 @@ from .urls import redact
 __all__ = ["FetchError", "Fetcher", "RemoteOptions", "shared_fetcher"]
 
 log = logging.getLogger("tfpathloader.storage")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,13 @@ class Fetcher:
         Raises:
             FetchError: a permanent failure (its HTTP status), or transient ones on every attempt.
         """
+        return self._retrying(url, lambda c: c.get(url))
+
+    def head(self, url: str) -> dict[str, Any]:
+        """The object's size, ETag and modification time (retried like :meth:`fetch`)."""
+        return self._retrying(url, lambda c: c.head(url))
+
+    def _retrying(self, url: str, op: Callable[[Any], T]) -> T:
         o = self.options
         client = client_for(url, o)
         last: Transient | None = None
@@ -118,7 +126,7 @@ class Fetcher:
                 time.sleep(self._delay(url, attempt - 1))
             self._count("requests")
             try:
-                return client.get(url)
+                return op(client)
             except Transient as e:
                 self._count(e.kind)
                 last = e
@@ -163,9 +171,7 @@ class Fetcher:
 
         def one(url: str) -> dict[str, Any] | FetchError:
             try:
-                return client_for(url, self.options).head(url)
-            except Transient as e:
-                return FetchError(e.detail, status=e.status)
+                return self.head(url)
             except FetchError as e:
                 return e
 

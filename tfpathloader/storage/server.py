@@ -15,8 +15,9 @@ from typing import Any
 
 __all__ = ["FaultyHTTPServer"]
 
-# Scripted faults a path can be given (consumed one per request, in order).
-FAULTS = ("500", "503", "429", "403", "404", "reset", "stall", "slow")
+# Scripted faults a path can be given (consumed one per request, in order): any HTTP status
+# as text ("500", "404"...), or one of these.
+FAULTS = ("reset", "stall", "slow")
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -50,12 +51,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
             self.close_connection = True
             return
-        if fault in ("500", "503", "429", "403", "404"):
-            self._status(int(fault))
+        if fault is not None and fault.isdigit():
+            self._status(int(fault), body)
             return
         file = owner._file(path)
         if file is None:
-            self._status(404)
+            self._status(404, body)
             return
         with open(file, "rb") as f:
             data = f.read()
@@ -74,14 +75,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 data = data[len(data) // 2 :]
             self.wfile.write(data)
 
-    def _status(self, code: int) -> None:
+    def _status(self, code: int, body: bool) -> None:
         msg = f"{code}\n".encode()
         self.send_response(code)
         if code in (429, 503):
             self.send_header("Retry-After", "0")
         self.send_header("Content-Length", str(len(msg)))
         self.end_headers()
-        self.wfile.write(msg)
+        if body:  # a HEAD answer has none (a body would corrupt the kept-alive connection)
+            self.wfile.write(msg)
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -101,8 +103,8 @@ class FaultyHTTPServer:
         stall_s: How long a ``"stall"`` fault holds the connection silent.
 
     ``server.faults["/a/b.png"] = ["503", "reset"]`` makes the next two requests for that path
-    fail (one per request), then it is served normally. Faults: ``"500"``, ``"503"``,
-    ``"429"``, ``"403"``, ``"404"``, ``"reset"`` (connection reset), ``"stall"`` (no answer),
+    fail (one per request), then it is served normally. Faults: any status as text
+    (``"500"``, ``"503"``, ``"429"``, ``"403"``, ``"404"``...), ``"reset"`` (connection reset), ``"stall"`` (no answer),
     ``"slow"`` (half the body, then a stall). ``server.permanent`` maps paths to a fault that
     never runs out. ``server.requests`` counts requests per path.
     """

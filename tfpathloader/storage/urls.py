@@ -17,9 +17,7 @@ def is_url(path: object) -> bool:
 
     ``file://`` URLs count as local paths and are not URLs here.
     """
-    return (
-        isinstance(path, str) and bool(_URL_RE.match(path)) and not path.startswith("file://")
-    )
+    return isinstance(path, str) and bool(_URL_RE.match(path)) and not path.startswith("file://")
 
 
 def join(root: str, rel: str) -> str:
