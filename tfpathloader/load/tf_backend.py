@@ -17,6 +17,7 @@ Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, P
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -79,7 +80,12 @@ class TFLoader(LoaderBase):
         self._fast = self._fast_formats_only()
         self._absolute_paths = _has_absolute_paths(index)
         self._remote = is_url(index.root)
-        self._fetcher = Fetcher(cfg.remote)  # used by tf.data's threads, in this process
+        # One fetcher for tf.data's parallel batch calls in this process: in_flight per call,
+        # as the torch backend keeps in_flight per worker.
+        calls = cfg.num_workers or os.cpu_count() or 1
+        self._fetcher = Fetcher(
+            dataclasses.replace(cfg.remote, in_flight=cfg.remote.in_flight * calls)
+        )
         self._remote_failures: dict[int, str] = {}
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
         self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)

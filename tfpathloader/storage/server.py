@@ -36,6 +36,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _serve(self, *, body: bool) -> None:
         owner = self.server.owner
         path = self.path.split("?", 1)[0]
+        if path.startswith("/_control/latency/"):  # the bench changes latency between rows
+            owner.latency = float(path.rsplit("/", 1)[1])
+            self._status(200, body)
+            return
         fault = owner._next_fault(path)
         if owner.latency:
             time.sleep(owner.latency)
