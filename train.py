@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tfpathloader import PathIndex
 from tfpathloader.load.loader import make_loader
+from tfpathloader.storage import is_url
 from tfpathloader.tools.audit import audit_figure, audit_ids
 from tfpathloader.tools.demo import demo_exists, make_demo
 from train_app.config import register_configs
@@ -89,6 +90,8 @@ class Dist:
 
 def ensure_data(cfg: DictConfig, dist: Dist) -> str:
     """The data folder, with the demo data made there (by rank 0) if it is missing."""
+    if is_url(cfg.data.root):  # s3://, https://...: read where it is, never made here
+        return str(cfg.data.root).rstrip("/")
     root = to_absolute_path(cfg.data.root)
     index = os.path.join(root, cfg.data.index)
     if not os.path.exists(index) and not glob.glob(index.replace(".tfrecord", "-*")):

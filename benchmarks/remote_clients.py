@@ -117,7 +117,10 @@ def main() -> None:
             assert srv.stdout is not None
             base = srv.stdout.readline().strip()
             urls = [f"{base}/{i}.png" for i in range(a.files)]
-            expect = [open(f"{d}/{i}.png", "rb").read() for i in range(a.files)]
+            expect = []
+            for i in range(a.files):
+                with open(f"{d}/{i}.png", "rb") as f:
+                    expect.append(f.read())
             print(
                 f"{a.files} files of ~{np.mean([len(e) for e in expect]):.0f} B, "
                 f"{a.latency * 1000:.0f} ms added latency, {a.in_flight} in flight, "

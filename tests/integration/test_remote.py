@@ -165,7 +165,7 @@ def test_a_stalled_connection_cannot_hang_an_epoch(served):
 
 
 def test_no_credentials_in_errors_logs_or_state(served, monkeypatch, caplog):
-    srv, folder = served
+    srv, _ = served
     secret = "S3CR3T-do-not-print"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     caplog.set_level(logging.DEBUG)

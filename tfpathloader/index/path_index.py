@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexFormatError
-from . import _cache
 from ..storage.urls import is_url, redact
+from . import _cache
 from .names import resolve_index_files
 from .parse import _labels_array, _pack, _parse, _relative_paths
 

@@ -1,4 +1,4 @@
-"""A remote path index (s3://, gs://, https://): its shards downloaded into a content-keyed cache."""
+"""Remote path indexes (s3://, gs://, https://): shards cached by content; built by listing."""
 
 from __future__ import annotations
 

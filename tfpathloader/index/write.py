@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import progress_bar
+from ..storage.urls import is_url
 from . import _cache
 from ._records import RecordWriter
 from .names import _sibling_shards, shard_names
@@ -24,7 +25,6 @@ from .parse import (
     _workers,
     encode_example,
 )
-from ..storage.urls import is_url
 from .path_index import PathIndex
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -67,7 +67,9 @@ def write_index(
     out = os.path.abspath(os.fspath(out))
     if root is None:
         root = os.path.dirname(out)
-    elif not is_url(os.fspath(root)):  # a URL root (images in object storage) stays as is
+    elif is_url(os.fspath(root)):  # a URL root (images in object storage) stays as is
+        root = os.fspath(root)
+    else:
         root = os.path.abspath(os.fspath(root))
     if compression not in (None, "gzip"):
         raise ValueError(f"compression must be None or 'gzip', got {compression!r}")

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..index import PathIndex
-from ..storage import RemoteOptions
 from ..order.orders import check_order_args
 from ..order.sampler import GlobalShuffleSampler, check_state
+from ..storage import RemoteOptions
 from .decode import load_image
 
 __all__ = ["BACKENDS", "LoaderConfig", "make_loader"]
@@ -61,7 +61,7 @@ class LoaderConfig:
     pin_memory: bool | None = None
     device: str | None = None
     timeout: float = 0.0
-    remote: RemoteOptions = RemoteOptions()
+    remote: RemoteOptions = RemoteOptions()  # noqa: RUF009 (frozen, so one shared default is safe)
 
     def order_config(self) -> dict[str, Any]:
         """The part that decides the id sequence (checked on resume)."""

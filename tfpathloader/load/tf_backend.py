@@ -28,8 +28,8 @@ import numpy as np
 from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
-from ._tf_ops import checked, grey, map_grouped
 from ..storage import Fetcher, FetchError, is_url, redact
+from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image, load_image
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
 

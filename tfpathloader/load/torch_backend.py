@@ -19,10 +19,10 @@ import torch.utils.data
 
 from ..errors import ImageLoadError, LoaderWorkerError
 from ..index import PathIndex
+from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from ._torch.private import drop_persistent_iterator, shutdown_workers
 from ._torch.slots import _SlotPool
 from ._torch.wire import _fresh_buffer, _WireBatch
-from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from .decode import Pixels, as_array, decode_pixels, load_image, load_pixels
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
 

@@ -108,9 +108,10 @@ class FaultyHTTPServer:
 
     ``server.faults["/a/b.png"] = ["503", "reset"]`` makes the next two requests for that path
     fail (one per request), then it is served normally. Faults: any status as text
-    (``"500"``, ``"503"``, ``"429"``, ``"403"``, ``"404"``...), ``"reset"`` (connection reset), ``"stall"`` (no answer),
-    ``"slow"`` (half the body, then a stall). ``server.permanent`` maps paths to a fault that
-    never runs out. ``server.requests`` counts requests per path.
+    (``"500"``, ``"503"``, ``"429"``, ``"403"``, ``"404"``...), ``"reset"`` (connection
+    reset), ``"stall"`` (no answer), ``"slow"`` (half the body, then a stall).
+    ``server.permanent`` maps paths to a fault that never runs out; ``server.requests``
+    counts requests per path.
     """
 
     def __init__(

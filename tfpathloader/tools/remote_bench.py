@@ -69,7 +69,11 @@ def run_remote_bench(
         remote = PathIndex.read(f"{url}/{name}")
         opts = RemoteOptions(in_flight=in_flight)
         for backend in backends:
-            kw = {"backend": backend, "batch_size": batch_size, "num_workers": num_workers}
+            kw: dict[str, Any] = {
+                "backend": backend,
+                "batch_size": batch_size,
+                "num_workers": num_workers,
+            }
             with make_loader(index=local, **kw) as loader:  # type: ignore[attr-defined]
                 base = _rate(loader, 0, batches)
             rows.append({"backend": backend, "source": "local disk", "images_per_s": base})
