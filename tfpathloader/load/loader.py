@@ -288,7 +288,7 @@ def make_loader(
         pin_memory: Pin batches for fast CUDA copies; default: on when CUDA is available.
         device: Deliver batches on this device (e.g. ``"cuda"``), copied with
             ``non_blocking=True`` from pinned memory.
-        remote: For an index whose root is a URL: reads in flight per worker (default 64),
+        remote: For an index whose root is a URL: reads in flight per worker (default 256),
             timeouts and retries (see :class:`~tfpathloader.storage.RemoteOptions`).
 
     Raises:
