@@ -277,3 +277,24 @@ def test_s3_build_read_and_load(s3, tmp_path):
     with pytest.raises(ImageLoadError, match=r"record 0 .*HTTP 404"):
         make_loader(index=missing, batch_size=1, remote=FAST)
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "testing-secret"
+
+
+@pytest.mark.slow  # a server process and spawned workers: ~10 s
+def test_remote_bench_rows(tmp_path):
+    from tfpathloader.tools.remote_bench import format_remote_table, run_remote_bench
+
+    paths, labels = make_images(tmp_path, 64)
+    write_index(tmp_path / "index.tfrecord", paths, labels)
+    result = run_remote_bench(
+        str(tmp_path / "index.tfrecord"),
+        latencies_ms=(0, 10),
+        backends=("torch",),
+        num_workers=1,
+        batch_size=8,
+        batches=3,
+    )
+    sources = [r["source"] for r in result["rows"]]
+    assert sources == ["local disk", "HTTP +0 ms", "HTTP +10 ms"]
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+    assert result["rows"][1]["to_0ms"] == 1.0
+    assert "| torch | HTTP +10 ms |" in format_remote_table(result)
