@@ -33,6 +33,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from tfpathloader.storage import is_url
 from tfpathloader.tools.audit import audit_figure
 from tfpathloader.tools.demo import make_demo
 from train_app.checkpoints import (
@@ -134,17 +135,21 @@ def set_up(cfg: DictConfig, dist: Dist, out_dir: str | None = None) -> Run:
 
 def load_data(cfg: DictConfig, dist: Dist) -> RunData:
     """The index (rank 0 makes the demo where allowed), checked, with its evaluation part."""
-    root = to_absolute_path(cfg.data.root)
-    path = obtain_index(
-        root,
-        cfg.data.index,
-        default_root=os.path.normpath(cfg.data.root) == DEFAULT_ROOT,
-        make_demo=cfg.data.make_demo_if_missing,
-        demo=lambda: make_demo(
-            root, per_label=cfg.data.per_label, seed=cfg.seed, progress=cfg.trainer.progress
-        ),
-        dist=dist,
-    )
+    if is_url(cfg.data.root):  # s3://, https://...: read where it is, never made there
+        root = str(cfg.data.root).rstrip("/")
+        path = f"{root}/{cfg.data.index}"
+    else:
+        root = to_absolute_path(cfg.data.root)
+        path = obtain_index(
+            root,
+            cfg.data.index,
+            default_root=os.path.normpath(cfg.data.root) == DEFAULT_ROOT,
+            make_demo=cfg.data.make_demo_if_missing,
+            demo=lambda: make_demo(
+                root, per_label=cfg.data.per_label, seed=cfg.seed, progress=cfg.trainer.progress
+            ),
+            dist=dist,
+        )
     test_index = cfg.data.test_index
     if test_index not in (None, "auto"):
         test_index = to_absolute_path(os.path.join(root, test_index))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .storage.urls import redact
+
 __all__ = [
     "BatchShapeError",
     "ImageLoadError",
@@ -51,13 +53,13 @@ class ImageLoadError(TFPathLoaderError):
 
     Attributes:
         record_id: The record id (``index`` feature) of the image.
-        path: The absolute path that was read.
+        path: The absolute path that was read (a URL without its credentials).
         cause: A short description of what failed.
     """
 
     def __init__(self, record_id: int, path: str, cause: str):
         self.record_id = int(record_id)
-        self.path = path
+        self.path = redact(path)  # no credentials in errors (NOTE [redaction])
         self.cause = cause
         super().__init__(f"record {record_id} ({path}): {cause}")
 

@@ -117,6 +117,14 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
 def _has_index(path: str) -> bool:
     from tfpathloader.errors import IndexFormatError
     from tfpathloader.index.names import resolve_index_files
+    from tfpathloader.storage import FetchError, is_url, shared_fetcher
+
+    if is_url(path):
+        try:
+            shared_fetcher().head(path)
+        except FetchError:
+            return False
+        return True
 
     try:
         resolve_index_files(path)
@@ -233,7 +241,12 @@ def check_images(index: PathIndex, size: tuple[int, int] | None, *, sample: int 
     Returns:
         One line per problem (empty when the sample is fine).
     """
+    import io
+
     from PIL import Image
+
+    from tfpathloader.errors import ImageLoadError
+    from tfpathloader.load.decode import read_file
 
     n = len(index)
     picks: np.ndarray = np.unique(
@@ -244,9 +257,9 @@ def check_images(index: PathIndex, size: tuple[int, int] | None, *, sample: int 
     for i in picks:
         path = index.path(int(i))
         try:
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(read_file(path, int(i)))) as im:  # local or a URL
                 sizes.setdefault(im.size, (int(i), path))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, ImageLoadError) as e:
             problems.append(f"record {i} ({path}): cannot be read as an image: {e}")
     if size is None and len(sizes) > 1:
         shown = "; ".join(

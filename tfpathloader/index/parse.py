@@ -15,6 +15,7 @@ import numpy as np
 
 from .._utils import progress_bar
 from ..errors import IndexFormatError
+from ..storage.urls import is_url, redact
 from ._proto import Example
 from ._records import is_gzip, iter_records
 
@@ -369,6 +370,8 @@ def _labels_array(labels: Sequence[int] | np.ndarray | None, n: int) -> np.ndarr
 
 
 def _relative_paths(paths: Iterable[str], root: str, allow_outside_root: bool) -> list[str]:
+    if is_url(root):
+        return _relative_urls(paths, root)
     root_abs = os.path.abspath(root)
     out = []
     for i, p in enumerate(paths):
@@ -384,6 +387,22 @@ def _relative_paths(paths: Iterable[str], root: str, allow_outside_root: bool) -
                     "a folder that contains the images, or pass allow_outside_root=True"
                 )
             rel = os.path.abspath(os.path.join(root_abs, p)) if not os.path.isabs(p) else p
+        out.append(rel)
+    return out
+
+
+def _relative_urls(paths: Iterable[str], root: str) -> list[str]:
+    """Paths under a URL root, relative to it; a URL root is never left (see path_index)."""
+    prefix = root.rstrip("/") + "/"
+    out = []
+    for i, p in enumerate(paths):
+        p = os.fspath(p)
+        rel = p[len(prefix) :] if p.startswith(prefix) else p
+        if not rel or is_url(rel) or _escapes_root(rel):
+            raise ValueError(
+                f"path {i} ({redact(p)!r}) is outside the index root {redact(root)!r}; with a "
+                "URL root every path must be relative to it and stay inside it"
+            )
         out.append(rel)
     return out
 

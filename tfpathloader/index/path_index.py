@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import IndexFormatError
+from ..storage.urls import is_url, redact
 from . import _cache
 from .names import resolve_index_files
 from .parse import _labels_array, _pack, _parse, _relative_paths, content_fingerprint
@@ -28,7 +29,7 @@ class PathIndex:
     Build one with :meth:`read` (from TFRecord shards) or :meth:`from_paths` (in memory).
 
     Attributes:
-        root: Absolute folder the relative paths are resolved against.
+        root: Absolute folder (or URL) the relative paths are resolved against.
         files: The shard files it was read from (empty when built in memory).
         classes: Class names by label, when the index carries them (else ``None``).
         allow_outside_root: Whether it was opened allowing paths (and symlinks) that lead
@@ -55,7 +56,8 @@ class PathIndex:
         self._offsets = _plain(offsets)
         self._paths = _plain(paths)
         self._path_view = self._paths.data  # a memoryview: slicing it is cheap
-        self.root = os.path.abspath(root)
+        # A URL root (s3://, https://...) stays as given: paths are root + "/" + relpath.
+        self.root = root.rstrip("/") if is_url(root) else os.path.abspath(root)
         self.files = tuple(files)
         self.classes = tuple(classes) if classes is not None else None
         self._meta = dict(meta or {})
@@ -80,7 +82,10 @@ class PathIndex:
         Args:
             source: ``"data/index.tfrecord"``, ``["a.tfrecord", "b.tfrecord"]`` or
                 ``"data/index-*.tfrecord"``; GZIP files are recognized by their content.
-            root: Folder the paths are relative to; defaults to the folder holding the index.
+            root: Folder (or URL) the paths are relative to; defaults to the folder holding
+                the index. ``source`` may be a URL (``s3://bucket/train/index.tfrecord``):
+                its shards are downloaded once per content and cached; the root is then
+                the URL's folder.
             allow_outside_root: Accept absolute paths and paths climbing out of ``root``.
             cache: Use (and write) the memory-mapped cache beside the shards, or in the user
                 cache folder when the shards' folder is read-only.
@@ -89,6 +94,15 @@ class PathIndex:
         Raises:
             IndexFormatError: naming the file and record, for any malformed input.
         """
+        if _is_remote_source(source):
+            # NOTE [remote index]: shards are downloaded into the user cache under a name
+            # made from their URL and their current ETag, size and modification time (one HEAD
+            # each), so a changed remote shard is fetched again, never read stale; the local
+            # copies are then parsed and cached like local shards.
+            from .remote import download_index
+
+            source, url_root = download_index(source)
+            root = url_root if root is None else root
         files = resolve_index_files(source)
         if root is None:
             dirs = {os.path.dirname(f) for f in files}
@@ -112,10 +126,18 @@ class PathIndex:
                 if hit is not None:
                     arrays, meta, folder = hit
         outside = meta.get("outside")
-        if outside and not allow_outside_root:
+        if outside and (not allow_outside_root or is_url(os.fspath(root))):
             f, r, rel = outside
+            shown = redact(os.fspath(root)) if is_url(os.fspath(root)) else os.path.abspath(root)
+            if is_url(os.fspath(root)):  # a URL root is never left (a server normalizes '..')
+                raise IndexFormatError(
+                    f"path {rel!r} leaves the index root {shown!r} (it is absolute or climbs "
+                    "out with '..'); with a URL root every path must stay inside it",
+                    file=f,
+                    record=r,
+                )
             raise IndexFormatError(
-                f"path {rel!r} leaves the index root {os.path.abspath(root)!r} (it is absolute "
+                f"path {rel!r} leaves the index root {shown!r} (it is absolute "
                 "or climbs out with '..'); pass allow_outside_root=True "
                 "(--allow-outside-root) if that is intended",
                 file=f,
@@ -164,7 +186,7 @@ class PathIndex:
 
     def __repr__(self) -> str:
         src = self.files[0] if len(self.files) == 1 else f"{len(self.files)} shards"
-        return f"PathIndex({len(self)} records, {src!s}, root={self.root!r})"
+        return f"PathIndex({len(self)} records, {src!s}, root={redact(self.root)!r})"
 
     @property
     def ids(self) -> np.ndarray:
@@ -300,7 +322,7 @@ class PathIndex:
             "shards": len(self.files),
             "files": list(self.files),
             "compression": self._meta.get("compression"),
-            "root": self.root,
+            "root": redact(self.root),
             "num_classes": self.num_classes,
             "classes": list(self.classes) if self.classes is not None else None,
             "label_counts": hist,
@@ -336,6 +358,12 @@ class PathIndex:
                 arr: np.ndarray = np.load(os.path.join(folder, f"{name}.npy"), mmap_mode="r")
                 setattr(self, attr, _plain(arr))
         self._path_view = self._paths.data
+
+
+def _is_remote_source(source: Any) -> bool:
+    if isinstance(source, (str, os.PathLike)):
+        return is_url(os.fspath(source))
+    return any(is_url(os.fspath(s)) for s in source)
 
 
 def _plain(arr: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import progress_bar
+from ..storage.urls import is_url
 from . import _cache
 from ._records import RecordWriter
 from .names import _sibling_shards, shard_names
@@ -64,7 +65,12 @@ def write_index(
         cache: Also write the parsed-index cache, so the first open is instant.
     """
     out = os.path.abspath(os.fspath(out))
-    root = os.path.abspath(os.fspath(root)) if root is not None else os.path.dirname(out)
+    if root is None:
+        root = os.path.dirname(out)
+    elif is_url(os.fspath(root)):  # a URL root (images in object storage) stays as is
+        root = os.fspath(root)
+    else:
+        root = os.path.abspath(os.fspath(root))
     if compression not in (None, "gzip"):
         raise ValueError(f"compression must be None or 'gzip', got {compression!r}")
     rel = _relative_paths(paths, root, allow_outside_root)
@@ -224,7 +230,10 @@ def build_index(
     the class folders in that order; their names travel with the index.
 
     Args:
-        image_root: Folder with one sub-folder per class (or any tree, with ``unlabeled``).
+        image_root: Folder with one sub-folder per class (or any tree, with ``unlabeled``), or
+            a listable URL prefix (``s3://bucket/train``, ``gs://...``): then the index is
+            written to ``IMAGE_ROOT/index.tfrecord`` in the store, or to a local ``out``
+            (read it with ``root=IMAGE_ROOT``).
         out: Index file; defaults to ``IMAGE_ROOT/index.tfrecord``. Paths are stored relative
             to its folder, which must therefore contain the images.
         shards, compression, progress: As for :func:`write_index`.
@@ -234,6 +243,18 @@ def build_index(
     Returns:
         The opened index, and a report: counts of images and of files left out and why.
     """
+    if is_url(os.fspath(image_root)):  # s3://bucket/train: list the prefix instead
+        from .remote import build_remote_index
+
+        return build_remote_index(
+            os.fspath(image_root),
+            None if out is None else os.fspath(out),
+            shards=shards,
+            compression=compression,
+            extensions=extensions,
+            unlabeled=unlabeled,
+            progress=progress,
+        )
     image_root = os.path.abspath(os.fspath(image_root))
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"image folder {image_root!r} does not exist")

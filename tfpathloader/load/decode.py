@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageLoadError
+from ..storage import is_url, read_url
 from .files import FileReader
 
 __all__ = ["check_bytes", "decode_image", "load_image", "read_file"]
@@ -32,7 +33,10 @@ def read_file(path: str, record_id: int = -1, reader: FileReader | None = None) 
     root rule (default: 256 MiB, no root rule). A PNG whose chunk checksums do not match is
     refused here (see NOTE [png checksums]).
     """
-    data = (reader or _DEFAULT_READER).read(path, record_id)
+    if is_url(path):  # s3://, gs://, https://...: tfpathloader.storage (retries, timeouts)
+        data = read_url(path, record_id)
+    else:
+        data = (reader or _DEFAULT_READER).read(path, record_id)
     check_bytes(data, path, record_id)
     return data
 

@@ -23,6 +23,7 @@ from .._utils import optional_import
 from ..index import PathIndex
 from ..order.sampler import GlobalShuffleSampler
 from ..order.spec import OrderSpec, Stream
+from ..storage import RemoteOptions
 from .checks import check_load_args, infer_channels
 from .files import DEFAULT_MAX_FILE_BYTES
 
@@ -57,6 +58,7 @@ class LoaderConfig:
     timeout: float = 0.0
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     allow_outside_root: bool = False
+    remote: RemoteOptions = RemoteOptions()  # noqa: RUF009 (frozen, so one shared default is safe)
 
     # Read-only views of the order's fields that the backends use.
     @property
@@ -74,6 +76,8 @@ class LoaderConfig:
 
 def _check_config(cfg: LoaderConfig, n: int) -> None:
     check_load_args(cfg)  # the order's fields were checked when its OrderSpec was made
+    if not isinstance(cfg.remote, RemoteOptions):
+        raise ValueError(f"remote must be a RemoteOptions, got {type(cfg.remote).__name__}")
     if n == 0:
         raise ValueError("the index is empty: nothing to load")
 
@@ -91,6 +95,13 @@ class LoaderBase:
             len(index), spec=cfg.order, rank=cfg.rank, fingerprint=index.fingerprint
         )
         self.skipped: list[dict[str, Any]] = []  # this epoch's skipped records
+        # Remote reads (root is a URL): requests, retries and failures by kind, summed over
+        # every worker since the loader was made (NOTE [retry counts] in storage/fetch.py).
+        self.remote_stats: dict[str, int] = {}
+
+    def _add_remote_stats(self, delta: dict[str, int] | None) -> None:
+        for k, v in (delta or {}).items():
+            self.remote_stats[k] = self.remote_stats.get(k, 0) + v
 
     # -- epochs ----------------------------------------------------------------------------
 
@@ -206,6 +217,7 @@ def make_loader(
     timeout: float = 0.0,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     allow_outside_root: bool | None = None,
+    remote: RemoteOptions | None = None,
     **unknown: Any,
 ) -> LoaderBase:
     """A loader over ``index``: batches of ``{"image", "label", "index"}`` torch tensors.
@@ -246,6 +258,8 @@ def make_loader(
         allow_outside_root: Follow paths and symlinks that lead outside the index root;
             ``None`` (default) takes the index's own setting (``PathIndex.read(...,
             allow_outside_root=)``), which is off unless it was allowed there.
+        remote: For an index whose root is a URL: reads in flight per worker (default 256),
+            timeouts and retries (see :class:`~tfpathloader.storage.RemoteOptions`).
 
     Raises:
         ValueError: for an unknown argument name or a bad value, naming the valid ones.
@@ -308,6 +322,7 @@ def make_loader(
         timeout=timeout,
         max_file_bytes=max_file_bytes,
         allow_outside_root=allow_outside_root,
+        remote=remote if remote is not None else RemoteOptions(),
     )
     _check_config(cfg, len(index))
     if cfg.channels is None:

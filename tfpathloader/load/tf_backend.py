@@ -17,6 +17,7 @@ Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, P
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -27,9 +28,10 @@ import numpy as np
 from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
 from ..index.tfrecord_interop import enable_tfrecord_interop
+from ..storage import Fetcher, FetchError, is_url, redact
 from ._tf_ops import checked, grey, map_grouped, read_files
 from .checks import check_transform_output, file_reader
-from .decode import decode_image, load_image
+from .decode import check_bytes, decode_image, load_image
 from .loader import (
     TRANSFORM_STREAM,
     LoaderBase,
@@ -87,6 +89,14 @@ class TFLoader(LoaderBase):
         self._prefix = tf.constant(os.path.join(index.root, ""))
         self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
         self._absolute_paths = _has_absolute_paths(index)
+        self._remote = is_url(index.root)
+        # One fetcher for tf.data's parallel batch calls in this process: in_flight per call,
+        # as the torch backend keeps in_flight per worker.
+        calls = cfg.num_workers or os.cpu_count() or 1
+        self._fetcher = Fetcher(
+            dataclasses.replace(cfg.remote, in_flight=cfg.remote.in_flight * calls)
+        )
+        self._remote_failures: dict[int, str] = {}
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
         self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)
         self._load_fn = tf.function(self._load, reduce_retracing=True)
@@ -157,7 +167,7 @@ class TFLoader(LoaderBase):
 
     def _load(self, item: dict[str, Any]) -> dict[str, Any]:
         """One record: read, check, decode (see :meth:`_image`)."""
-        data, cmyk = checked(self.tf, self._read_files(item["path"][None])[0])
+        data, cmyk = checked(self.tf, self._read_files(item["path"][None], item["index"][None])[0])
         return {**item, "image": self._image(data, item["index"], item["epoch"], cmyk)}
 
     def _image(self, data: Any, index: Any = None, epoch: Any = None, cmyk: Any = None) -> Any:
@@ -182,7 +192,7 @@ class TFLoader(LoaderBase):
             spec = tf.TensorSpec([None, None, 3], tf.uint8)
         else:
             spec = tf.TensorSpec([None, None, None], tf.uint8)
-        data, cmyk = checked(self.tf, self._read_files(items["path"]))
+        data, cmyk = checked(self.tf, self._read_files(items["path"], items["index"]))
 
         def decode_all(any_cmyk: bool) -> Any:
             # Only a batch holding a CMYK JPEG pays for a per-image choice of decoder.
@@ -203,12 +213,38 @@ class TFLoader(LoaderBase):
 
     _read_mode = "python"  # or "tf" (tf.io.read_file, no checks): only for benchmarks
 
-    def _read_files(self, paths: Any) -> Any:
+    def _read_files(self, paths: Any, ids: Any) -> Any:
         """The bytes of a batch's files (see NOTE [tf reads] and NOTE [bomb check])."""
         tf = self.tf
+        if self._remote:
+            # tf.io.read_file reads neither s3:// nor http(s)://: one host call per batch
+            # fetches all its files concurrently (see NOTE [remote batches] in torch_backend).
+            data = tf.numpy_function(self._fetch_remote, [paths, ids], tf.string, stateful=True)
+            return tf.ensure_shape(data, paths.shape)
         if self._read_mode == "tf":
             return map_grouped(self.tf, tf.io.read_file, paths, tf.TensorSpec([], tf.string))
         return read_files(tf, self._reader, paths)
+
+    def _fetch_remote(self, paths: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """A batch's bytes, fetched concurrently; a failure is remembered, then raised."""
+        fetcher = self._fetcher
+        got = fetcher.fetch_many([p.decode("utf-8") for p in paths.tolist()])
+        self._add_remote_stats(fetcher.take_stats())
+        bad = None
+        for i, g, p in zip(ids.tolist(), got, paths.tolist(), strict=True):
+            cause = g.cause if isinstance(g, FetchError) else None
+            if not isinstance(g, FetchError):
+                try:
+                    check_bytes(g, redact(p.decode("utf-8")), int(i))  # as read_file does
+                except ImageLoadError as e:
+                    cause = e.cause
+            if cause is not None:
+                # Named by _why when the batch fails (the same cause as the torch backend).
+                self._remote_failures[int(i)] = cause
+                bad = bad if bad is not None else int(i)
+        if bad is not None:
+            raise ImageLoadError(bad, "<remote>", self._remote_failures[bad])
+        return np.array(got, dtype=object)
 
     def _finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Per batch: grey conversion."""
@@ -285,6 +321,7 @@ class TFLoader(LoaderBase):
 
             self._torch = torch
         start = self._start()
+        self._remote_failures.clear()
         expected = start
         ds = self.as_tf_dataset(start)
         it = iter(ds)
@@ -326,6 +363,8 @@ class TFLoader(LoaderBase):
         """
         path = self.index.path(i)
         cfg = self.config
+        if i in self._remote_failures:
+            return (i, redact(path), self._remote_failures.pop(i))
         try:
             hwc = load_image(
                 path, channels=cfg.channels, size=cfg.size, record_id=i, reader=self._reader
@@ -346,8 +385,8 @@ class TFLoader(LoaderBase):
                 }
             )
         except tf.errors.OpError as e:
-            return (i, path, f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
-        return (i, path, "could not be loaded")
+            return (i, redact(path), f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
+        return (i, redact(path), "could not be loaded")
 
     def _culprit(self, k: int, error: Exception) -> Exception:
         """The first bad record of batch ``k``, named like the PyTorch backend names it."""

@@ -19,19 +19,15 @@ import torch.utils.data
 
 from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
+from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator, shutdown_workers
 from ._torch.slots import _SlotPool
 from ._torch.wire import _fresh_buffer, _WireBatch
 from .checks import check_transform_output, file_reader, probe_shape
-from .decode import Pixels, as_array, load_image, load_pixels
+from .decode import Pixels, as_array, check_bytes, decode_pixels, load_image, load_pixels
 from .files import FileReader
-from .loader import (
-    TRANSFORM_STREAM,
-    LoaderBase,
-    LoaderConfig,
-    Transform,
-)
+from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
 
 __all__ = ["BatchRequest", "PathIndexDataset", "TorchLoader"]
 
@@ -66,6 +62,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
         seed: Seed of the transform's generators.
         on_error: ``"raise"`` or ``"skip"`` (see :func:`~tfpathloader.make_loader`).
         reader: Opens the files (size limit, root rule); default: the index root, 256 MiB.
+        remote: How a URL root is read (see :class:`~tfpathloader.storage.RemoteOptions`).
     """
 
     def __init__(
@@ -78,9 +75,12 @@ class PathIndexDataset(torch.utils.data.Dataset):
         seed: int = 0,
         on_error: str = "raise",
         reader: FileReader | None = None,
+        remote: RemoteOptions | None = None,
     ):
         self.index = index
         self.reader = reader or FileReader(root=index.root)
+        self.remote = remote or RemoteOptions()
+        self.remote_root = is_url(index.root)
         self.channels = channels
         self.size = size
         self.transform = transform
@@ -97,12 +97,22 @@ class PathIndexDataset(torch.utils.data.Dataset):
         state["pool"] = None  # a pickled (spawned) worker cannot see the pool's mapping
         return state
 
-    def _pixels(self, i: int, path: str, epoch: int) -> Pixels:
-        """Image ``i``: HxWxC pixels as decoded, or the CxHxW array the transform returned."""
+    def _pixels(self, i: int, path: str, epoch: int, data: bytes | None = None) -> Pixels:
+        """Image ``i``: HxWxC pixels as decoded, or the CxHxW array the transform returned.
+
+        ``data``: the file's bytes, when they were fetched already (a remote root).
+        """
         c, size, reader = self.channels, self.size, self.reader
-        if self.transform is None:
+        if data is not None:
+            check_bytes(data, path, i)  # what read_file checks of local bytes
+            px = decode_pixels(data, channels=c, size=size, path=path, record_id=i)
+            if self.transform is None:
+                return px
+            hwc = as_array(*px)
+        elif self.transform is None:
             return load_pixels(path, channels=c, size=size, record_id=i, reader=reader)
-        hwc = load_image(path, channels=c, size=size, record_id=i, reader=reader)
+        else:
+            hwc = load_image(path, channels=c, size=size, record_id=i, reader=reader)
         rng = np.random.default_rng([self.seed, epoch, i, TRANSFORM_STREAM])
         out = self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng)
         img = check_transform_output(out, i, path)
@@ -142,15 +152,21 @@ class PathIndexDataset(torch.utils.data.Dataset):
         flat = memoryview(b"")  # the batch as bytes, for the images Pillow gives as bytes
         row = 0
         first_shape: tuple[int, ...] = ()
-        for i, path in zip(ids.tolist(), self.index.paths(ids), strict=True):
+        paths = self.index.paths(ids)
+        fetched, remote = self._fetch_remote(paths)
+        for k, (i, path) in enumerate(zip(ids.tolist(), paths, strict=True)):
             try:
-                pixels, shape = self._pixels(i, path, epoch)
+                data = fetched[k] if fetched is not None else None
+                if isinstance(data, FetchError):
+                    raise ImageLoadError(i, path, data.cause)
+                pixels, shape = self._pixels(i, path, epoch, data)
             except ImageLoadError as e:
                 if self.on_error == "raise":
                     return _WireBatch(
                         error=e,
                         slot=slot,
                         pool_key=pool.key if pool else None,
+                        remote=remote,
                     )
                 skipped.append((e.record_id, e.path, e.cause))
                 continue
@@ -175,8 +191,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
             elif shape != first_shape:
                 raise BatchShapeError(
                     i,
-                    path,
-                    f"record {i} ({path}) has shape {shape} but record {kept[0]} has "
+                    redact(path),
+                    f"record {i} ({redact(path)}) has shape {shape} but record {kept[0]} has "
                     f"{out.shape[1:]}: images of one batch must have one size; pass "
                     "size=(height, width) to resize them",
                 )
@@ -199,6 +215,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 pool_key=pool.key,
                 n=n,
                 channels_last=channels_last,
+                remote=remote,
             )
         if buffer is None:
             h, w = self.size if self.size is not None else (0, 0)
@@ -213,7 +230,21 @@ class PathIndexDataset(torch.utils.data.Dataset):
             slot=slot,
             pool_key=unused_slot_pool,
             channels_last=channels_last,
+            remote=remote,
         )
+
+    # NOTE [remote batches]: with a URL root, a batch's files are requested all at once (up to
+    # remote.in_flight in flight) before any is decoded, and decoded in the batch's order, so
+    # latency is paid about once per batch instead of once per image while the batch keeps the
+    # order's exact sequence. A local root never comes here: its reads stay os.open/os.read.
+    def _fetch_remote(
+        self, paths: list[str]
+    ) -> tuple[list[bytes | FetchError] | None, dict[str, int] | None]:
+        """A remote batch's bytes (or errors) in order, and the read counts; else (None, None)."""
+        if not self.remote_root:
+            return None, None
+        fetcher = shared_fetcher(self.remote)
+        return fetcher.fetch_many(paths), fetcher.take_stats()
 
 
 def _pass_through(batch: Any) -> Any:
@@ -285,6 +316,7 @@ class TorchLoader(LoaderBase):
             seed=cfg.seed,
             on_error=cfg.on_error,
             reader=file_reader(index, cfg),
+            remote=cfg.remote,
         )
         self._batch_sampler = _EpochBatchSampler(self.sampler, self.dataset)
         workers = cfg.num_workers
@@ -299,7 +331,12 @@ class TorchLoader(LoaderBase):
             )
             self.persistent = True if cfg.persistent_workers is None else cfg.persistent_workers
             kwargs.update(prefetch_factor=prefetch, persistent_workers=self.persistent)
-            if "fork" in torch.multiprocessing.get_all_start_methods():
+            if self.dataset.remote_root:
+                # NOTE [remote workers]: the object-store client runs a tokio runtime in this
+                # process (record 0 was read to learn the image shape); forking it leaves the
+                # children hung and the parent crashing, so remote workers are spawned.
+                kwargs["multiprocessing_context"] = "spawn"
+            elif "fork" in torch.multiprocessing.get_all_start_methods():
                 kwargs["multiprocessing_context"] = "fork"
                 if transform is None:
                     # Requests in flight, the batch being used, and one in the pin thread.
@@ -355,6 +392,7 @@ class TorchLoader(LoaderBase):
             _LIVE_ITERATORS[id(self)] = it  # see NOTE [worker shutdown]
         try:
             for wire in surface_worker_death(it, self):
+                self._add_remote_stats(wire.remote)
                 if wire.error is not None:
                     wire._settle()
                     raise wire.error

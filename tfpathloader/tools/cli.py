@@ -232,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="serve INDEX's folder over HTTP on 127.0.0.1 with 0, 10 and 50 ms added latency and "
+        "compare both backends' images/s to local disk (tools/remote_bench.py; 2 workers "
+        "unless --workers, 30 batches per row)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

@@ -263,6 +263,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..index import PathIndex
     from .bench import format_bench_table, make_jpeg_set, run_bench
 
+    if getattr(args, "remote", False):  # the remote rows: their own module
+        from .remote_bench import format_remote_table, run_remote_bench
+
+        if not args.index:
+            raise ValueError("--remote needs an INDEX (e.g. the demo's index.tfrecord)")
+        workers = args.workers if "--workers" in sys.argv else 2
+        result = run_remote_bench(args.index, num_workers=workers, batch_size=args.batch_size)
+        if args.json:
+            _print_json(result)
+        else:
+            print(format_remote_table(result))
+        return 0
     if args.make_jpeg:
         path = os.path.join(args.make_jpeg, "index.tfrecord")
         if os.path.isfile(path):

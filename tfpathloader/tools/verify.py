@@ -18,8 +18,9 @@ import numpy as np
 from .._utils import progress_bar
 from ..errors import ImageLoadError
 from ..index import PathIndex
-from ..load.decode import load_image
+from ..load.decode import decode_image, load_image
 from ..load.files import DEFAULT_MAX_FILE_BYTES, FileReader
+from ..storage import FetchError, is_url, redact, shared_fetcher
 
 __all__ = ["Failure", "VerifyReport", "verify_index"]
 
@@ -104,6 +105,8 @@ def verify_index(
         root=index.root, allow_outside_root=allow_outside_root, max_file_bytes=max_file_bytes
     )
     report = VerifyReport(records=len(index), decoded=decode)
+    if is_url(index.root):
+        return _verify_remote(index, report, progress)
     n = len(index)
     with progress_bar(progress, desc="checking files", total=n, unit=" files") as bar:
         for i in range(n):
@@ -135,4 +138,27 @@ def verify_index(
                     decoded_failures += fails
                     bar.update(k)
     report.failures = sorted(report.failures + decoded_failures, key=lambda f: f.record_id)
+    return report
+
+
+def _verify_remote(index: PathIndex, report: VerifyReport, progress: bool | None) -> VerifyReport:
+    """Remote files: a HEAD each (or, with decode, a GET and a decode), many in flight."""
+    fetcher = shared_fetcher()
+    n = len(index)
+    step = 4 * fetcher.options.in_flight
+    desc = "decoding remote images" if report.decoded else "checking remote files"
+    with progress_bar(progress, desc=desc, total=n, unit=" files") as bar:
+        for lo in range(0, n, step):
+            ids = np.arange(lo, min(n, lo + step), dtype=np.int64)
+            paths = index.paths(ids)
+            results = (fetcher.fetch_many if report.decoded else fetcher.head_many)(paths)
+            for i, path, r in zip(ids.tolist(), paths, results, strict=True):
+                if isinstance(r, FetchError):
+                    report.failures.append(Failure(i, redact(path), r.cause))
+                elif isinstance(r, bytes):
+                    try:
+                        decode_image(r, path=path, record_id=i)
+                    except ImageLoadError as e:
+                        report.failures.append(Failure(i, e.path, e.cause))
+            bar.update(len(ids))
     return report

@@ -33,6 +33,7 @@ class _WireBatch:
         "label",
         "n",
         "pool_key",
+        "remote",
         "skipped",
         "slot",
     )
@@ -49,6 +50,7 @@ class _WireBatch:
         slot: int | None = None,
         pool_key: int | None = None,
         n: int = 0,
+        remote: dict[str, int] | None = None,
     ):
         self.image = image
         self.label = label
@@ -59,6 +61,7 @@ class _WireBatch:
         self.slot = slot
         self.pool_key = pool_key
         self.n = n
+        self.remote = remote  # remote-read counts of this batch (storage/fetch.py)
 
     def __getstate__(self) -> tuple:
         return tuple(getattr(self, k) for k in self.__slots__)

@@ -1,0 +1,199 @@
+"""Remote path indexes (s3://, gs://, https://): shards cached by content; built by listing."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import IndexFormatError
+from ..storage import FetchError, RemoteOptions, shared_fetcher
+from ..storage.clients import list_prefix
+from ..storage.urls import is_url, parent, redact
+from ._cache import user_cache_dir
+from .names import _SHARD_RE, _stem
+
+__all__ = ["download_index"]
+
+
+def _remote_files(source: Any, options: RemoteOptions) -> tuple[list[str], list[Any] | None]:
+    """The shard URLs of a URL, a list of URLs, or a glob/sharded name in a listable store."""
+    if not isinstance(source, (str, os.PathLike)):
+        urls = [os.fspath(s) for s in source]
+        if not all(is_url(u) for u in urls):
+            raise IndexFormatError("an index list must be all URLs or all local paths")
+        return urls, None
+    url = os.fspath(source)
+    name = url.rsplit("/", 1)[1]
+    is_glob = any(c in name for c in "*?[")
+    if not is_glob:
+        head = shared_fetcher(options).head_many([url])[0]
+        if not isinstance(head, FetchError):
+            return [url], [head]
+        if head.status != 404:
+            raise IndexFormatError(f"cannot read the index: {head.cause}", file=redact(url))
+    # A glob, or a name whose shards exist (index.tfrecord -> index-00000-of-00004.tfrecord).
+    try:
+        listed = [u for u, _ in list_prefix(parent(url), options)]
+    except ValueError:
+        raise IndexFormatError(
+            "no path index at this URL, and an http(s) server cannot be listed to find its "
+            "shards; name each shard",
+            file=redact(url),
+        ) from None
+    if is_glob:
+        files = [u for u in listed if fnmatch.fnmatchcase(u.rsplit("/", 1)[1], name)]
+    else:
+        stem = _stem(name)
+        files = [
+            u
+            for u in listed
+            if (m := _SHARD_RE.match(u.rsplit("/", 1)[1])) is not None and m["stem"] == stem
+        ]
+    if not files:
+        raise IndexFormatError("no path index (or shards of one) at this URL", file=redact(url))
+    return sorted(files), None
+
+
+def download_index(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    options: RemoteOptions | None = None,
+) -> tuple[list[str], str]:
+    """Local copies of a remote index's shards (fetched only when new or changed), and its root.
+
+    Each shard is stored as ``<cache>/remote/<hash of URL and its HEAD>/<name>``: a shard whose
+    ETag, size or modification time changed gets a new name, so it is downloaded again.
+    """
+    options = options or RemoteOptions()
+    urls, heads = _remote_files(source, options)
+    roots = {parent(u) for u in urls}
+    if len(roots) > 1:
+        raise ValueError("the shards are under different prefixes; pass root= to say which")
+    fetcher = shared_fetcher(options)
+    heads = heads or fetcher.head_many(urls)
+    local = []
+    for url, head in zip(urls, heads, strict=True):
+        if isinstance(head, FetchError):
+            raise IndexFormatError(f"cannot read the index shard: {head.cause}", file=redact(url))
+        key = hashlib.sha256(json.dumps([url, head], sort_keys=True).encode()).hexdigest()[:24]
+        folder = os.path.join(user_cache_dir(), "remote", key)
+        path = os.path.join(folder, url.rsplit("/", 1)[1])
+        if not os.path.isfile(path) or os.path.getsize(path) != head["size"]:
+            try:
+                data = fetcher.fetch(url)
+            except FetchError as e:
+                raise IndexFormatError(
+                    f"cannot read the index shard: {e.cause}", file=redact(url)
+                ) from None
+            if len(data) != head["size"]:
+                raise IndexFormatError(
+                    f"the shard changed while it was read ({len(data)} bytes, expected "
+                    f"{head['size']}); read the index again",
+                    file=redact(url),
+                )
+            os.makedirs(folder, exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        local.append(path)
+    return local, roots.pop()
+
+
+def build_remote_index(
+    image_root: str,
+    out: str | None,
+    *,
+    shards: int,
+    compression: str | None,
+    extensions: Sequence[str],
+    unlabeled: bool,
+    progress: bool | None,
+    options: RemoteOptions | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`~tfpathloader.index.build_index` over a listable URL prefix (class sub-folders).
+
+    The same rules as for a local folder: class folders and files in sorted order, labels by
+    class position, names starting with ``.`` left out.
+    """
+    import tempfile
+
+    from ..storage.clients import put
+    from .path_index import PathIndex
+    from .write import write_index
+
+    options = options or RemoteOptions()
+    root = image_root.rstrip("/")
+    exts = tuple(e.lower() for e in extensions)
+    skipped = {"not an image extension": 0, "not in a class folder": 0}
+    examples: dict[str, list[str]] = {k: [] for k in skipped}
+    found: list[tuple[str, str]] = []  # (class, relpath)
+    for url, _ in list_prefix(root, options):
+        rel = url[len(root) + 1 :]
+        parts = rel.split("/")
+        if any(p.startswith(".") for p in parts) or rel.endswith((".tfrecord", ".tfrecord.gz")):
+            continue
+        reason = None
+        if not unlabeled and len(parts) < 2:
+            reason = "not in a class folder"
+        elif not parts[-1].lower().endswith(exts):
+            reason = "not an image extension"
+        if reason:
+            skipped[reason] += 1
+            if len(examples[reason]) < 5:
+                examples[reason].append(redact(url))
+            continue
+        found.append(("" if unlabeled else parts[0], rel))
+    if not found:
+        raise ValueError(f"no images found under {redact(root)!r} (looked for {', '.join(exts)})")
+    classes = None if unlabeled else sorted({c for c, _ in found})
+    label_of = {c: k for k, c in enumerate(classes or [])}
+    found.sort(key=lambda cr: (label_of.get(cr[0], -1), cr[1]))
+    rels = [r for _, r in found]
+    labels = [label_of.get(c, -1) for c, _ in found]
+    if out is not None and not is_url(out):
+        index = write_index(
+            out,
+            rels,
+            labels,
+            root=root,
+            shards=shards,
+            compression=compression,
+            classes=classes,
+            progress=progress,
+        )
+    else:
+        target = out or root + "/index.tfrecord"
+        if parent(target) != root:
+            raise ValueError(
+                f"a remote index must sit in the image prefix {redact(root)!r} (its paths are "
+                f"relative to its folder), not at {redact(target)!r}"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            local = write_index(
+                os.path.join(tmp, target.rsplit("/", 1)[1]),
+                rels,
+                labels,
+                root=root,
+                shards=shards,
+                compression=compression,
+                classes=classes,
+                progress=progress,
+                cache=False,
+            )
+            for f in local.files:
+                with open(f, "rb") as fh:
+                    put(root + "/" + os.path.basename(f), fh.read(), options)
+            names = [root + "/" + os.path.basename(f) for f in local.files]
+        index = PathIndex.read(names if len(names) > 1 else names[0])
+    report = {
+        "images": len(rels),
+        "classes": len(classes) if classes is not None else 0,
+        "skipped": skipped,
+        "skipped_examples": examples,
+        "files": list(index.files),
+    }
+    return index, report
