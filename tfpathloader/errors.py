@@ -61,7 +61,7 @@ class ImageLoadError(TFPathLoaderError):
         self.record_id = int(record_id)
         self.path = redact(path)  # no credentials in errors (NOTE [redaction])
         self.cause = cause
-        super().__init__(f"record {record_id} ({path}): {cause}")
+        super().__init__(f"record {record_id} ({self.path}): {cause}")
 
     def __reduce__(self):  # keeps the fields when the error crosses a worker process
         return (type(self), (self.record_id, self.path, self.cause))
