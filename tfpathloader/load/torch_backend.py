@@ -22,8 +22,11 @@ from ..index import PathIndex
 from ._torch.private import drop_persistent_iterator, shutdown_workers
 from ._torch.slots import _SlotPool
 from ._torch.wire import _fresh_buffer, _WireBatch
+from ..transforms import Transform as Pipeline
+from ..transforms import check_pipeline, record_rng
+from ._crop import load_cropped
 from .decode import Pixels, as_array, load_image, load_pixels
-from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
+from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["BatchRequest", "PathIndexDataset", "TorchLoader"]
 
@@ -54,7 +57,9 @@ class PathIndexDataset(torch.utils.data.Dataset):
         index: The path index.
         channels: 1 or 3 output channels.
         size: ``(height, width)`` to resize to, or ``None`` (then a batch must be one size).
-        transform: ``f(image, rng) -> image``; ``rng`` is seeded from (seed, epoch, record id).
+        transform: A :mod:`tfpathloader.transforms` pipeline (decoded and resized straight
+            into the batch, HxWxC), or ``f(image CxHxW, rng) -> image`` (see
+            :func:`~tfpathloader.make_loader`); seeded from (seed, epoch, record id).
         seed: Seed of the transform's generators.
         on_error: ``"raise"`` or ``"skip"`` (see :func:`~tfpathloader.make_loader`).
     """
@@ -77,9 +82,15 @@ class PathIndexDataset(torch.utils.data.Dataset):
         self.on_error = on_error
         self.epoch = 0  # only for __getitem__; batches carry their own epoch
         self.pool: _SlotPool | None = None
+        self.pipeline = isinstance(transform, Pipeline)
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def _channels_last(self) -> bool:
+        """Whether images are HxWxC (decoded or a pipeline's), not a user callable's CxHxW."""
+        return self.transform is None or self.pipeline
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -87,19 +98,27 @@ class PathIndexDataset(torch.utils.data.Dataset):
         return state
 
     def _pixels(self, i: int, path: str, epoch: int) -> Pixels:
-        """Image ``i``: HxWxC pixels as decoded, or the CxHxW array the transform returned."""
+        """Image ``i``: HxWxC pixels (decoded, or a pipeline's), or a user callable's CxHxW."""
         if self.transform is None:
             return load_pixels(path, channels=self.channels, size=self.size, record_id=i)
-        hwc = load_image(path, channels=self.channels, size=self.size, record_id=i)
-        rng = np.random.default_rng([self.seed, epoch, i, TRANSFORM_STREAM])
-        img = np.asarray(self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng))
+        if self.pipeline:
+            hwc = load_cropped(
+                path,
+                cast(Pipeline, self.transform),
+                record_rng(self.seed, epoch, i),
+                channels=self.channels,
+                record_id=i,
+            )
+            return hwc, hwc.shape
+        pixels, shape = load_pixels(path, channels=self.channels, size=self.size, record_id=i)
+        img = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
         return img, img.shape
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
         image = torch.from_numpy(as_array(*self._pixels(i, self.index.path(i), self.epoch)).copy())
         return {
-            "image": image if self.transform is not None else image.permute(2, 0, 1),
+            "image": image.permute(2, 0, 1) if self._channels_last else image,
             "label": torch.tensor(int(self.index.labels[i])),
             "index": torch.tensor(i),
         }
@@ -168,7 +187,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
         n = len(kept)
         index = np.asarray(kept, dtype=np.int64)
         labels = np.asarray(self.index.labels[index], dtype=np.int64)
-        channels_last = self.transform is None
+        channels_last = self._channels_last
         if pool is not None:
             return _WireBatch(
                 label=labels,
@@ -294,7 +313,7 @@ class TorchLoader(LoaderBase):
             kwargs.update(prefetch_factor=prefetch, persistent_workers=self.persistent)
             if "fork" in torch.multiprocessing.get_all_start_methods():
                 kwargs["multiprocessing_context"] = "fork"
-                if transform is None:
+                if transform is None or self.dataset.pipeline:
                     # Requests in flight, the batch being used, and one in the pin thread.
                     self.dataset.pool = _SlotPool(workers * prefetch + 3, (cfg.batch_size, *shape))
         self.dataloader = torch.utils.data.DataLoader(
@@ -311,6 +330,9 @@ class TorchLoader(LoaderBase):
 
     def _image_shape(self) -> tuple[int, ...]:
         """HxWxC of record 0 after channel conversion and resizing (the pool's image shape)."""
+        c = self.config.channels or 3
+        if isinstance(self.transform, Pipeline):
+            return (*check_pipeline(self.transform), c)
         try:
             return load_image(
                 self.index.path(0),
@@ -319,7 +341,6 @@ class TorchLoader(LoaderBase):
                 record_id=0,
             ).shape
         except ImageLoadError:
-            c = self.config.channels or 3
             return (*self.config.size, c) if self.config.size else (0, 0, c)
 
     def set_epoch(self, epoch: int) -> None:
