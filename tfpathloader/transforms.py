@@ -37,7 +37,9 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "Transform",
+    "check_pipeline",
     "plan_batch",
+    "record_rng",
 ]
 
 # Mirrors loader.TRANSFORM_STREAM (not imported: this module stays free of the loader).

@@ -27,9 +27,11 @@ import numpy as np
 from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
+from ..transforms import Transform as Pipeline
+from ._tf_crop import crop_batch
 from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image, load_image
-from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
+from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["TFLoader", "import_tensorflow"]
 
@@ -85,6 +87,7 @@ class TFLoader(LoaderBase):
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
+        self._pipeline = transform if isinstance(transform, Pipeline) else None
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -186,6 +189,9 @@ class TFLoader(LoaderBase):
     def _load(self, item: dict[str, Any]) -> dict[str, Any]:
         """One record: read, check, decode (see :meth:`_image`)."""
         data, cmyk = checked(self.tf, self.tf.io.read_file(item["path"]))
+        if self._pipeline is not None:
+            one = {k: item[k][None] for k in ("index", "epoch")}
+            return {**item, "image": self._crop(one, data[None], cmyk[None])[0]}
         return {**item, "image": self._image(data, item["index"], item["epoch"], cmyk)}
 
     def _image(self, data: Any, index: Any = None, epoch: Any = None, cmyk: Any = None) -> Any:
@@ -211,6 +217,8 @@ class TFLoader(LoaderBase):
         else:
             spec = tf.TensorSpec([None, None, None], tf.uint8)
         data, cmyk = checked(self.tf, self._read_files(items["path"]))
+        if self._pipeline is not None:
+            return self._finish_batch({**items, "image": self._crop(items, data, cmyk)})
 
         def decode_all(any_cmyk: bool) -> Any:
             # Only a batch holding a CMYK JPEG pays for a per-image choice of decoder.
@@ -229,6 +237,25 @@ class TFLoader(LoaderBase):
         images = tf.cond(tf.reduce_any(cmyk), lambda: decode_all(True), lambda: decode_all(False))
         return self._finish_batch({**items, "image": images})
 
+    def _crop(self, items: dict[str, Any], data: Any, cmyk: Any) -> Any:
+        """A batch through the transforms pipeline (see NOTE [tf crop] in _tf_crop.py)."""
+        assert self._pipeline is not None
+
+        def run(any_cmyk: bool) -> Any:
+            return crop_batch(
+                self.tf,
+                self._pipeline,
+                self.config.seed,
+                items,
+                data,
+                self._decode,
+                cmyk if any_cmyk else None,
+                other_formats=not self._fast,
+            )
+
+        tf = self.tf
+        return tf.cond(tf.reduce_any(cmyk), lambda: run(True), lambda: run(False))
+
     def _read_files(self, paths: Any) -> Any:
         """The bytes of a batch's files (see NOTE [bomb check])."""
         tf = self.tf
@@ -239,21 +266,25 @@ class TFLoader(LoaderBase):
         batch = dict(batch)
         img = batch.pop("image")
         del batch["path"], batch["epoch"]
-        if self.transform is None and self.config.channels == 1:
+        if self._channels_last and self.config.channels == 1:
             img = grey(self.tf, img)
         return {"image": img, **batch}
 
+    @property
+    def _channels_last(self) -> bool:
+        """Whether images are HxWxC (decoded or a pipeline's), not a user callable's CxHxW."""
+        return self.transform is None or self._pipeline is not None
+
     def _apply_transform(self, hwc: np.ndarray, i: np.int64, epoch: np.int64) -> np.ndarray:
         assert self.transform is not None
-        rng = np.random.default_rng([self.config.seed, int(epoch), int(i), TRANSFORM_STREAM])
-        return np.asarray(
-            self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng), dtype=np.uint8
-        )
+        out = call_user_transform(self.transform, hwc, hwc.shape, self.config.seed, epoch, i)
+        return np.asarray(out, dtype=np.uint8)
 
     def as_tf_dataset(self, start_batch: int | None = None) -> Any:
         """This rank's current epoch as a ``tf.data.Dataset`` of dicts.
 
-        Each element: ``image`` uint8 ``[B, H, W, C]`` (``[B, C, H, W]`` with a transform),
+        Each element: ``image`` uint8 ``[B, H, W, C]`` (``[B, C, H, W]`` with a callable
+        transform; ``[B, H, W, C]`` with a :mod:`tfpathloader.transforms` pipeline),
         ``label`` and ``index`` int64 ``[B]``. Starts at the batch a loaded state points to.
         With ``on_error="skip"`` elements also carry ``batch``, their batch number.
         """
@@ -293,7 +324,7 @@ class TFLoader(LoaderBase):
     def _to_torch(self, batch: dict[str, Any]) -> dict[str, Any]:
         torch = self._torch
         image = torch.from_dlpack(batch["image"])  # shares TensorFlow's buffer: no copy
-        if self.transform is None:
+        if self._channels_last:
             image = image.permute(0, 3, 1, 2)  # NxCxHxW, channels_last memory (as torch backend)
         out = {
             "image": image,
