@@ -139,8 +139,12 @@ def _ours(backend: str, transform: Any) -> Callable[[Any, int], tuple[float, int
 
         t0 = time.perf_counter()
         loader = make_loader(
-            backend=backend, index=index, batch_size=BATCH, num_workers=WORKERS,
-            transform=transform(), seed=SEED,
+            backend=backend,
+            index=index,
+            batch_size=BATCH,
+            num_workers=WORKERS,
+            transform=transform(),
+            seed=SEED,
         )
         s, images, first = _time_loader(loader)
         extra = time.perf_counter() - t0 - s
@@ -159,8 +163,13 @@ def row_tf_hand(index: Any, n: int) -> tuple[float, int, float]:
         data = tf.io.read_file(path)
         shape = tf.io.extract_jpeg_shape(data)
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape, tf.zeros([0, 0, 4]), seed=seed, area_range=(0.08, 1.0),
-            aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10, use_image_if_no_bounding_boxes=True,
+            shape,
+            tf.zeros([0, 0, 4]),
+            seed=seed,
+            area_range=(0.08, 1.0),
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
         )
         box = tf.stack([begin[0], begin[1], size[0], size[1]])
         img = tf.io.decode_and_crop_jpeg(data, box, channels=3)
@@ -207,7 +216,10 @@ def _micro(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     index = PathIndex.read(os.path.join(args.photos, "index.tfrecord"))
     n = min(args.images, len(index), 500)
-    datas = [open(index.path(i), "rb").read() for i in range(n)]
+    datas = []
+    for i in range(n):
+        with open(index.path(i), "rb") as f:
+            datas.append(f.read())
     pipeline = _pipeline()
     options: dict[str, Callable[[int], Any]] = {
         "pillow decode": lambda i: Image.open(io.BytesIO(datas[i])).load(),
@@ -259,8 +271,16 @@ def main() -> None:
     for rnd in range(args.rounds + 1):  # round 0: warm-up (file cache, imports)
         got = {}
         for r in rows:
-            cmd = [sys.executable, __file__, "--photos", args.photos, "--images",
-                   str(args.images), "--row", r]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--photos",
+                args.photos,
+                "--images",
+                str(args.images),
+                "--row",
+                r,
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             got[r] = json.loads(out.stdout.strip().splitlines()[-1])
         if rnd == 0:
@@ -271,12 +291,14 @@ def main() -> None:
             firsts[r].append(got[r]["first_batch_s"])
             ratios[r].append(rate / (got["raw"]["images"] / got["raw"]["seconds"]))
         print(f"round {rnd}: " + "  ".join(f"{r} {ratios[r][-1]:.2f}" for r in rows), flush=True)
-    print(f"\n| row | ratio to raw, median (range) | images/s median | first batch s |")
+    print("\n| row | ratio to raw, median (range) | images/s median | first batch s |")
     print("|---|---|---|---|")
     for r in rows:
         q = ratios[r]
-        print(f"| {r} | {statistics.median(q):.2f} ({min(q):.2f}-{max(q):.2f}) | "
-              f"{statistics.median(rates[r]):.0f} | {statistics.median(firsts[r]):.2f} |")
+        print(
+            f"| {r} | {statistics.median(q):.2f} ({min(q):.2f}-{max(q):.2f}) | "
+            f"{statistics.median(rates[r]):.0f} | {statistics.median(firsts[r]):.2f} |"
+        )
 
 
 if __name__ == "__main__":

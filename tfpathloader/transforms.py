@@ -116,9 +116,7 @@ class Transform:
         left = min(max(0, round(view.left)), width - 1)
         bottom = min(height, max(top + 1, round(view.top + view.height)))
         right = min(width, max(left + 1, round(view.left + view.width)))
-        return Plan(
-            (top, left, bottom - top, right - left), view.size, view.flip, view.antialias
-        )
+        return Plan((top, left, bottom - top, right - left), view.size, view.flip, view.antialias)
 
 
 class Compose(Transform):

@@ -10,8 +10,8 @@ from PIL import Image
 from tfpathloader import ImageLoadError, write_index
 from tfpathloader import transforms as T
 from tfpathloader.load.loader import make_loader
-from tfpathloader.transforms import plan_batch
 from tfpathloader.tools.photos import make_photo_set
+from tfpathloader.transforms import plan_batch
 
 
 def _coordinate_pngs(folder, n=12, size=(32, 40)):
@@ -98,7 +98,10 @@ def test_corrupt_jpeg_names_the_record_in_both_backends(tmp_path):
     open(path, "wb").write(data[:600])  # header intact, scan data cut
     for backend in ("torch", "tf"):
         loader = make_loader(
-            backend=backend, index=index, batch_size=4, shuffle="none",
+            backend=backend,
+            index=index,
+            batch_size=4,
+            shuffle="none",
             transform=T.RandomResizedCrop(32),
         )
         with pytest.raises(ImageLoadError, match="record 2") as e:
@@ -108,7 +111,7 @@ def test_corrupt_jpeg_names_the_record_in_both_backends(tmp_path):
 
 def test_pipeline_and_size_conflict_and_varied_sizes_refused(tmp_path):
     index = _coordinate_pngs(tmp_path, n=2)
-    with pytest.raises(ValueError, match="size= and a tfpathloader.transforms"):
+    with pytest.raises(ValueError, match=r"size= and a tfpathloader\.transforms"):
         make_loader(index=index, batch_size=2, transform=T.CenterCrop(8), size=(8, 8))
     with pytest.raises(ValueError, match="varied sizes"):
         make_loader(index=index, batch_size=2, transform=T.Resize(8))

@@ -17,17 +17,15 @@ def test_random_resized_crop_box_inside_and_in_range(hw, seed):
     for rid in range(40):
         p = t.plan(h, w, record_rng(seed, 0, rid))
         top, left, bh, bw = p.box
-        assert 0 <= top and 0 <= left and bh >= 1 and bw >= 1
+        assert top >= 0 and left >= 0 and bh >= 1 and bw >= 1
         assert top + bh <= h and left + bw <= w
         assert p.size == (224, 224) and not p.flip
 
 
 def test_random_resized_crop_areas_follow_scale():
     t = T.RandomResizedCrop(32, scale=(0.25, 0.5), ratio=(1.0, 1.0))
-    areas = [
-        np.prod(t.plan(400, 400, record_rng(0, 0, i)).box[2:]) / 400**2 for i in range(200)
-    ]
-    assert 0.24 <= min(areas) and max(areas) <= 0.51
+    areas = [np.prod(t.plan(400, 400, record_rng(0, 0, i)).box[2:]) / 400**2 for i in range(200)]
+    assert min(areas) >= 0.24 and max(areas) <= 0.51
     assert max(areas) - min(areas) > 0.15  # drawn, not fixed
 
 
@@ -37,8 +35,10 @@ def test_plans_depend_on_seed_epoch_and_record_only():
     a = plan_batch(t, 3, 1, ids, np.full(50, 90), np.full(50, 120))
     b = plan_batch(t, 3, 1, ids[::-1], np.full(50, 90), np.full(50, 120))
     assert np.array_equal(a[0], b[0][::-1]) and np.array_equal(a[1], b[1][::-1])
-    for other in (plan_batch(t, 4, 1, ids, np.full(50, 90), np.full(50, 120)),
-                  plan_batch(t, 3, 2, ids, np.full(50, 90), np.full(50, 120))):
+    for other in (
+        plan_batch(t, 4, 1, ids, np.full(50, 90), np.full(50, 120)),
+        plan_batch(t, 3, 2, ids, np.full(50, 90), np.full(50, 120)),
+    ):
         assert not np.array_equal(a[0], other[0])
     assert 10 < a[1].sum() < 40  # about half flipped
 

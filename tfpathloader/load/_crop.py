@@ -23,7 +23,6 @@ rounding and filter details (mean |difference| is measured by tests/integration/
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from typing import Any
 

@@ -60,9 +60,11 @@ def _plan(
     jpeg: np.ndarray,
     data: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    h, w = np.array(h, dtype=np.int64), np.array(w, dtype=np.int64)  # writable copies
     if data is not None:  # formats without a header TensorFlow parses: Pillow reads it
         for k in np.flatnonzero((h == 0) | (w == 0)):
-            h[k], w[k] = header_size(bytes(data[k]))
+            size_k = header_size(bytes(data[k]))
+            h[k], w[k] = size_k[0], size_k[1]
     h, w = np.maximum(h, 1), np.maximum(w, 1)
     boxes, flips = plan_batch(transform, seed, int(epoch), ids, h, w)
     size = check_pipeline(transform)
@@ -70,7 +72,8 @@ def _plan(
     for k in range(len(ids)):
         r, box = dct_scale(tuple(boxes[k].tolist()), size, int(h[k]), int(w[k]))
         if r > 1 and jpeg[k]:  # JPEGs decoded by decode_and_crop_jpeg only
-            scales[k], boxes[k] = int(np.log2(r)), box
+            scales[k] = r.bit_length() - 1
+            boxes[k] = box
     return boxes, flips, scales
 
 
@@ -81,7 +84,7 @@ def crop_batch(
     items: dict[str, Any],
     data: Any,
     decode: Callable[[Any, Any], Any],
-    cmyk: Any = None,
+    cmyk: Any,
     other_formats: bool = False,
 ) -> Any:
     """A batch of encoded images through a pipeline: uint8 ``[B, H, W, 3]``.
@@ -93,9 +96,27 @@ def crop_batch(
         items: The batch's ``index`` and ``epoch`` tensors.
         data: Encoded bytes ``[B]``.
         decode: ``decode(data, cmyk)``, the backend's full decoder (3 channels).
-        cmyk: Per-image CMYK flags (decoded by ``decode``), or ``None`` if none is.
+        cmyk: Per-image CMYK flags (those decode by ``decode``, whole).
         other_formats: Whether some files may be formats without a header parsed here.
     """
+    # Only a batch holding a CMYK JPEG pays for a per-image choice of decoder.
+    return tf.cond(
+        tf.reduce_any(cmyk),
+        lambda: _crop_batch(tf, transform, seed, items, data, decode, cmyk, other_formats),
+        lambda: _crop_batch(tf, transform, seed, items, data, decode, None, other_formats),
+    )
+
+
+def _crop_batch(
+    tf: Any,
+    transform: Transform,
+    seed: int,
+    items: dict[str, Any],
+    data: Any,
+    decode: Callable[[Any, Any], Any],
+    cmyk: Any,
+    other_formats: bool,
+) -> Any:
     oh, ow = check_pipeline(transform)
     antialias = antialias_of(transform)
     h, w = image_sizes(tf, data)

@@ -240,21 +240,8 @@ class TFLoader(LoaderBase):
     def _crop(self, items: dict[str, Any], data: Any, cmyk: Any) -> Any:
         """A batch through the transforms pipeline (see NOTE [tf crop] in _tf_crop.py)."""
         assert self._pipeline is not None
-
-        def run(any_cmyk: bool) -> Any:
-            return crop_batch(
-                self.tf,
-                self._pipeline,
-                self.config.seed,
-                items,
-                data,
-                self._decode,
-                cmyk if any_cmyk else None,
-                other_formats=not self._fast,
-            )
-
-        tf = self.tf
-        return tf.cond(tf.reduce_any(cmyk), lambda: run(True), lambda: run(False))
+        seed, other = self.config.seed, not self._fast
+        return crop_batch(self.tf, self._pipeline, seed, items, data, self._decode, cmyk, other)
 
     def _read_files(self, paths: Any) -> Any:
         """The bytes of a batch's files (see NOTE [bomb check])."""
@@ -277,7 +264,8 @@ class TFLoader(LoaderBase):
 
     def _apply_transform(self, hwc: np.ndarray, i: np.int64, epoch: np.int64) -> np.ndarray:
         assert self.transform is not None
-        out = call_user_transform(self.transform, hwc, hwc.shape, self.config.seed, epoch, i)
+        seed = self.config.seed
+        out = call_user_transform(self.transform, hwc, hwc.shape, seed, int(epoch), int(i))
         return np.asarray(out, dtype=np.uint8)
 
     def as_tf_dataset(self, start_batch: int | None = None) -> Any:

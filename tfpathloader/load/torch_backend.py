@@ -19,12 +19,12 @@ import torch.utils.data
 
 from ..errors import ImageLoadError, LoaderWorkerError
 from ..index import PathIndex
-from ._torch.private import drop_persistent_iterator, shutdown_workers
-from ._torch.slots import _SlotPool
-from ._torch.wire import _fresh_buffer, _WireBatch
 from ..transforms import Transform as Pipeline
 from ..transforms import check_pipeline, record_rng
 from ._crop import load_cropped
+from ._torch.private import drop_persistent_iterator, shutdown_workers
+from ._torch.slots import _SlotPool
+from ._torch.wire import _fresh_buffer, _WireBatch
 from .decode import Pixels, as_array, load_image, load_pixels
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
