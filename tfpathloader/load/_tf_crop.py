@@ -62,9 +62,9 @@ def _plan(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h, w = np.array(h, dtype=np.int64), np.array(w, dtype=np.int64)  # writable copies
     if data is not None:  # formats without a header TensorFlow parses: Pillow reads it
-        for k in np.flatnonzero((h == 0) | (w == 0)):
-            size_k = header_size(bytes(data[k]))
-            h[k], w[k] = size_k[0], size_k[1]
+        for j in np.flatnonzero((h == 0) | (w == 0)):
+            size_j = header_size(bytes(data[j]))
+            h[j], w[j] = size_j[0], size_j[1]
     h, w = np.maximum(h, 1), np.maximum(w, 1)
     boxes, flips = plan_batch(transform, seed, int(epoch), ids, h, w)
     size = check_pipeline(transform)
