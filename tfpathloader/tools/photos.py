@@ -35,7 +35,7 @@ def _photo(rng: np.random.Generator) -> tuple[np.ndarray, int]:
         else:
             draw.rectangle((x0, y0, x1, y1), fill=colour)
     arr = np.asarray(img).astype(np.int16)
-    noise = rng.normal(0, float(rng.uniform(4, 10)), size=(h, w, 1)).astype(np.int16)
+    noise = rng.normal(0, float(rng.uniform(5, 11)), size=(h, w, 1)).astype(np.int16)
     arr = np.clip(arr + noise, 0, 255).astype(np.uint8)
     return arr, int(rng.integers(85, 96))
 
@@ -43,7 +43,7 @@ def _photo(rng: np.random.Generator) -> tuple[np.ndarray, int]:
 def make_photo_set(out: str | os.PathLike[str], n: int = 3000, seed: int = 0) -> PathIndex:
     """Write ``n`` RGB JPEGs to ``out/<label>/<i>.jpg`` and their path index ``out/index.tfrecord``.
 
-    Short side 300-500 px, aspect 3:5 to 5:3, about 70 KiB each at the default settings
+    Short side 300-500 px, aspect 3:5 to 5:3, about 73 KiB each
     (smooth gradients, filled shapes and sensor-like noise), 10 labels stored sorted by label.
     Each image comes from its own generator ``default_rng([seed, i])``, so any subset is
     reproducible.
