@@ -11,6 +11,8 @@ is its rate over the ``raw`` row's rate of the same round (median and range over
 - ``torch``: tfpathloader, torch backend, ``tfpathloader.transforms`` pipeline.
 - ``torch-callable``: tfpathloader, torch backend, the same crop as a user callable (full decode).
 - ``tf``: tfpathloader, tf backend, ``tfpathloader.transforms`` pipeline.
+- ``torch-noaa``, ``tf-noaa``: the same with ``antialias=False`` (what hand-written tf.data's
+  ``tf.image.resize`` does by default).
 - ``tf-hand``: hand-written tf.data as TensorFlow's docs teach it (``shuffle(N)``,
   ``sample_distorted_bounding_box`` + ``decode_and_crop_jpeg``, ``resize``, flip, AUTOTUNE).
 
@@ -26,7 +28,6 @@ for ``tfpathloader bench`` to reuse.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -114,10 +115,10 @@ def row_dataloader(index: Any, n: int) -> tuple[float, int, float]:
     return _time_loader(loader)
 
 
-def _pipeline() -> Any:
+def _pipeline(antialias: bool = True) -> Any:
     from tfpathloader import transforms as T
 
-    return T.Compose([T.RandomResizedCrop(SIZE), T.RandomHorizontalFlip()])
+    return T.Compose([T.RandomResizedCrop(SIZE, antialias=antialias), T.RandomHorizontalFlip()])
 
 
 def _callable(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -153,6 +154,26 @@ def _ours(backend: str, transform: Any) -> Callable[[Any, int], tuple[float, int
     return row
 
 
+def _tf_hand_image(tf: Any, path: Any, seed: Any) -> Any:
+    """One image the way TensorFlow's docs teach the Inception-style crop."""
+    data = tf.io.read_file(path)
+    shape = tf.io.extract_jpeg_shape(data)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        tf.zeros([0, 0, 4]),
+        seed=seed,
+        area_range=(0.08, 1.0),
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    box = tf.stack([begin[0], begin[1], size[0], size[1]])
+    img = tf.io.decode_and_crop_jpeg(data, box, channels=3)
+    img = tf.image.resize(img, [SIZE, SIZE])
+    img = tf.image.stateless_random_flip_left_right(img, seed=seed)
+    return tf.cast(img, tf.uint8), 0
+
+
 def row_tf_hand(index: Any, n: int) -> tuple[float, int, float]:
     import tensorflow as tf
 
@@ -160,22 +181,7 @@ def row_tf_hand(index: Any, n: int) -> tuple[float, int, float]:
     t0 = time.perf_counter()
 
     def load(path: Any, seed: Any) -> Any:
-        data = tf.io.read_file(path)
-        shape = tf.io.extract_jpeg_shape(data)
-        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape,
-            tf.zeros([0, 0, 4]),
-            seed=seed,
-            area_range=(0.08, 1.0),
-            aspect_ratio_range=(3 / 4, 4 / 3),
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        box = tf.stack([begin[0], begin[1], size[0], size[1]])
-        img = tf.io.decode_and_crop_jpeg(data, box, channels=3)
-        img = tf.image.resize(img, [SIZE, SIZE])
-        img = tf.image.stateless_random_flip_left_right(img, seed=seed)
-        return tf.cast(img, tf.uint8), 0
+        return _tf_hand_image(tf, path, seed)
 
     seeds = tf.random.experimental.stateless_split([SEED, 1], num=n)
     ds = tf.data.Dataset.from_tensor_slices((paths, seeds)).shuffle(n, seed=SEED)
@@ -190,7 +196,9 @@ ROWS: dict[str, Callable[[Any, int], tuple[float, int, float]]] = {
     "dataloader": row_dataloader,
     "torch": _ours("torch", _pipeline),
     "torch-callable": _ours("torch", lambda: _callable),
+    "torch-noaa": _ours("torch", lambda: _pipeline(antialias=False)),
     "tf": _ours("tf", _pipeline),
+    "tf-noaa": _ours("tf", lambda: _pipeline(antialias=False)),
     "tf-hand": row_tf_hand,
 }
 
@@ -205,44 +213,65 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _micro(args: argparse.Namespace) -> None:
-    """Per-image costs in one process: the options NOTE [crop decoder] compares."""
+    """Per-image cost of one worker's work in one process, one core, steady state (median of 5)."""
     import torch
-    from PIL import Image
 
     from tfpathloader import PathIndex
-    from tfpathloader.load._crop import load_cropped
-    from tfpathloader.transforms import record_rng
+    from tfpathloader.load.torch_backend import PathIndexDataset
 
     torch.set_num_threads(1)
     index = PathIndex.read(os.path.join(args.photos, "index.tfrecord"))
-    n = min(args.images, len(index), 500)
-    datas = []
-    for i in range(n):
-        with open(index.path(i), "rb") as f:
-            datas.append(f.read())
-    pipeline = _pipeline()
-    options: dict[str, Callable[[int], Any]] = {
-        "pillow decode": lambda i: Image.open(io.BytesIO(datas[i])).load(),
-        "pillow decode+crop+resize (torchvision)": lambda i: _pillow_crop(
-            index.path(i), np.random.default_rng(i)
-        ),
-        "tfpathloader load_cropped": lambda i: load_cropped(
-            index.path(i), pipeline, record_rng(0, 0, i), channels=3, record_id=i
-        ),
-    }
-    try:
-        import simplejpeg
+    b = 128
+    ids = [np.arange(k * b, (k + 1) * b, dtype=np.int64) % len(index) for k in range(6)]
+    plain = _PathDataset([index.path(i) for i in range(len(index))])
+    noaa = _pipeline(antialias=False)
 
-        options["simplejpeg decode"] = lambda i: simplejpeg.decode_jpeg(datas[i])
-    except ImportError:
-        pass
-    for name, fn in options.items():
-        for i in range(min(n, 50)):
-            fn(i)
-        t0 = time.perf_counter()
-        for i in range(n):
-            fn(i)
-        print(f"{name:42s} {(time.perf_counter() - t0) / n * 1e3:6.3f} ms per image")
+    def dataloader(k: int) -> Any:
+        return torch.utils.data.default_collate([plain[int(i)] for i in ids[k]])
+
+    options: dict[str, Callable[[int], Any]] = {"DataLoader __getitem__ + collate": dataloader}
+    for name, transform in [
+        ("torch backend, pipeline", _pipeline()),
+        ("torch backend, pipeline antialias=False", noaa),
+        ("torch backend, callable", _callable),
+    ]:
+        ds = PathIndexDataset(index, channels=3, transform=transform)
+        options[name] = lambda k, ds=ds: ds._fetch(ids[k], 0, None)
+    if not args.no_tf:
+        from tfpathloader import make_loader
+        from tfpathloader.load.tf_backend import import_tensorflow
+
+        tf = import_tensorflow()
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        epoch = tf.constant(0, tf.int64)
+        for name, transform in [
+            ("tf backend, pipeline", _pipeline()),
+            ("tf backend, pipeline antialias=False", noaa),
+        ]:
+            loader = make_loader(backend="tf", index=index, batch_size=b, transform=transform)
+            fn = loader._load_batch_fn  # type: ignore[attr-defined]
+            options[name] = lambda k, fn=fn: fn(tf.constant(ids[k]), epoch)
+        hand = tf.function(
+            lambda paths, seeds: tf.map_fn(
+                lambda x: _tf_hand_image(tf, x[0], x[1])[0],
+                (paths, seeds),
+                fn_output_signature=tf.TensorSpec([SIZE, SIZE, 3], tf.uint8),
+            )
+        )
+        paths = [tf.constant([index.path(int(i)) for i in ids[k]]) for k in range(len(ids))]
+        seeds = tf.random.experimental.stateless_split([SEED, 1], num=b)
+        options["hand-written tf.data map function"] = lambda k: hand(paths[k], seeds)
+    times: dict[str, list[float]] = {name: [] for name in options}
+    for fn in options.values():
+        fn(0)
+    for rnd in range(5):
+        for name, fn in options.items():
+            t0 = time.perf_counter()
+            fn(1 + rnd)
+            times[name].append((time.perf_counter() - t0) / b * 1e3)
+    for name, ts in times.items():
+        print(f"{name:42s} {statistics.median(ts):6.2f} ms per image ({min(ts):.2f}-{max(ts):.2f})")
 
 
 def main() -> None:
@@ -253,6 +282,7 @@ def main() -> None:
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--row", help=argparse.SUPPRESS)
     p.add_argument("--micro", action="store_true")
+    p.add_argument("--no-tf", action="store_true", help="--micro without the TensorFlow rows")
     args = p.parse_args()
     if args.row:
         return _child(args)
