@@ -155,3 +155,26 @@ def test_photo_set_is_reproducible_and_photo_sized(tmp_path):
         assert open(a.path(i), "rb").read() == open(b.path(i), "rb").read()
         with Image.open(a.path(i)) as im:
             assert im.mode == "RGB" and 300 <= min(im.size) <= 500
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_skip_with_a_pipeline_is_the_same_in_both_backends(tmp_path):
+    index = _coordinate_pngs(tmp_path, n=10)
+    open(index.path(3), "wb").write(b"not an image")
+    got = {}
+    for backend in ("torch", "tf"):
+        loader = make_loader(
+            backend=backend,
+            index=index,
+            batch_size=4,
+            transform=_EXACT,
+            seed=5,
+            on_error="skip",
+        )
+        with pytest.warns(RuntimeWarning, match="skipped 1"):
+            images = _images(loader)
+        got[backend] = images
+        assert [s["record_id"] for s in loader.skipped] == [3]
+    assert got["torch"].keys() == got["tf"].keys() == set(range(10)) - {3}
+    assert all(np.array_equal(got["torch"][i], got["tf"][i]) for i in got["tf"])
