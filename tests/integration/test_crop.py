@@ -150,15 +150,6 @@ def test_user_callable_drawing_from_torch_matches_in_tf(tmp_path):
     assert all(np.array_equal(a[i], b[i]) for i in a)
 
 
-def test_photo_set_is_reproducible_and_photo_sized(tmp_path):
-    a = make_photo_set(tmp_path / "a", 3, seed=4)
-    b = make_photo_set(tmp_path / "b", 3, seed=4)
-    for i in range(3):
-        assert open(a.path(i), "rb").read() == open(b.path(i), "rb").read()
-        with Image.open(a.path(i)) as im:
-            assert im.mode == "RGB" and 300 <= min(im.size) <= 500
-
-
 @pytest.mark.tf
 @pytest.mark.slow
 def test_skip_with_a_pipeline_is_the_same_in_both_backends(tmp_path):
