@@ -87,7 +87,7 @@ class TFLoader(LoaderBase):
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
-        self._pipeline = transform if isinstance(transform, Pipeline) else None
+        self._crop_transform = transform if isinstance(transform, Pipeline) else None
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class TFLoader(LoaderBase):
     def _load(self, item: dict[str, Any]) -> dict[str, Any]:
         """One record: read, check, decode (see :meth:`_image`)."""
         data, cmyk = checked(self.tf, self.tf.io.read_file(item["path"]))
-        if self._pipeline is not None:
+        if self._crop_transform is not None:
             one = {k: item[k][None] for k in ("index", "epoch")}
             return {**item, "image": self._crop(one, data[None], cmyk[None])[0]}
         return {**item, "image": self._image(data, item["index"], item["epoch"], cmyk)}
@@ -217,7 +217,7 @@ class TFLoader(LoaderBase):
         else:
             spec = tf.TensorSpec([None, None, None], tf.uint8)
         data, cmyk = checked(self.tf, self._read_files(items["path"]))
-        if self._pipeline is not None:
+        if self._crop_transform is not None:
             return self._finish_batch({**items, "image": self._crop(items, data, cmyk)})
 
         def decode_all(any_cmyk: bool) -> Any:
@@ -239,9 +239,10 @@ class TFLoader(LoaderBase):
 
     def _crop(self, items: dict[str, Any], data: Any, cmyk: Any) -> Any:
         """A batch through the transforms pipeline (see NOTE [tf crop] in _tf_crop.py)."""
-        assert self._pipeline is not None
+        pipe = self._crop_transform
+        assert pipe is not None
         seed, other = self.config.seed, not self._fast
-        return crop_batch(self.tf, self._pipeline, seed, items, data, self._decode, cmyk, other)
+        return crop_batch(self.tf, pipe, seed, items, data, self._decode, cmyk, other)
 
     def _read_files(self, paths: Any) -> Any:
         """The bytes of a batch's files (see NOTE [bomb check])."""
@@ -260,7 +261,7 @@ class TFLoader(LoaderBase):
     @property
     def _channels_last(self) -> bool:
         """Whether images are HxWxC (decoded or a pipeline's), not a user callable's CxHxW."""
-        return self.transform is None or self._pipeline is not None
+        return self.transform is None or self._crop_transform is not None
 
     def _apply_transform(self, hwc: np.ndarray, i: np.int64, epoch: np.int64) -> np.ndarray:
         assert self.transform is not None
