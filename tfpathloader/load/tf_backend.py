@@ -29,15 +29,12 @@ from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
 from ..index.tfrecord_interop import enable_tfrecord_interop
 from ..storage import Fetcher, FetchError, is_url, redact
+from ..transforms import Transform as Pipeline
+from ._tf_crop import crop_batch
 from ._tf_ops import checked, grey, map_grouped, read_files
 from .checks import check_transform_output, file_reader
 from .decode import check_bytes, decode_image, load_image
-from .loader import (
-    TRANSFORM_STREAM,
-    LoaderBase,
-    LoaderConfig,
-    Transform,
-)
+from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["TFLoader", "import_tensorflow"]
 
@@ -105,6 +102,7 @@ class TFLoader(LoaderBase):
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
+        self._crop_transform = transform if isinstance(transform, Pipeline) else None
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -168,6 +166,9 @@ class TFLoader(LoaderBase):
     def _load(self, item: dict[str, Any]) -> dict[str, Any]:
         """One record: read, check, decode (see :meth:`_image`)."""
         data, cmyk = checked(self.tf, self._read_files(item["path"][None], item["index"][None])[0])
+        if self._crop_transform is not None:
+            one = {k: item[k][None] for k in ("index", "epoch")}
+            return {**item, "image": self._crop(one, data[None], cmyk[None])[0]}
         return {**item, "image": self._image(data, item["index"], item["epoch"], cmyk)}
 
     def _image(self, data: Any, index: Any = None, epoch: Any = None, cmyk: Any = None) -> Any:
@@ -193,6 +194,8 @@ class TFLoader(LoaderBase):
         else:
             spec = tf.TensorSpec([None, None, None], tf.uint8)
         data, cmyk = checked(self.tf, self._read_files(items["path"], items["index"]))
+        if self._crop_transform is not None:
+            return self._finish_batch({**items, "image": self._crop(items, data, cmyk)})
 
         def decode_all(any_cmyk: bool) -> Any:
             # Only a batch holding a CMYK JPEG pays for a per-image choice of decoder.
@@ -210,6 +213,13 @@ class TFLoader(LoaderBase):
 
         images = tf.cond(tf.reduce_any(cmyk), lambda: decode_all(True), lambda: decode_all(False))
         return self._finish_batch({**items, "image": images})
+
+    def _crop(self, items: dict[str, Any], data: Any, cmyk: Any) -> Any:
+        """A batch through the transforms pipeline (see NOTE [tf crop] in _tf_crop.py)."""
+        pipe = self._crop_transform
+        assert pipe is not None
+        seed, other = self.config.seed, True  # formats are told by content (_tf_ops.headers)
+        return crop_batch(self.tf, pipe, seed, items, data, self._decode, cmyk, other)
 
     _read_mode = "python"  # or "tf" (tf.io.read_file, no checks): only for benchmarks
 
@@ -251,20 +261,26 @@ class TFLoader(LoaderBase):
         batch = dict(batch)
         img = batch.pop("image")
         del batch["path"], batch["epoch"]
-        if self.transform is None and self.config.channels == 1:
+        if self._channels_last and self.config.channels == 1:
             img = grey(self.tf, img)
         return {"image": img, **batch}
 
+    @property
+    def _channels_last(self) -> bool:
+        """Whether images are HxWxC (decoded or a pipeline's), not a user callable's CxHxW."""
+        return self.transform is None or self._crop_transform is not None
+
     def _apply_transform(self, hwc: np.ndarray, i: np.int64, epoch: np.int64) -> np.ndarray:
         assert self.transform is not None
-        rng = np.random.default_rng([self.config.seed, int(epoch), int(i), TRANSFORM_STREAM])
-        out = self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng)
+        seed = self.config.seed
+        out = call_user_transform(self.transform, hwc, hwc.shape, seed, int(epoch), int(i))
         return check_transform_output(out, int(i), self.index.path(int(i)))
 
     def as_tf_dataset(self, start_batch: int | None = None) -> Any:
         """This rank's current epoch as a ``tf.data.Dataset`` of dicts.
 
-        Each element: ``image`` uint8 ``[B, H, W, C]`` (``[B, C, H, W]`` with a transform),
+        Each element: ``image`` uint8 ``[B, H, W, C]`` (``[B, C, H, W]`` with a callable
+        transform; ``[B, H, W, C]`` with a :mod:`tfpathloader.transforms` pipeline),
         ``label`` and ``index`` int64 ``[B]``. Starts at the batch a loaded state points to.
         With ``on_error="skip"`` elements also carry ``batch``, their batch number.
         """
@@ -304,7 +320,7 @@ class TFLoader(LoaderBase):
     def _to_torch(self, batch: dict[str, Any]) -> dict[str, Any]:
         torch = self._torch
         image = torch.from_dlpack(batch["image"])  # shares TensorFlow's buffer: no copy
-        if self.transform is None:
+        if self._channels_last:
             image = image.permute(0, 3, 1, 2)  # NxCxHxW, channels_last memory (as torch backend)
         out = {
             "image": image,

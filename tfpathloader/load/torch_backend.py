@@ -20,14 +20,17 @@ import torch.utils.data
 from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
 from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
+from ..transforms import Transform as Pipeline
+from ..transforms import check_pipeline, record_rng
+from ._crop import load_cropped
 from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator, shutdown_workers
 from ._torch.slots import _SlotPool
 from ._torch.wire import _fresh_buffer, _WireBatch
 from .checks import check_transform_output, file_reader, probe_shape
-from .decode import Pixels, as_array, check_bytes, decode_pixels, load_image, load_pixels
+from .decode import Pixels, as_array, check_bytes, decode_pixels, load_pixels
 from .files import FileReader
-from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
+from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["BatchRequest", "PathIndexDataset", "TorchLoader"]
 
@@ -58,7 +61,9 @@ class PathIndexDataset(torch.utils.data.Dataset):
         index: The path index.
         channels: 1 or 3 output channels.
         size: ``(height, width)`` to resize to, or ``None`` (then a batch must be one size).
-        transform: ``f(image, rng) -> image``; ``rng`` is seeded from (seed, epoch, record id).
+        transform: A :mod:`tfpathloader.transforms` pipeline (decoded and resized straight
+            into the batch, HxWxC), or ``f(image CxHxW, rng) -> image`` (see
+            :func:`~tfpathloader.make_loader`); seeded from (seed, epoch, record id).
         seed: Seed of the transform's generators.
         on_error: ``"raise"`` or ``"skip"`` (see :func:`~tfpathloader.make_loader`).
         reader: Opens the files (size limit, root rule); default: the index root, 256 MiB.
@@ -88,9 +93,15 @@ class PathIndexDataset(torch.utils.data.Dataset):
         self.on_error = on_error
         self.epoch = 0  # only for __getitem__; batches carry their own epoch
         self.pool: _SlotPool | None = None
+        self.pipeline = isinstance(transform, Pipeline)
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def _channels_last(self) -> bool:
+        """Whether images are HxWxC (decoded or a pipeline's), not a user callable's CxHxW."""
+        return self.transform is None or self.pipeline
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -98,23 +109,31 @@ class PathIndexDataset(torch.utils.data.Dataset):
         return state
 
     def _pixels(self, i: int, path: str, epoch: int, data: bytes | None = None) -> Pixels:
-        """Image ``i``: HxWxC pixels as decoded, or the CxHxW array the transform returned.
+        """Image ``i``: HxWxC pixels (decoded, or a pipeline's), or a user callable's CxHxW.
 
         ``data``: the file's bytes, when they were fetched already (a remote root).
         """
         c, size, reader = self.channels, self.size, self.reader
         if data is not None:
             check_bytes(data, path, i)  # what read_file checks of local bytes
-            px = decode_pixels(data, channels=c, size=size, path=path, record_id=i)
-            if self.transform is None:
-                return px
-            hwc = as_array(*px)
-        elif self.transform is None:
-            return load_pixels(path, channels=c, size=size, record_id=i, reader=reader)
+        if self.pipeline:
+            hwc = load_cropped(
+                path,
+                cast(Pipeline, self.transform),
+                record_rng(self.seed, epoch, i),
+                channels=c,
+                record_id=i,
+                data=data,
+                reader=reader,
+            )
+            return hwc, hwc.shape
+        if data is not None:
+            pixels, shape = decode_pixels(data, channels=c, size=size, path=path, record_id=i)
         else:
-            hwc = load_image(path, channels=c, size=size, record_id=i, reader=reader)
-        rng = np.random.default_rng([self.seed, epoch, i, TRANSFORM_STREAM])
-        out = self.transform(np.ascontiguousarray(hwc.transpose(2, 0, 1)), rng)
+            pixels, shape = load_pixels(path, channels=c, size=size, record_id=i, reader=reader)
+        if self.transform is None:
+            return pixels, shape
+        out = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
         img = check_transform_output(out, i, path)
         return img, img.shape
 
@@ -122,7 +141,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
         i = int(i)
         image = torch.from_numpy(as_array(*self._pixels(i, self.index.path(i), self.epoch)).copy())
         return {
-            "image": image if self.transform is not None else image.permute(2, 0, 1),
+            "image": image.permute(2, 0, 1) if self._channels_last else image,
             "label": torch.tensor(int(self.index.labels[i])),
             "index": torch.tensor(i),
         }
@@ -205,7 +224,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
         n = len(kept)
         index = np.asarray(kept, dtype=np.int64)
         labels = np.asarray(self.index.labels[index], dtype=np.int64)
-        channels_last = self.transform is None
+        channels_last = self._channels_last
         if pool is not None:
             return _WireBatch(
                 label=labels,
@@ -338,7 +357,7 @@ class TorchLoader(LoaderBase):
                 kwargs["multiprocessing_context"] = "spawn"
             elif "fork" in torch.multiprocessing.get_all_start_methods():
                 kwargs["multiprocessing_context"] = "fork"
-                if transform is None:
+                if transform is None or self.dataset.pipeline:
                     # Requests in flight, the batch being used, and one in the pin thread.
                     self.dataset.pool = _SlotPool(workers * prefetch + 3, (cfg.batch_size, *shape))
         self.dataloader = torch.utils.data.DataLoader(
@@ -356,10 +375,12 @@ class TorchLoader(LoaderBase):
 
     def _image_shape(self) -> tuple[int, ...]:
         """HxWxC of the first readable record after channel conversion and resizing."""
+        c = self.config.channels or 3
+        if isinstance(self.transform, Pipeline):
+            return (*check_pipeline(self.transform), c)
         try:
             return probe_shape(self.index, self.config, self.dataset.reader)
         except (ImageLoadError, ValueError):
-            c = self.config.channels or 3
             return (*self.config.size, c) if self.config.size else (0, 0, c)
 
     def set_epoch(self, epoch: int) -> None:

@@ -46,6 +46,8 @@ class Stream(enum.IntEnum):
     BUFFER = 2  # the draws of the buffer order
     TRANSFORM = 3  # per-record augmentation: [seed, epoch, TRANSFORM, record id]
     TF_BUFFER = 4  # the seed handed to TensorFlow's own Dataset.shuffle
+    TORCH_SEED = 5  # torch's global generator around a user transform: [.., record id, this]
+    HOLDOUT = 100  # train_app's held-out evaluation split: [seed, HOLDOUT]
 
 
 def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int | None = None) -> int:
