@@ -65,7 +65,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
         transform: ``f(image, rng) -> image``; ``rng`` is seeded from (seed, epoch, record id).
         seed: Seed of the transform's generators.
         on_error: ``"raise"`` or ``"skip"`` (see :func:`~tfpathloader.make_loader`).
-        reader: Opens the files (size limit, root rule); default: the index root, 256 MiB.
+        reader: Opens the files (size limit, root rule); default: the index's root and
+            ``allow_outside_root``, 256 MiB.
     """
 
     def __init__(
@@ -80,7 +81,9 @@ class PathIndexDataset(torch.utils.data.Dataset):
         reader: FileReader | None = None,
     ):
         self.index = index
-        self.reader = reader or FileReader(root=index.root)
+        self.reader = reader or FileReader(
+            root=index.root, allow_outside_root=index.allow_outside_root
+        )
         self.channels = channels
         self.size = size
         self.transform = transform
