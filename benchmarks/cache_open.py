@@ -23,7 +23,9 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _OPEN = """
 import sys, time
+import tfpathloader
 from tfpathloader import PathIndex
+print(tfpathloader.__file__)
 t = time.perf_counter()
 index = PathIndex.read(sys.argv[1])
 dt = time.perf_counter() - t
@@ -38,10 +40,13 @@ def _open(pythonpath: str, index: str) -> float:
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": pythonpath},
+        cwd=pythonpath,  # not this folder: `python -c` puts the cwd first on sys.path
     )
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
-    return float(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith(os.path.abspath(pythonpath)), (lines[0], pythonpath)
+    return float(lines[-1])
 
 
 def main() -> None:

@@ -30,6 +30,8 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ONE = """
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
+import tfpathloader
+print(tfpathloader.__file__)
 from tfpathloader import PathIndex
 from tfpathloader.load.loader import make_loader
 backend, mode, images, batch, workers = sys.argv[1:6]
@@ -63,10 +65,13 @@ def _rate(pythonpath: str, args: list[str]) -> float:
         capture_output=True,
         text=True,
         env=env,
+        cwd=pythonpath,  # not this folder: `python -c` puts the cwd first on sys.path
     )
     if out.returncode:
         raise RuntimeError(f"{args} failed:\n{out.stderr[-3000:]}")
-    return float(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith(os.path.abspath(pythonpath)), (lines[0], pythonpath)
+    return float(lines[-1])
 
 
 def main() -> None:

@@ -145,7 +145,7 @@ def test_an_all_skipped_batch_is_not_yielded_but_counted_in_both(tmp_path):
     assert got["torch"] == got["tf"] == ([0, 1], [4, 5], 3, 0, [2, 3])
 
 
-@pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("on_error", ["raise", pytest.param("skip", marks=pytest.mark.slow)])
 def test_transform_output_is_refused_identically(tmp_path, on_error):
     paths = [f"{i}.png" for i in range(4)]
     for i, p in enumerate(paths):
@@ -195,6 +195,7 @@ def test_transform_output_check(output, ok):
             check_transform_output(output, 5, "p.png")
 
 
+@pytest.mark.slow
 def test_a_uint8_transform_output_is_kept_in_both(tmp_path):
     paths = [f"{i}.png" for i in range(4)]
     for i, p in enumerate(paths):
@@ -215,6 +216,7 @@ def test_a_uint8_transform_output_is_kept_in_both(tmp_path):
     assert torch.equal(out["torch"], out["tf"])
 
 
+@pytest.mark.slow
 def test_symlinked_root_itself_is_fine(tmp_path):
     real = tmp_path / "real"
     real.mkdir()

@@ -136,7 +136,7 @@ def test_absurd_length_fields_do_not_allocate_or_hang(length):
 # -- hostile index folders (issue 12): shard sets, labels, the cache ---------------------------
 
 HOSTILE = settings(
-    max_examples=60, deadline=10000, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=40, deadline=10000, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 
 

@@ -285,7 +285,7 @@ def make_loader(
         drop_last: Drop the incomplete last global batch (NOTE [tail rule]; default False).
         rank, world_size: This process's share of a distributed epoch.
         order: The whole order as an :class:`~tfpathloader.OrderSpec` (e.g. from Hydra).
-        channels: 1 or 3; ``None`` takes record 0's channel count (grey 1, else 3).
+        channels: 1 or 3; ``None`` takes the first readable record's (grey 1, else 3).
         size: ``(height, width)`` to resize every image to (needed for mixed sizes).
         on_error: ``"raise"`` (an ImageLoadError naming record, path and cause) or ``"skip"``
             (skip, count, and report per epoch in ``loader.skipped``; a batch left with no

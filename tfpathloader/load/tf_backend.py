@@ -1,7 +1,7 @@
 """The tf.data backend: the same ids as the PyTorch loader, read and decoded by tf.data.
 
 Per epoch: this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> ``batch``
--> parallel, deterministic ``map`` that reads (``tf.io.read_file``) and decodes a whole batch ->
+-> parallel, deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole batch ->
 ``prefetch`` (batching the ids before the map, not the images after it: see NOTE [tf pipeline
 cost]). Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the
 same pipeline as a plain ``tf.data.Dataset`` for TensorFlow users.

@@ -66,7 +66,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
             :func:`~tfpathloader.make_loader`); seeded from (seed, epoch, record id).
         seed: Seed of the transform's generators.
         on_error: ``"raise"`` or ``"skip"`` (see :func:`~tfpathloader.make_loader`).
-        reader: Opens the files (size limit, root rule); default: the index root, 256 MiB.
+        reader: Opens the files (size limit, root rule); default: the index's root and
+            ``allow_outside_root``, 256 MiB.
         remote: How a URL root is read (see :class:`~tfpathloader.storage.RemoteOptions`).
     """
 
@@ -83,7 +84,9 @@ class PathIndexDataset(torch.utils.data.Dataset):
         remote: RemoteOptions | None = None,
     ):
         self.index = index
-        self.reader = reader or FileReader(root=index.root)
+        self.reader = reader or FileReader(
+            root=index.root, allow_outside_root=index.allow_outside_root
+        )
         self.remote = remote or RemoteOptions()
         self.remote_root = is_url(index.root)
         self.channels = channels
