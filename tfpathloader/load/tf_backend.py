@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
+from ._tf_feed import EpochFeed, feed_dataset
 from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image, load_image
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
@@ -85,6 +86,9 @@ class TFLoader(LoaderBase):
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
+        self._feed: EpochFeed | None = None  # see NOTE [one pipeline per loader]
+        self._iter: Any = None
+        self._stale = False  # an iteration was left early: its batches may still come out
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -284,9 +288,34 @@ class TFLoader(LoaderBase):
                 num_parallel_calls=self._parallel,
                 deterministic=True,
             )
-        options = tf.data.Options()
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options())
+
+    def _options(self) -> Any:
+        """tf.data options of both pipelines (see NOTE [tf threads])."""
+        options = self.tf.data.Options()
         options.deterministic = True
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+        return options
+
+    def _pipeline(self) -> Any:
+        """The loader's one iterator (built on first use; see NOTE [one pipeline per loader])."""
+        if self._iter is None:
+            tf = self.tf
+            self._feed = EpochFeed(self.config.batch_size)
+
+            def load(gen: Any, no: Any, ids: Any, epoch: Any) -> Any:
+                return {**self._load_batch_fn(ids, epoch), "gen": gen, "batch": no}
+
+            ds = feed_dataset(tf, self._feed).map(
+                load, num_parallel_calls=self._parallel, deterministic=True
+            )
+            self._iter = iter(ds.prefetch(tf.data.AUTOTUNE).with_options(self._options()))
+        return self._iter
+
+    def _reset_pipeline(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+        self._feed = self._iter = None
+        self._stale = False
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -309,6 +338,38 @@ class TFLoader(LoaderBase):
             import torch
 
             self._torch = torch
+        if self.config.on_error == "skip":
+            yield from self._iter_skipping()
+            return
+        start = self._start()
+        lo, _ = self._batch_bounds(start)
+        while True:  # once, or twice when a stale batch of an earlier iteration failed
+            it = self._pipeline()
+            assert self._feed is not None
+            stale, self._stale = self._stale, True
+            gen = self._feed.submit(self.epoch, self.rank_ids()[lo:], self._consumed)
+            try:
+                while self._consumed < len(self):
+                    batch = next(it)
+                    if int(batch.pop("gen")) != gen:
+                        continue  # prefetched for an iteration left early
+                    del batch["batch"]
+                    out = self._to_torch(batch)
+                    self._delivered()  # counted as consumed once handed over (see LoaderBase)
+                    yield out
+            except self.tf.errors.OpError as e:
+                self._reset_pipeline()
+                culprit = self._culprit(self._consumed, e)
+                if stale and isinstance(culprit, ImageLoadError) and culprit.record_id == -1:
+                    lo, _ = self._batch_bounds(self._consumed)
+                    continue  # the failure was in a batch nobody waits for any more
+                raise culprit from None
+            break
+        self._stale = False
+        self._finish()
+
+    def _iter_skipping(self) -> Iterator[dict[str, Any]]:
+        """``on_error="skip"``: a pipeline per iteration, whose batches may lose records."""
         start = self._start()
         expected = start
         ds = self.as_tf_dataset(start)
@@ -320,21 +381,19 @@ class TFLoader(LoaderBase):
                 break
             except self.tf.errors.OpError as e:
                 raise self._culprit(expected, e) from None
-            if self.config.on_error == "skip":
-                no = int(batch.pop("batch"))
-                for lost in range(expected, no):  # whole batches lost to bad records
-                    self._note_skips(lost, np.zeros(0, dtype=np.int64))
-                    self._delivered()
-                self._note_skips(no, batch["index"].numpy())
-                expected = no
-            out = self._to_torch(batch)
-            self._delivered()  # counted as consumed once handed over (see LoaderBase)
-            expected += 1
-            yield out
-        if self.config.on_error == "skip":
-            for lost in range(expected, len(self)):
+            no = int(batch.pop("batch"))
+            for lost in range(expected, no):  # whole batches lost to bad records
                 self._note_skips(lost, np.zeros(0, dtype=np.int64))
                 self._delivered()
+            self._note_skips(no, batch["index"].numpy())
+            expected = no
+            out = self._to_torch(batch)
+            self._delivered()
+            expected += 1
+            yield out
+        for lost in range(expected, len(self)):
+            self._note_skips(lost, np.zeros(0, dtype=np.int64))
+            self._delivered()
         self._finish()
 
     def _note_skips(self, k: int, delivered: np.ndarray) -> None:
@@ -389,7 +448,14 @@ class TFLoader(LoaderBase):
         return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
 
     def close(self) -> None:
-        """Nothing to stop: tf.data threads end with their iterator."""
+        """End the loader's pipeline (its tf.data threads end with it); iterating again
+        builds a new one."""
+        self._reset_pipeline()
+
+    def __del__(self) -> None:
+        feed = getattr(self, "_feed", None)
+        if feed is not None:
+            feed.close()
 
     def __enter__(self) -> TFLoader:
         return self
