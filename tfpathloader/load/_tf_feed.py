@@ -10,8 +10,9 @@ over at the start of each iteration and reads exactly the plan's number of batch
 Every element carries its plan's generation: when an iteration was left early, the elements
 prefetched for it come out first at the next one and are dropped (at most the prefetch depth
 plus the parallel calls, decoded for nothing), and the generator abandons a stale plan at its
-next batch. The generator polls (0.1 s) rather than blocks, so that :meth:`EpochFeed.close`
-(also run at exit) ends it and no tf.data thread is left waiting in Python.
+next batch. Between plans the generator waits in ``queue.get`` (a lock: no Python runs while
+it waits, so an idle loader costs nothing); :meth:`EpochFeed.close` (also run at exit, and
+when the loader is collected) hands it a stop, so no tf.data thread is left waiting.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import numpy as np
 
 __all__ = ["EpochFeed"]
 
-_POLL_S = 0.1
-
 
 class EpochFeed:
     """Plans of batch ids for a generator that a tf.data pipeline reads for its whole life."""
@@ -37,7 +36,7 @@ class EpochFeed:
         self.batch_size = batch_size
         self.generation = 0
         self.closed = False
-        self._plans: queue.Queue[tuple[int, int, np.ndarray, int]] = queue.Queue()
+        self._plans: queue.Queue[tuple[int, int, np.ndarray, int] | None] = queue.Queue()
         self._lock = threading.Lock()
         ref = weakref.ref(self)
         atexit.register(lambda: (f := ref()) is not None and f.close())
@@ -56,16 +55,15 @@ class EpochFeed:
 
     def close(self) -> None:
         """End the generator (the pipeline then ends)."""
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            self._plans.put(None)
 
     def batches(self) -> Iterator[tuple[np.int64, np.int64, np.ndarray, np.int64]]:
         """The generator: (generation, batch number, ids, epoch) of every plan, in order."""
         b = self.batch_size
-        while not self.closed:
-            try:
-                g, epoch, ids, start = self._plans.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
+        while (plan := self._plans.get()) is not None:
+            g, epoch, ids, start = plan
             for k in range(0, len(ids), b):
                 if g != self.generation or self.closed:
                     break  # a newer plan replaced this one

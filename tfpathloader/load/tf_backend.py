@@ -76,6 +76,9 @@ class TFLoader(LoaderBase):
         self._labels = tf.constant(np.asarray(index.labels, dtype=np.int64))
         self._prefix = tf.constant(os.path.join(index.root, ""))
         self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
+        # Batches ready beyond those being decoded: a fixed depth, as DataLoader's
+        # prefetch_factor (AUTOTUNE grew it to hold ~10 batches of 224px images: 400 MiB).
+        self._prefetch = cfg.prefetch_factor or 2
         self._fast = self._fast_formats_only()
         self._absolute_paths = _has_absolute_paths(index)
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
@@ -288,7 +291,7 @@ class TFLoader(LoaderBase):
                 num_parallel_calls=self._parallel,
                 deterministic=True,
             )
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options())
+        return ds.prefetch(self._prefetch).with_options(self._options())
 
     def _options(self) -> Any:
         """tf.data options of both pipelines (see NOTE [tf threads])."""
@@ -308,7 +311,7 @@ class TFLoader(LoaderBase):
             ds = feed_dataset(tf, self._feed).map(
                 load, num_parallel_calls=self._parallel, deterministic=True
             )
-            self._iter = iter(ds.prefetch(tf.data.AUTOTUNE).with_options(self._options()))
+            self._iter = iter(ds.prefetch(self._prefetch).with_options(self._options()))
         return self._iter
 
     def _reset_pipeline(self) -> None:
