@@ -40,8 +40,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tfpathloader import PathIndex, make_demo, make_loader  # noqa: E402
-from train_app.models import small_cnn, to_input  # noqa: E402
+from tfpathloader import PathIndex, make_demo, make_loader
+from train_app.models import small_cnn, to_input
 
 
 def resnetish(*, channels: int, num_classes: int, width: int = 64) -> nn.Module:

@@ -38,8 +38,7 @@ class EpochFeed:
         self.closed = False
         self._plans: queue.Queue[tuple[int, int, np.ndarray, int] | None] = queue.Queue()
         self._lock = threading.Lock()
-        ref = weakref.ref(self)
-        atexit.register(lambda: (f := ref()) is not None and f.close())
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     def submit(self, epoch: int, ids: np.ndarray, start_batch: int) -> int:
         """Hand over this rank's ``ids`` of ``epoch`` from batch ``start_batch``; its generation.
@@ -68,6 +67,12 @@ class EpochFeed:
                 if g != self.generation or self.closed:
                     break  # a newer plan replaced this one
                 yield np.int64(g), np.int64(start + k // b), ids[k : k + b], np.int64(epoch)
+
+
+def _close_at_exit(ref: weakref.ReferenceType[EpochFeed]) -> None:
+    feed = ref()
+    if feed is not None:
+        feed.close()
 
 
 def feed_dataset(tf: Any, feed: EpochFeed) -> Any:

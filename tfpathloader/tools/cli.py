@@ -205,9 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the ImageNet-like photo set in DIR (if missing; short side 300-500 px) and "
         "benchmark it, resized to --size (default 224 224)",
     )
-    p.add_argument(
-        "--photo-count", type=int, default=3000, help="photos to make (default 3000)"
-    )
+    p.add_argument("--photo-count", type=int, default=3000, help="photos to make (default 3000)")
     p.add_argument(
         "--size",
         type=int,

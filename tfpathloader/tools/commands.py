@@ -197,7 +197,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..index import PathIndex
     from .bench import format_bench_table, make_jpeg_set, make_photo_set, run_bench
 
-    size = tuple(args.size) if args.size else None
+    size: tuple[int, int] | None = (args.size[0], args.size[1]) if args.size else None
     if args.make_photos:
         path = os.path.join(args.make_photos, "index.tfrecord")
         if os.path.isfile(path):
@@ -224,7 +224,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         images=args.images,
         repeat=args.repeat,
         seed=args.seed,
-        size=size,  # type: ignore[arg-type]
+        size=size,
         progress=_progress(args),
     )
     if args.json:

@@ -93,11 +93,11 @@ def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
         x1 = x0 + int(rng.integers(10, max(11, w // 3)))
         y1 = y0 + int(rng.integers(10, max(11, h // 3)))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
         if rng.random() < 0.5:
-            draw.ellipse((x0, y0, x1, y1), fill=colour)
+            draw.ellipse((x0, y0, x1, y1), fill=fill)
         else:
-            draw.rectangle((x0, y0, x1, y1), fill=colour)
+            draw.rectangle((x0, y0, x1, y1), fill=fill)
     return np.asarray(pic.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))))
 
 
@@ -131,7 +131,7 @@ def make_photo_set(
             rng = np.random.default_rng([seed, i, 11])
             short = int(rng.integers(300, 501))
             aspect = float(np.exp(rng.uniform(np.log(4 / 3), np.log(16 / 9))))
-            long = int(round(short * min(aspect, 1.78)))
+            long = round(short * min(aspect, 1.78))
             h, w = (short, long) if rng.random() < 0.7 else (long, short)
             label = i * classes // n
             rel = f"{names[label]}/{i:06d}.jpg"

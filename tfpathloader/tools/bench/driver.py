@@ -19,6 +19,7 @@ worker processes do), while its CPU cost per image does not.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import statistics
@@ -179,10 +180,8 @@ class _Row:
 
     def close(self) -> None:
         if self.proc.is_alive():
-            try:
+            with contextlib.suppress(OSError):
                 self.conn.send(None)
-            except OSError:
-                pass
             self.proc.join(30)
             if self.proc.is_alive():
                 self.proc.kill()
@@ -357,4 +356,3 @@ def format_bench_table(result: dict[str, Any]) -> str:
             f"{num(r['cpu_ms_per_image'], '.2f')} |"
         )
     return "\n".join(lines)
-
