@@ -27,9 +27,10 @@ import numpy as np
 from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
+from . import _tf_errors
 from ._tf_feed import EpochFeed, feed_dataset
 from ._tf_ops import checked, grey, map_grouped
-from .decode import decode_image, load_image
+from .decode import decode_image
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
 
 __all__ = ["TFLoader", "import_tensorflow"]
@@ -372,83 +373,10 @@ class TFLoader(LoaderBase):
         self._finish()
 
     def _iter_skipping(self) -> Iterator[dict[str, Any]]:
-        """``on_error="skip"``: a pipeline per iteration, whose batches may lose records."""
-        start = self._start()
-        expected = start
-        ds = self.as_tf_dataset(start)
-        it = iter(ds)
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            except self.tf.errors.OpError as e:
-                raise self._culprit(expected, e) from None
-            no = int(batch.pop("batch"))
-            for lost in range(expected, no):  # whole batches lost to bad records
-                self._note_skips(lost, np.zeros(0, dtype=np.int64))
-                self._delivered()
-            self._note_skips(no, batch["index"].numpy())
-            expected = no
-            out = self._to_torch(batch)
-            self._delivered()
-            expected += 1
-            yield out
-        for lost in range(expected, len(self)):
-            self._note_skips(lost, np.zeros(0, dtype=np.int64))
-            self._delivered()
-        self._finish()
-
-    def _note_skips(self, k: int, delivered: np.ndarray) -> None:
-        lo, hi = self._batch_bounds(k)
-        wanted = self.rank_ids()[lo:hi]
-        missing = np.setdiff1d(wanted, delivered)
-        self._record_skips([self._why(int(i)) for i in missing])
-
-    def _why(self, i: int) -> tuple[int, str, str]:
-        """Why record ``i`` does not load: Pillow's reason, else TensorFlow's."""
-        path = self.index.path(i)
-        try:
-            load_image(path, channels=self.config.channels, size=self.config.size, record_id=i)
-        except ImageLoadError as e:
-            return (i, path, e.cause)
-        tf = self.tf
-        try:
-            item = self._prepare(
-                tf.constant([i], dtype=tf.int64), tf.constant(self.epoch, tf.int64)
-            )
-            self._finish_batch(
-                {
-                    k: v[None] if k == "image" else v
-                    for k, v in self._load({k: v[0] for k, v in item.items()}).items()
-                }
-            )
-        except tf.errors.OpError as e:
-            return (i, path, f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
-        return (i, path, "could not be loaded")
+        return _tf_errors.iter_skipping(self)
 
     def _culprit(self, k: int, error: Exception) -> Exception:
-        """The first bad record of batch ``k``, named like the PyTorch backend names it."""
-        lo, hi = self._batch_bounds(k)
-        ids = self.rank_ids()[lo:hi].tolist()
-        for i in ids:
-            rid, path, cause = self._why(int(i))
-            if cause != "could not be loaded":
-                return ImageLoadError(rid, path, cause)
-        # Every record loads alone: the batch mixes image sizes (the PyTorch backend's message).
-        cfg = self.config
-        first: tuple[int, tuple[int, ...]] | None = None
-        for i in ids:
-            shape = load_image(self.index.path(i), channels=cfg.channels, size=cfg.size).shape
-            if first is None:
-                first = (i, shape)
-            elif shape != first[1]:
-                return ValueError(
-                    f"record {i} ({self.index.path(i)}) has shape {shape} but record "
-                    f"{first[0]} has {first[1]}: images of one batch must have one size; "
-                    "pass size=(height, width) to resize them"
-                )
-        return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
+        return _tf_errors.culprit(self, k, error)
 
     def close(self) -> None:
         """End the loader's pipeline (its tf.data threads end with it); iterating again
