@@ -62,7 +62,8 @@ def why(loader: Any, i: int) -> tuple[int, str, str]:
         return (i, path, e.cause)
     tf = loader.tf
     try:
-        item = loader._prepare(tf.constant([i], dtype=tf.int64), tf.constant(loader.epoch, tf.int64))
+        epoch = tf.constant(loader.epoch, tf.int64)
+        item = loader._prepare(tf.constant([i], dtype=tf.int64), epoch)
         loader._finish_batch(
             {
                 k: v[None] if k == "image" else v
