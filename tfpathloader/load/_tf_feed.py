@@ -1,27 +1,29 @@
-"""One tf.data pipeline and iterator per loader: epochs' batch ids fed in by a Python generator.
+"""One tf.data pipeline and iterator per loader: each epoch's batch ids fed in through a queue.
 
 NOTE [one pipeline per loader]: creating a tf.data iterator instantiates and optimizes every
 function of the pipeline: 0.25-1.2 s on 2 cores for the tf backend's batch map, even for a
 dataset built once (a new pipeline per epoch cost the same again). So the tf backend makes one
-dataset and one iterator for its whole life. Its source is ``from_generator`` over a generator
-that never ends: it waits for a *plan* (an epoch's ids from a start batch, a generation
-number), yields the plan's batches of ids, then waits for the next. The loader hands a plan
-over at the start of each iteration and reads exactly the plan's number of batches back.
+dataset and one iterator for its whole life. Its source is a ``tf.queue.FIFOQueue`` of
+*plans* (an epoch's ids from a start batch, with a generation number): a sequential map
+dequeues one plan (waiting inside TensorFlow between epochs, no Python thread involved) and a
+``flat_map`` cuts it into batches of ids, which the loader's batch map decodes. The loader
+enqueues a plan at the start of each iteration and reads exactly its number of batches back.
 Every element carries its plan's generation: when an iteration was left early, the elements
-prefetched for it come out first at the next one and are dropped (at most the prefetch depth
-plus the parallel calls, decoded for nothing), and the generator abandons a stale plan at its
-next batch. Between plans the generator waits in ``queue.get`` (a lock: no Python runs while
-it waits, so an idle loader costs nothing); :meth:`EpochFeed.close` (also run at exit, and
-when the loader is collected) hands it a stop, so no tf.data thread is left waiting.
+already decoded for it come out first at the next one and are dropped, and ``take_while``
+against a generation variable stops cutting a stale plan at its next batch, so at most the
+prefetch depth plus the parallel calls are decoded for nothing. Closing the queue ends the
+pipeline (a dequeue from a closed queue raises OutOfRange, which ends a sequential map).
+
+An earlier version fed plans from a Python generator (``from_generator``): its per-iterator
+finalizer runs Python when TensorFlow frees the iterator, which, when that happened inside a
+garbage collection, broke a concurrent ``ast.parse`` on CPython 3.11.7 ("AST constructor
+recursion depth mismatch", seen at the end of pytest sessions). No Python runs here.
 """
 
 from __future__ import annotations
 
 import atexit
-import queue
-import threading
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,55 +32,56 @@ __all__ = ["EpochFeed"]
 
 
 class EpochFeed:
-    """Plans of batch ids for a generator that a tf.data pipeline reads for its whole life."""
+    """A queue of plans of batch ids that one tf.data pipeline reads for its whole life."""
 
-    def __init__(self, batch_size: int):
+    def __init__(self, tf: Any, batch_size: int):
+        self.tf = tf
         self.batch_size = batch_size
         self.generation = 0
         self.closed = False
-        self._plans: queue.Queue[tuple[int, int, np.ndarray, int] | None] = queue.Queue()
-        self._lock = threading.Lock()
+        i64 = tf.int64
+        self._queue = tf.queue.FIFOQueue(capacity=1 << 20, dtypes=[i64, i64, i64, i64])
+        self._current = tf.Variable(np.int64(0), trainable=False, dtype=i64)
         atexit.register(_close_at_exit, weakref.ref(self))
 
     def submit(self, epoch: int, ids: np.ndarray, start_batch: int) -> int:
         """Hand over this rank's ``ids`` of ``epoch`` from batch ``start_batch``; its generation.
 
-        Plans submitted before it become stale: their elements still in the pipeline are to be
+        Plans submitted before it become stale: their batches still in the pipeline are to be
         dropped by the reader.
         """
-        with self._lock:
-            self.generation += 1
-            g = self.generation
-        self._plans.put((g, int(epoch), np.ascontiguousarray(ids, dtype=np.int64), start_batch))
-        return g
+        self.generation += 1
+        g = np.int64(self.generation)
+        self._current.assign(g)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self._queue.enqueue([g, np.int64(start_batch), ids, np.int64(epoch)])
+        return self.generation
 
     def close(self) -> None:
-        """End the generator (the pipeline then ends)."""
+        """End the pipeline (its source ends once the queue is closed)."""
         if not self.closed:
             self.closed = True
-            self._plans.put(None)
+            self._queue.close(cancel_pending_enqueues=True)
 
-    def batches(self) -> Iterator[tuple[np.int64, np.int64, np.ndarray, np.int64]]:
-        """The generator: (generation, batch number, ids, epoch) of every plan, in order."""
-        b = self.batch_size
-        while (plan := self._plans.get()) is not None:
-            g, epoch, ids, start = plan
-            for k in range(0, len(ids), b):
-                if g != self.generation or self.closed:
-                    break  # a newer plan replaced this one
-                yield np.int64(g), np.int64(start + k // b), ids[k : k + b], np.int64(epoch)
+    def dataset(self) -> Any:
+        """(generation, batch number, ids, epoch) of every plan's batches, in order."""
+        tf, b, current = self.tf, self.batch_size, self._current
+        queue = self._queue
+
+        def cut(g: Any, start: Any, ids: Any, epoch: Any) -> Any:
+            g, start, epoch = (tf.ensure_shape(x, []) for x in (g, start, epoch))
+            ids = tf.ensure_shape(ids, [None])
+            n = tf.size(ids, out_type=tf.int64)
+            batches = tf.data.Dataset.range((n + b - 1) // b).map(
+                lambda k: (g, start + k, ids[k * b : tf.minimum((k + 1) * b, n)], epoch)
+            )
+            return batches.take_while(lambda g2, *_: tf.equal(g2, current.read_value()))
+
+        plans = tf.data.Dataset.from_tensors(np.int64(0)).repeat().map(lambda _: queue.dequeue())
+        return plans.flat_map(cut)
 
 
 def _close_at_exit(ref: weakref.ReferenceType[EpochFeed]) -> None:
     feed = ref()
     if feed is not None:
         feed.close()
-
-
-def feed_dataset(tf: Any, feed: EpochFeed) -> Any:
-    """``from_generator`` over :meth:`EpochFeed.batches`: (generation, batch no, ids, epoch)."""
-    scalar = tf.TensorSpec([], tf.int64)
-    return tf.data.Dataset.from_generator(
-        feed.batches,
-        output_signature=(scalar, scalar, tf.TensorSpec([None], tf.int64), scalar),
-    )

@@ -28,7 +28,7 @@ from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
 from . import _tf_errors
-from ._tf_feed import EpochFeed, feed_dataset
+from ._tf_feed import EpochFeed
 from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image
 from .loader import TRANSFORM_STREAM, LoaderBase, LoaderConfig, Transform
@@ -304,12 +304,12 @@ class TFLoader(LoaderBase):
         """The loader's one iterator (built on first use; see NOTE [one pipeline per loader])."""
         if self._iter is None:
             tf = self.tf
-            self._feed = EpochFeed(self.config.batch_size)
+            self._feed = EpochFeed(tf, self.config.batch_size)
 
             def load(gen: Any, no: Any, ids: Any, epoch: Any) -> Any:
                 return {**self._load_batch_fn(ids, epoch), "gen": gen, "batch": no}
 
-            ds = feed_dataset(tf, self._feed).map(
+            ds = self._feed.dataset().map(
                 load, num_parallel_calls=self._parallel, deterministic=True
             )
             self._iter = iter(ds.prefetch(self._prefetch).with_options(self._options()))
