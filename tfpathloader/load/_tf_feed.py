@@ -85,3 +85,38 @@ def _close_at_exit(ref: weakref.ReferenceType[EpochFeed]) -> None:
     feed = ref()
     if feed is not None:
         feed.close()
+
+
+# NOTE [pipeline lifetime]: a loader is freed by the garbage collector (its traced functions
+# refer back to it), which can run in the middle of anything, tracing a graph included, and
+# freeing a live tf.data iterator or queue there crashed the process (a segfault while
+# another loader traced its map). So a loader holds only a key; its pipeline lives in
+# _LIVE, a finalizer run by the collector only moves it to _GRAVE (no TensorFlow object dies
+# inside the collection), and the graveyard is emptied at a safe point: when a loader
+# builds or closes its pipeline, in eager mode.
+_LIVE: dict[int, tuple[EpochFeed, Any]] = {}
+_GRAVE: list[tuple[EpochFeed, Any]] = []
+
+
+def hold(key: int, feed: EpochFeed, iterator: Any) -> None:
+    """Keep a loader's pipeline alive under ``key``."""
+    _LIVE[key] = (feed, iterator)
+
+
+def live(key: int) -> tuple[EpochFeed, Any] | None:
+    """The pipeline held under ``key``, if any."""
+    return _LIVE.get(key)
+
+
+def bury(key: int) -> None:
+    """Retire ``key``'s pipeline without freeing anything (safe inside a garbage collection)."""
+    entry = _LIVE.pop(key, None)
+    if entry is not None:
+        _GRAVE.append(entry)
+
+
+def sweep() -> None:
+    """Close and free retired pipelines (call only from eager code, never while tracing)."""
+    while _GRAVE:
+        feed, _ = _GRAVE.pop()
+        feed.close()

@@ -17,8 +17,10 @@ Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, P
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +29,7 @@ import numpy as np
 from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.orders import ArrayOrder
-from . import _tf_errors
+from . import _tf_errors, _tf_feed
 from ._tf_feed import EpochFeed
 from ._tf_ops import checked, grey, map_grouped
 from .decode import decode_image
@@ -90,8 +92,9 @@ class TFLoader(LoaderBase):
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
-        self._feed: EpochFeed | None = None  # see NOTE [one pipeline per loader]
-        self._iter: Any = None
+        # The pipeline lives in _tf_feed, under this key (see NOTE [pipeline lifetime]).
+        self._key = next(_KEYS)
+        weakref.finalize(self, _tf_feed.bury, self._key)
         self._stale = False  # an iteration was left early: its batches may still come out
 
     # -- ids ------------------------------------------------------------------------------
@@ -300,25 +303,26 @@ class TFLoader(LoaderBase):
         options.deterministic = True
         return options
 
-    def _pipeline(self) -> Any:
-        """The loader's one iterator (built on first use; see NOTE [one pipeline per loader])."""
-        if self._iter is None:
+    def _pipeline(self) -> tuple[EpochFeed, Any]:
+        """The loader's one feed and iterator (built on first use; NOTE [one pipeline per
+        loader])."""
+        entry = _tf_feed.live(self._key)
+        if entry is None:
+            _tf_feed.sweep()
             tf = self.tf
-            self._feed = EpochFeed(tf, self.config.batch_size)
+            feed = EpochFeed(tf, self.config.batch_size)
 
             def load(gen: Any, no: Any, ids: Any, epoch: Any) -> Any:
                 return {**self._load_batch_fn(ids, epoch), "gen": gen, "batch": no}
 
-            ds = self._feed.dataset().map(
-                load, num_parallel_calls=self._parallel, deterministic=True
-            )
-            self._iter = iter(ds.prefetch(self._prefetch).with_options(self._options()))
-        return self._iter
+            ds = feed.dataset().map(load, num_parallel_calls=self._parallel, deterministic=True)
+            entry = (feed, iter(ds.prefetch(self._prefetch).with_options(self._options())))
+            _tf_feed.hold(self._key, *entry)
+        return entry
 
     def _reset_pipeline(self) -> None:
-        if self._feed is not None:
-            self._feed.close()
-        self._feed = self._iter = None
+        _tf_feed.bury(self._key)
+        _tf_feed.sweep()
         self._stale = False
 
     # -- iteration ------------------------------------------------------------------------
@@ -348,10 +352,9 @@ class TFLoader(LoaderBase):
         start = self._start()
         lo, _ = self._batch_bounds(start)
         while True:  # once, or twice when a stale batch of an earlier iteration failed
-            it = self._pipeline()
-            assert self._feed is not None
+            feed, it = self._pipeline()
             stale, self._stale = self._stale, True
-            gen = self._feed.submit(self.epoch, self.rank_ids()[lo:], self._consumed)
+            gen = feed.submit(self.epoch, self.rank_ids()[lo:], self._consumed)
             try:
                 while self._consumed < len(self):
                     batch = next(it)
@@ -383,16 +386,14 @@ class TFLoader(LoaderBase):
         builds a new one."""
         self._reset_pipeline()
 
-    def __del__(self) -> None:
-        feed = getattr(self, "_feed", None)
-        if feed is not None:
-            feed.close()
-
     def __enter__(self) -> TFLoader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+_KEYS = itertools.count()
 
 
 def _has_absolute_paths(index: PathIndex) -> bool:
