@@ -65,7 +65,7 @@ def test_bench_cli_every_row(tmp_path, capsys):
             continue
         assert r["images_per_s"] > 0 and len(r["runs"]) == 1
         if name not in ("raw", "raw-lean"):
-            assert r["first_batch_s"] > 0 and r["cold_start_s"] >= r["first_batch_s"]
+            assert r["first_batch_s"] > 0 and r["cold_start_s"] > 0
     _check_columns_agree(result)
 
 
