@@ -1,53 +1,106 @@
-"""`tfpathloader bench` runs every row over the same files and reports ratios to the raw limit."""
+"""`tfpathloader bench`: every row over the same files, each in its own process, ratios to raw."""
 
 from __future__ import annotations
 
 import json
+import os
 
+import numpy as np
 import pytest
 from conftest import make_images
 
 from tfpathloader import write_index
-from tfpathloader.tools.bench import make_jpeg_set, run_bench
+from tfpathloader.tools.bench import format_bench_table, make_jpeg_set, make_photo_set, run_bench
+from tfpathloader.tools.bench.driver import _tabulate, cpu_s, uss_mib
 from tfpathloader.tools.cli import main
 
 
-def test_bench_rows_and_ratios(tmp_path, capsys):
-    paths, labels = make_images(tmp_path, 120, size=(16, 16))
+def _check_columns_agree(result):
+    """images/s and "x raw" come from the same numbers: ratio == median rate / raw median rate."""
+    raw = result["rows"]["raw"]["images_per_s"]
+    for r in result["rows"].values():
+        if "skipped" in r:
+            continue
+        assert r["images_per_s"] == pytest.approx(float(np.median(r["runs"])), abs=0.1)
+        assert r["ratio_to_raw"] == pytest.approx(r["images_per_s"] / raw, rel=0.01, abs=2e-3)
+
+
+@pytest.mark.slow
+def test_bench_raw_rows_in_their_own_processes(tmp_path):
+    paths, labels = make_images(tmp_path, 40, size=(16, 16))
     index = write_index(tmp_path / "index.tfrecord", paths, labels)
-    code = main(
-        [
-            "bench",
-            index.files[0],
-            "--rows",
-            "raw,torch,baseline",
-            "--workers",
-            "1",
-            "--batch-size",
-            "16",
-            "--repeat",
-            "1",
-            "--json",
-            "--quiet",
-        ]
-    )
-    result = json.loads(capsys.readouterr().out)
-    assert code == 0
-    assert result["images"] == 120 and result["image_shape"] == [16, 16, 1]
+    result = run_bench(index, rows=("raw", "raw-lean"), workers=1, repeat=2, progress=False)
     rows = result["rows"]
-    assert set(rows) == {"raw", "torch", "baseline"}
-    assert rows["raw"]["ratio_to_raw"] == 1.0
+    assert result["images"] == 40 and result["image_shape"] == [16, 16, 1]
+    assert set(rows) == {"raw", "raw-lean"} and rows["raw"]["ratio_to_raw"] == 1.0
     for r in rows.values():
+        assert r["images_per_s"] > 0 and len(r["runs"]) == 2
+        assert r["first_batch_s"] is None  # no batches in a raw row
+    _check_columns_agree(result)
+    assert "| lean raw: os.read + decode |" in format_bench_table(result)
+
+
+@pytest.mark.slow
+def test_bench_cli_every_row(tmp_path, capsys):
+    paths, labels = make_images(tmp_path, 48, size=(16, 16))
+    index = write_index(tmp_path / "index.tfrecord", paths, labels)
+    argv = ["bench", index.files[0], "--workers", "1", "--batch-size", "16", "--repeat", "1"]
+    assert main([*argv, "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["rows"]
+    assert list(rows) == [
+        "raw",
+        "raw-lean",
+        "torch",
+        "tf",
+        "baseline",
+        "stateful",
+        "grain",
+        "tf-hand",
+    ]
+    for name, r in rows.items():
+        if "skipped" in r:  # a peer whose package is missing says so
+            assert name in ("stateful", "grain") and "pip install" in r["skipped"]
+            continue
         assert r["images_per_s"] > 0 and len(r["runs"]) == 1
-        # The two columns come from the same numbers (NOTE [bench columns]).
-        expected = r["images_per_s"] / rows["raw"]["images_per_s"]
-        assert r["ratio_to_raw"] == pytest.approx(expected, abs=2e-3)
+        if name not in ("raw", "raw-lean"):
+            assert r["first_batch_s"] > 0 and r["cold_start_s"] > 0
+    _check_columns_agree(result)
+
+
+def test_skipped_rows_say_why_in_the_table():
+    run = {"images": 10, "first_s": 0.1, "seconds": 1.0, "uss_mib": 50.0, "cpu_ms_per_image": 2}
+    raw = {**run, "first_s": None, "seconds": 0.5}
+    table = _tabulate(
+        {"raw": [raw], "torch": [run], "grain": []},
+        {"torch": 0.5},
+        {"grain": "the grain row needs the 'grain' package: pip install 'tfpathloader[bench]'"},
+        ["raw", "torch", "grain"],
+    )
+    assert table["torch"]["ratio_to_raw"] == 0.5 and table["torch"]["images_per_s"] == 10
+    result = {
+        "images": 10,
+        "image_shape": [8, 8, 1],
+        "workers": 1,
+        "batch_size": 4,
+        "repeat": 1,
+        "rows": table,
+    }
+    text = format_bench_table(result)
+    assert "| Grain MapDataset + mp_prefetch | skipped: the grain row needs" in text
 
 
 def test_bench_rejects_unknown_rows(image_dir):
     _, index = image_dir
     with pytest.raises(ValueError, match="unknown bench rows"):
         run_bench(index, rows=("raw", "dali"))
+
+
+def test_memory_and_cpu_of_a_process_tree():
+    if not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"):
+        pytest.skip("needs Linux /proc")
+    assert uss_mib(os.getpid()) > 1
+    assert cpu_s(os.getpid()) > 0
 
 
 def test_make_jpeg_set(tmp_path):
@@ -58,3 +111,18 @@ def test_make_jpeg_set(tmp_path):
     assert index.labels.tolist() == [0, 0, 0, 1, 1, 1]
     im = Image.open(index.path(4))
     assert im.format == "JPEG" and im.size == (32, 32) and im.mode == "RGB"
+
+
+def test_make_photo_set_is_imagenet_like_and_seeded(tmp_path):
+    from PIL import Image
+
+    index = make_photo_set(tmp_path / "a", 2, 3, classes=2, progress=False)
+    again = make_photo_set(tmp_path / "b", 1, 3, classes=1, progress=False)
+    assert len(index) == 2 and index.labels.tolist() == [0, 1]
+    for i in range(2):
+        im = Image.open(index.path(i))
+        assert im.format == "JPEG" and im.mode == "RGB" and 300 <= min(im.size) <= 500
+        assert 4 / 3 - 0.02 <= max(im.size) / min(im.size) <= 16 / 9 + 0.02
+    # image k depends on (seed, k) only: a smaller set is a prefix of a bigger one
+    with open(index.path(0), "rb") as f, open(again.path(0), "rb") as g:
+        assert f.read() == g.read()

@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--make-jpeg bench-jpeg  (makes 224x224 JPEGs from scikit-learn's sample photos, then "
         "benchmarks them)",
     )
-    p.add_argument("index", nargs="?", help="index to benchmark (or use --make-jpeg)")
+    p.add_argument(
+        "index", nargs="?", help="index to benchmark (or use --make-jpeg / --make-photos)"
+    )
     p.add_argument("--root", help="folder the stored paths are relative to")
     p.add_argument("--allow-outside-root", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
@@ -211,9 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     # batch 256, 9 rounds, 50,000 PNGs / 10,000 JPEGs), so the plain command reproduces it.
     p.add_argument("--jpeg-count", type=int, default=10000, help="JPEGs to make (default 10000)")
     p.add_argument(
+        "--make-photos",
+        metavar="DIR",
+        help="make the ImageNet-like photo set in DIR (if missing; short side 300-500 px) and "
+        "benchmark it, resized to --size (default 224 224)",
+    )
+    p.add_argument("--photo-count", type=int, default=3000, help="photos to make (default 3000)")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize every image to H x W in every row (needed for images of varied sizes)",
+    )
+    p.add_argument(
         "--rows",
-        default="raw,torch,baseline,tf,tf-hand",
-        help="comma-separated rows: raw, torch, baseline, tf, tf-hand (default: all)",
+        default="raw,raw-lean,torch,tf,baseline,stateful,grain,tf-hand",
+        help="comma-separated rows: raw, raw-lean, torch, tf, baseline (plain DataLoader), "
+        "stateful (torchdata), grain, tf-hand (default: all; a peer whose package is missing "
+        "is skipped: pip install 'tfpathloader[bench]')",
     )
     p.add_argument(
         "--workers",

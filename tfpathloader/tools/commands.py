@@ -261,7 +261,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..index import PathIndex
-    from .bench import format_bench_table, make_jpeg_set, run_bench
+    from .bench import format_bench_table, make_jpeg_set, make_photo_set, run_bench
 
     if getattr(args, "remote", False):  # the remote rows: their own module
         from .remote_bench import format_remote_table, run_remote_bench
@@ -275,7 +275,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             print(format_remote_table(result))
         return 0
-    if args.make_jpeg:
+    size: tuple[int, int] | None = (args.size[0], args.size[1]) if args.size else None
+    if args.make_photos:
+        path = os.path.join(args.make_photos, "index.tfrecord")
+        if os.path.isfile(path):
+            index = PathIndex.read(path)
+        else:
+            index = make_photo_set(args.make_photos, args.photo_count, progress=_progress(args))
+        size = size or (224, 224)
+    elif args.make_jpeg:
         path = os.path.join(args.make_jpeg, "index.tfrecord")
         if os.path.isfile(path):
             index = PathIndex.read(path)
@@ -291,7 +299,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.index:
         index = _open(args)
     else:
-        raise ValueError("give an INDEX to benchmark, or --make-jpeg DIR")
+        raise ValueError("give an INDEX to benchmark, or --make-jpeg DIR, or --make-photos DIR")
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     result = run_bench(
         index,
@@ -301,6 +309,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         images=args.images,
         repeat=args.repeat,
         seed=args.seed,
+        size=size,
         progress=_progress(args),
     )
     if args.json:
