@@ -326,8 +326,10 @@ def build(folder: str, names: list[str]) -> PathIndex:
 
 
 def _start_at(loader: Any, batch: int) -> None:
-    # The batch to deliver next; a loaded state does the same (see LoaderBase.load_state_dict).
-    loader._consumed = batch
+    # The batch to deliver next, as a loaded state would (the sampler holds the one counter).
+    loader.set_epoch(loader.epoch)
+    for _ in range(batch):
+        loader.sampler.consume_step()
 
 
 def outcomes(folder: str, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
