@@ -33,6 +33,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from tfpathloader.errors import TFPathLoaderError
 from tfpathloader.storage import is_url
 from tfpathloader.tools.audit import audit_figure
 from tfpathloader.tools.demo import make_demo
@@ -46,7 +47,7 @@ from train_app.checkpoints import (
 from train_app.config import register_configs, validate
 from train_app.data import DEFAULT_ROOT, RunData, obtain_index, prepare_data, write_split
 from train_app.dist import Dist, pick_device
-from train_app.errors import RunConfigError
+from train_app.errors import LoaderFault, RunConfigError
 from train_app.evaluation import audit_epochs, epoch_sequences, evaluate
 from train_app.figures import training_figure
 from train_app.models import to_input
@@ -399,7 +400,10 @@ def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
     dist = Dist(cfg.trainer.distributed)
     try:
         run = set_up(cfg, dist, out_dir)
-        fit(run)
+        try:
+            fit(run)
+        except TFPathLoaderError as e:  # wherever in the step it arrived (NOTE [worker deaths])
+            raise LoaderFault(e, run.folder, cfg.trainer.checkpoint_every) from e
         metrics = report(run, evaluate_and_audit(run))
         dist.barrier()
         return metrics
@@ -416,6 +420,9 @@ def main(cfg: DictConfig) -> float:
         for problem in e.problems:
             print(f"train.py: error: {problem}", file=sys.stderr)
         sys.exit(2)
+    except LoaderFault as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
     return float(metrics.get("test_accuracy", float("nan")))
 
 

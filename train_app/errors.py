@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["RunConfigError"]
+__all__ = ["LoaderFault", "RunConfigError"]
 
 
 class RunConfigError(Exception):
@@ -17,3 +17,18 @@ class RunConfigError(Exception):
     def __init__(self, problems: str | Sequence[str]):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class LoaderFault(RuntimeError):
+    """The loader failed mid-run (a dead worker, a bad image): the library's error, and how
+    to resume from the last checkpoint."""
+
+    def __init__(self, error: Exception, folder: str, checkpoint_every: int):
+        self.error = error
+        hint = (
+            f"resume from the last checkpoint with: python train.py hydra.run.dir={folder} "
+            "trainer.resume=auto (and the same overrides)"
+            if checkpoint_every
+            else "no checkpoints were written (trainer.checkpoint_every=0)"
+        )
+        super().__init__(f"{type(error).__name__}: {error}; {hint}")

@@ -203,3 +203,13 @@ def test_training_figure_has_a_legend_and_epoch_boundaries(tmp_path):
         str(tmp_path / "t.png"), [1.0, 0.5, 0.4, 0.3], [0.2, 0.5, 0.6, 0.7], "t", epoch_starts=[3]
     )
     assert open(path, "rb").read(4) == b"\x89PNG"
+
+
+def test_a_loader_fault_names_the_library_error_and_how_to_resume():
+    from tfpathloader import LoaderWorkerError
+    from train_app.errors import LoaderFault
+
+    e = LoaderFault(LoaderWorkerError("a loader worker process died"), "/runs/x", 100)
+    assert str(e).startswith("LoaderWorkerError: a loader worker process died; resume")
+    assert "python train.py hydra.run.dir=/runs/x trainer.resume=auto" in str(e)
+    assert "no checkpoints" in str(LoaderFault(LoaderWorkerError("x"), "/runs/x", 0))
