@@ -18,26 +18,22 @@ Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, P
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import sys
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import ImageLoadError
+from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
 from ..index.tfrecord_interop import enable_tfrecord_interop
 from ..storage import Fetcher, FetchError, is_url, redact
 from ..transforms import Transform as Pipeline
-from . import _tf_errors, _tf_feed
 from ._tf_crop import crop_batch
-from ._tf_feed import EpochFeed
 from ._tf_ops import checked, grey, map_grouped, read_files
 from .checks import check_transform_output, file_reader
-from .decode import check_bytes, decode_image
+from .decode import check_bytes, decode_image, load_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["TFLoader", "import_tensorflow"]
@@ -89,9 +85,6 @@ class TFLoader(LoaderBase):
         self._labels = tf.constant(np.asarray(index.labels, dtype=np.int64))
         self._prefix = tf.constant(os.path.join(index.root, ""))
         self._parallel = cfg.num_workers if cfg.num_workers > 0 else tf.data.AUTOTUNE
-        # Batches ready beyond those being decoded: a fixed depth, as DataLoader's
-        # prefetch_factor (AUTOTUNE grew it to hold ~10 batches of 224px images: 400 MiB).
-        self._prefetch = cfg.prefetch_factor or 2
         self._absolute_paths = _has_absolute_paths(index)
         self._remote = is_url(index.root)
         # One fetcher for tf.data's parallel batch calls in this process: in_flight per call,
@@ -110,10 +103,6 @@ class TFLoader(LoaderBase):
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
         self._crop_transform = transform if isinstance(transform, Pipeline) else None
-        # The pipeline lives in _tf_feed, under this key (see NOTE [pipeline lifetime]).
-        self._key = next(_KEYS)
-        weakref.finalize(self, _tf_feed.bury, self._key)
-        self._stale = False  # an iteration was left early: its batches may still come out
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -322,35 +311,9 @@ class TFLoader(LoaderBase):
                 num_parallel_calls=self._parallel,
                 deterministic=True,
             )
-        return ds.prefetch(self._prefetch).with_options(self._options())
-
-    def _options(self) -> Any:
-        """tf.data options of both pipelines (see NOTE [tf threads])."""
-        options = self.tf.data.Options()
+        options = tf.data.Options()
         options.deterministic = True
-        return options
-
-    def _pipeline(self) -> tuple[EpochFeed, Any]:
-        """The loader's one feed and iterator (built on first use; NOTE [one pipeline per
-        loader])."""
-        entry = _tf_feed.live(self._key)
-        if entry is None:
-            _tf_feed.sweep()
-            tf = self.tf
-            feed = EpochFeed(tf, self.config.batch_size)
-
-            def load(gen: Any, no: Any, ids: Any, epoch: Any) -> Any:
-                return {**self._load_batch_fn(ids, epoch), "gen": gen, "batch": no}
-
-            ds = feed.dataset().map(load, num_parallel_calls=self._parallel, deterministic=True)
-            entry = (feed, iter(ds.prefetch(self._prefetch).with_options(self._options())))
-            _tf_feed.hold(self._key, *entry)
-        return entry
-
-    def _reset_pipeline(self) -> None:
-        _tf_feed.bury(self._key)
-        _tf_feed.sweep()
-        self._stale = False
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -373,46 +336,103 @@ class TFLoader(LoaderBase):
             import torch
 
             self._torch = torch
-        if self.config.on_error == "skip":
-            yield from self._iter_skipping()
-            return
         start = self._start()
         self._remote_failures.clear()
-        lo, _ = self._batch_bounds(start)
-        while True:  # once, or twice when a stale batch of an earlier iteration failed
-            feed, it = self._pipeline()
-            stale, self._stale = self._stale, True
-            gen = feed.submit(self.epoch, self.rank_ids()[lo:], self._consumed)
+        expected = start
+        ds = self.as_tf_dataset(start)
+        it = iter(ds)
+        while True:
             try:
-                while self.batches_left > 0:
-                    batch = next(it)
-                    if int(batch.pop("gen")) != gen:
-                        continue  # prefetched for an iteration left early
-                    del batch["batch"]
-                    out = self._to_torch(batch)
-                    self._delivered()  # counted as consumed once handed over (see LoaderBase)
-                    yield out
+                batch = next(it)
+            except StopIteration:
+                break
             except self.tf.errors.OpError as e:
-                self._reset_pipeline()
-                culprit = self._culprit(self._consumed, e)
-                if stale and isinstance(culprit, ImageLoadError) and culprit.record_id == -1:
-                    lo, _ = self._batch_bounds(self._consumed)
-                    continue  # the failure was in a batch nobody waits for any more
-                raise culprit from None
-            break
-        self._stale = False
+                raise self._culprit(expected, e) from None
+            if self.config.on_error == "skip":
+                no = int(batch.pop("batch"))
+                for lost in range(expected, no):  # whole batches lost to bad records
+                    self._note_skips(lost, np.zeros(0, dtype=np.int64))
+                    self._delivered()
+                self._note_skips(no, batch["index"].numpy())
+                expected = no
+            out = self._to_torch(batch)
+            self._delivered()  # counted as consumed once handed over (see LoaderBase)
+            expected += 1
+            yield out
+        if self.config.on_error == "skip":
+            for lost in range(expected, self.sampler.num_steps):
+                self._note_skips(lost, np.zeros(0, dtype=np.int64))
+                self._delivered()
         self._finish()
 
-    def _iter_skipping(self) -> Iterator[dict[str, Any]]:
-        return _tf_errors.iter_skipping(self)
+    def _note_skips(self, k: int, delivered: np.ndarray) -> None:
+        lo, hi = self._batch_bounds(k)
+        wanted = self.rank_ids()[lo:hi]
+        missing = wanted[~np.isin(wanted, delivered)]  # in batch order, as torch reports them
+        self._record_skips([self._why(int(i)) for i in missing])
+
+    def _why(self, i: int) -> tuple[int, str, str]:
+        """Why record ``i`` does not load: Pillow's reason, else TensorFlow's.
+
+        Raises:
+            TransformOutputError: when the image loads but the transform's output is refused.
+        """
+        path = self.index.path(i)
+        cfg = self.config
+        if i in self._remote_failures:
+            return (i, redact(path), self._remote_failures.pop(i))
+        try:
+            hwc = load_image(
+                path, channels=cfg.channels, size=cfg.size, record_id=i, reader=self._reader
+            )
+        except ImageLoadError as e:
+            return (i, path, e.cause)
+        if self.transform is not None:
+            self._apply_transform(np.ascontiguousarray(hwc), np.int64(i), np.int64(self.epoch))
+        tf = self.tf
+        try:
+            item = self._prepare(
+                tf.constant([i], dtype=tf.int64), tf.constant(self.epoch, tf.int64)
+            )
+            self._finish_batch(
+                {
+                    k: v[None] if k == "image" else v
+                    for k, v in self._load({k: v[0] for k, v in item.items()}).items()
+                }
+            )
+        except tf.errors.OpError as e:
+            return (i, redact(path), f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
+        return (i, redact(path), "could not be loaded")
 
     def _culprit(self, k: int, error: Exception) -> Exception:
-        return _tf_errors.culprit(self, k, error)
+        """The first bad record of batch ``k``, named like the PyTorch backend names it."""
+        lo, hi = self._batch_bounds(k)
+        ids = self.rank_ids()[lo:hi].tolist()
+        for i in ids:
+            rid, path, cause = self._why(int(i))
+            if cause != "could not be loaded":
+                return ImageLoadError(rid, path, cause)
+        # Every record loads alone: the batch mixes image sizes (the PyTorch backend's message).
+        cfg = self.config
+        first: tuple[int, tuple[int, ...]] | None = None
+        for i in ids:
+            shape = load_image(
+                self.index.path(i), channels=cfg.channels, size=cfg.size, reader=self._reader
+            ).shape
+            if first is None:
+                first = (i, shape)
+            elif shape != first[1]:
+                return BatchShapeError(
+                    i,
+                    self.index.path(i),
+                    f"record {i} ({self.index.path(i)}) has shape {shape} but record "
+                    f"{first[0]} has {first[1]}: images of one batch must have one size; "
+                    "pass size=(height, width) to resize them",
+                )
+        return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
 
     def close(self) -> None:
-        """End the loader's pipeline (its tf.data threads end with it); iterating again
-        builds a new one."""
-        self._reset_pipeline()
+        """Nothing to stop: tf.data threads end with their iterator."""
 
     def __enter__(self) -> TFLoader:
         return self
@@ -425,6 +445,3 @@ def _has_absolute_paths(index: PathIndex) -> bool:
     """Whether any stored path is absolute (allowed only with allow_outside_root)."""
     starts = np.asarray(index.offsets[:-1])
     return bool(np.any(np.asarray(index.path_buffer)[starts] == ord("/")))
-
-
-_KEYS = itertools.count()
