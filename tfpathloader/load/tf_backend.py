@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BatchShapeError, ImageLoadError
+from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..index.tfrecord_interop import enable_tfrecord_interop
 from ..storage import Fetcher, FetchError, is_url, redact
 from ..transforms import Transform as Pipeline
+from . import _tf_errors
 from ._tf_crop import crop_batch
 from ._tf_ops import checked, grey, map_grouped, read_files
 from .checks import check_transform_output, file_reader
-from .decode import check_bytes, decode_image, load_image
+from .decode import check_bytes, decode_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["TFLoader", "import_tensorflow"]
@@ -366,70 +367,13 @@ class TFLoader(LoaderBase):
         self._finish()
 
     def _note_skips(self, k: int, delivered: np.ndarray) -> None:
-        lo, hi = self._batch_bounds(k)
-        wanted = self.rank_ids()[lo:hi]
-        missing = wanted[~np.isin(wanted, delivered)]  # in batch order, as torch reports them
-        self._record_skips([self._why(int(i)) for i in missing])
+        _tf_errors.note_skips(self, k, delivered)
 
     def _why(self, i: int) -> tuple[int, str, str]:
-        """Why record ``i`` does not load: Pillow's reason, else TensorFlow's.
-
-        Raises:
-            TransformOutputError: when the image loads but the transform's output is refused.
-        """
-        path = self.index.path(i)
-        cfg = self.config
-        if i in self._remote_failures:
-            return (i, redact(path), self._remote_failures.pop(i))
-        try:
-            hwc = load_image(
-                path, channels=cfg.channels, size=cfg.size, record_id=i, reader=self._reader
-            )
-        except ImageLoadError as e:
-            return (i, path, e.cause)
-        if self.transform is not None:
-            self._apply_transform(np.ascontiguousarray(hwc), np.int64(i), np.int64(self.epoch))
-        tf = self.tf
-        try:
-            item = self._prepare(
-                tf.constant([i], dtype=tf.int64), tf.constant(self.epoch, tf.int64)
-            )
-            self._finish_batch(
-                {
-                    k: v[None] if k == "image" else v
-                    for k, v in self._load({k: v[0] for k, v in item.items()}).items()
-                }
-            )
-        except tf.errors.OpError as e:
-            return (i, redact(path), f"TensorFlow could not decode it: {e.message.splitlines()[0]}")
-        return (i, redact(path), "could not be loaded")
+        return _tf_errors.why(self, i)
 
     def _culprit(self, k: int, error: Exception) -> Exception:
-        """The first bad record of batch ``k``, named like the PyTorch backend names it."""
-        lo, hi = self._batch_bounds(k)
-        ids = self.rank_ids()[lo:hi].tolist()
-        for i in ids:
-            rid, path, cause = self._why(int(i))
-            if cause != "could not be loaded":
-                return ImageLoadError(rid, path, cause)
-        # Every record loads alone: the batch mixes image sizes (the PyTorch backend's message).
-        cfg = self.config
-        first: tuple[int, tuple[int, ...]] | None = None
-        for i in ids:
-            shape = load_image(
-                self.index.path(i), channels=cfg.channels, size=cfg.size, reader=self._reader
-            ).shape
-            if first is None:
-                first = (i, shape)
-            elif shape != first[1]:
-                return BatchShapeError(
-                    i,
-                    self.index.path(i),
-                    f"record {i} ({self.index.path(i)}) has shape {shape} but record "
-                    f"{first[0]} has {first[1]}: images of one batch must have one size; "
-                    "pass size=(height, width) to resize them",
-                )
-        return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
+        return _tf_errors.culprit(self, k, error)
 
     def close(self) -> None:
         """Nothing to stop: tf.data threads end with their iterator."""

@@ -24,9 +24,10 @@ from ..transforms import Transform as Pipeline
 from ..transforms import check_pipeline, record_rng
 from ._crop import load_cropped
 from ._torch.deaths import surface_worker_death
-from ._torch.private import drop_persistent_iterator, shutdown_workers
+from ._torch.private import drop_persistent_iterator
 from ._torch.slots import _SlotPool
 from ._torch.wire import _fresh_buffer, _WireBatch
+from ._torch.workers import _LIVE_ITERATORS, _stop_workers, default_prefetch
 from .checks import check_transform_output, file_reader, probe_shape
 from .decode import Pixels, as_array, check_bytes, decode_pixels, load_pixels
 from .files import FileReader
@@ -299,29 +300,6 @@ class _EpochBatchSampler:
             yield BatchRequest(ids, epoch, slot)
 
 
-# NOTE [worker shutdown]: DataLoader stops its workers in its iterator's __del__. If that iterator
-# is freed by the cyclic garbage collector (a traceback that captured the loop's frame is enough),
-# the collector may first run the finalizers of the iterator's own queues, and then every worker
-# waits out a 5-second timeout for a stop message that can no longer be sent. So live iterators
-# are also held here, where they stay reachable, and a weakref finalizer on the loader stops them.
-_LIVE_ITERATORS: dict[int, Any] = {}
-
-
-def _stop_workers(key: int) -> None:
-    it = _LIVE_ITERATORS.pop(key, None)
-    shutdown_workers(it)
-
-
-def _default_prefetch(workers: int, batch_bytes: int) -> int:
-    """Batches each worker keeps queued: 4 unless that would hold over 512 MiB, then 2.
-
-    With 2 the main process, competing with busy workers for the cores, is often late to send
-    the next request and workers idle: 28x28 PNGs on 2 cores went from 0.78x to 0.93x of the raw
-    decode rate (and CPU use from 1.78 to 1.92 cores) with 4.
-    """
-    return 4 if workers * 4 * batch_bytes <= 512 * 2**20 else 2
-
-
 class TorchLoader(LoaderBase):
     """The ``backend="torch"`` loader made by :func:`~tfpathloader.make_loader`."""
 
@@ -348,7 +326,7 @@ class TorchLoader(LoaderBase):
         self.persistent = False
         if workers > 0:
             shape = self._image_shape()
-            prefetch = cfg.prefetch_factor or _default_prefetch(
+            prefetch = cfg.prefetch_factor or default_prefetch(
                 workers, cfg.batch_size * int(np.prod(shape))
             )
             self.persistent = True if cfg.persistent_workers is None else cfg.persistent_workers
