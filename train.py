@@ -101,8 +101,13 @@ def set_up(cfg: DictConfig, dist: Dist, out_dir: str | None = None) -> Run:
     size = tuple(cfg.data.size) if cfg.data.size is not None else None
     try:
         # The shuffle group is a partial OrderSpec; the batch size it takes is loader.batch_size.
+        unused: dict[str, Any] = {}
+        if cfg.shuffle.shuffle not in ("buffer", "tf-buffer") and cfg.shuffle.buffer_size:
+            # A sweep's shuffle.buffer_size=K reaches every shuffle choice: said, then unused.
+            log.info("shuffle.buffer_size is not used by shuffle=%s", cfg.shuffle.shuffle)
+            unused["buffer_size"] = None
         order = instantiate(cfg.shuffle)(
-            seed=cfg.seed, batch_size=cfg.loader.batch_size, world_size=dist.world_size
+            seed=cfg.seed, batch_size=cfg.loader.batch_size, world_size=dist.world_size, **unused
         )
         loader_cfg = OmegaConf.to_container(cfg.loader, resolve=True)
         del loader_cfg["batch_size"]  # type: ignore[arg-type,union-attr]  # in the order spec
