@@ -18,6 +18,7 @@ import numpy as np
 
 from tfpathloader import PathIndex
 from tfpathloader.errors import TFPathLoaderError
+from tfpathloader.order.spec import Stream
 
 from .errors import RunConfigError
 
@@ -45,7 +46,7 @@ _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # order (streams 0-3 are the orders' and the transforms'; see tfpathloader.order), and
 # identical on every rank and on resume. Records with label -1 cannot be trained on and are
 # rejected before the split.
-HOLDOUT_STREAM = 100
+HOLDOUT_STREAM = int(Stream.HOLDOUT)  # every stream is named in tfpathloader/order/spec.py
 
 
 @dataclass
