@@ -41,7 +41,7 @@ def why(loader: Any, i: int) -> tuple[int, str, str]:
         )
     except ImageLoadError as e:
         return (i, path, e.cause)
-    if loader.transform is not None:
+    if loader.transform is not None and loader._crop_transform is None:
         loader._apply_transform(np.ascontiguousarray(hwc), np.int64(i), np.int64(loader.epoch))
     tf = loader.tf
     try:
