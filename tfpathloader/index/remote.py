@@ -123,7 +123,7 @@ def build_remote_index(
 
     from ..storage.clients import put
     from .path_index import PathIndex
-    from .write import write_index
+    from .write import build_report, write_index
 
     options = options or RemoteOptions()
     root = image_root.rstrip("/")
@@ -154,17 +154,10 @@ def build_remote_index(
     found.sort(key=lambda cr: (label_of.get(cr[0], -1), cr[1]))
     rels = [r for _, r in found]
     labels = [label_of.get(c, -1) for c, _ in found]
+    kw: dict[str, Any] = {"root": root, "shards": shards, "compression": compression,
+                          "classes": classes, "progress": progress}  # fmt: skip
     if out is not None and not is_url(out):
-        index = write_index(
-            out,
-            rels,
-            labels,
-            root=root,
-            shards=shards,
-            compression=compression,
-            classes=classes,
-            progress=progress,
-        )
+        index = write_index(out, rels, labels, **kw)
     else:
         target = out or root + "/index.tfrecord"
         if parent(target) != root:
@@ -174,26 +167,11 @@ def build_remote_index(
             )
         with tempfile.TemporaryDirectory() as tmp:
             local = write_index(
-                os.path.join(tmp, target.rsplit("/", 1)[1]),
-                rels,
-                labels,
-                root=root,
-                shards=shards,
-                compression=compression,
-                classes=classes,
-                progress=progress,
-                cache=False,
+                os.path.join(tmp, target.rsplit("/", 1)[1]), rels, labels, cache=False, **kw
             )
             for f in local.files:
                 with open(f, "rb") as fh:
                     put(root + "/" + os.path.basename(f), fh.read(), options)
             names = [root + "/" + os.path.basename(f) for f in local.files]
         index = PathIndex.read(names if len(names) > 1 else names[0])
-    report = {
-        "images": len(rels),
-        "classes": len(classes) if classes is not None else 0,
-        "skipped": skipped,
-        "skipped_examples": examples,
-        "files": list(index.files),
-    }
-    return index, report
+    return index, build_report(len(rels), classes, skipped, examples, index)

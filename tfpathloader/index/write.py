@@ -321,11 +321,17 @@ def build_index(
         classes=classes,
         progress=progress,
     )
-    report = {
-        "images": len(paths),
+    return index, build_report(len(paths), classes, skipped, examples, index)
+
+
+def build_report(
+    images: int, classes: Any, skipped: Any, examples: Any, index: PathIndex
+) -> dict[str, Any]:
+    """What ``index build`` tells the user: images, classes, skips, the files written."""
+    return {
+        "images": images,
         "classes": len(classes) if classes is not None else 0,
         "skipped": skipped,
         "skipped_examples": examples,
         "files": list(index.files),
     }
-    return index, report

@@ -61,8 +61,7 @@ class GlobalShuffleSampler:
         self.spec = spec if spec is not None else OrderSpec(**order)
         self.num_records = check_int("num_records", num_records)
         self.fingerprint = fingerprint or "none"
-        self.layout = Layout(self.num_records, self.spec.batch_size, self.spec.world_size,
-                             self.spec.drop_last)  # fmt: skip
+        self.layout = self._layout(0)
         self.layout.check_rank(rank)
         self.rank = int(rank)
         self.epoch = 0
@@ -99,9 +98,13 @@ class GlobalShuffleSampler:
 
     def _restart(self, position: int, offset: int = 0) -> None:
         if position != self.layout.start:
-            self.layout = Layout(self.num_records, self.spec.batch_size, self.spec.world_size,
-                                 self.spec.drop_last, start=position)  # fmt: skip
+            self.layout = self._layout(position)
         self._offset = offset
+
+    def _layout(self, start: int) -> Layout:
+        """The epoch's steps under this sampler's spec, from global position ``start``."""
+        spec = self.spec
+        return Layout(self.num_records, spec.batch_size, spec.world_size, spec.drop_last, start)
 
     def order(self) -> Order:
         """The global order of the current epoch (built once per epoch)."""
@@ -203,8 +206,7 @@ class GlobalShuffleSampler:
     @property
     def steps_per_epoch(self) -> int:
         """Batches of ``batch_size`` per rank in a whole epoch (from position 0)."""
-        return Layout(self.num_records, self.spec.batch_size, self.spec.world_size,
-                      self.spec.drop_last).steps  # fmt: skip
+        return self._layout(0).steps
 
     def position(self) -> int:
         """Global position consumed by every rank (``num_records`` once the epoch is done)."""
