@@ -178,8 +178,6 @@ class LoaderBase:
         """Batches of the current epoch delivered to the caller since it (or a resume) began."""
         return self.sampler.steps_consumed
 
-    _consumed = batches_consumed  # the backends' name for it
-
     def _start(self) -> int:
         """Called when an iteration begins; returns the first batch to deliver."""
         self.sampler.start_iteration()

@@ -286,7 +286,7 @@ class TFLoader(LoaderBase):
         With ``on_error="skip"`` elements also carry ``batch``, their batch number.
         """
         tf = self.tf
-        start = self._consumed if start_batch is None else start_batch
+        start = self.batches_consumed if start_batch is None else start_batch
         lo, _ = self._batch_bounds(start)
         ids = self.rank_ids()[lo:]
         epoch = tf.constant(self.epoch, dtype=tf.int64)

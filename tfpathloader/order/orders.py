@@ -27,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import spec
 from .spec import OrderSpec, Stream, check_int, epoch_rng
 
 __all__ = [
@@ -213,6 +214,9 @@ _BUFFERS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {
     "buffer": buffer_order,
     "tf-buffer": tf_buffer_order,
 }
+# The names OrderSpec validates are the ones implemented here (spec.py needs no import of this).
+assert tuple(PERMUTATIONS) == spec.PERMUTATIONS
+assert set(_BUFFERS) | {"global", "none"} == set(spec.ORDERS)
 
 
 def make_order(spec: OrderSpec, n: int, epoch: int) -> Order:
