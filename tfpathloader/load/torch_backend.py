@@ -22,14 +22,14 @@ from ..index import PathIndex
 from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from ..transforms import Transform as Pipeline
 from ..transforms import check_pipeline, record_rng
-from ._crop import load_cropped
+from ._crop import load_cropped, load_jpeg
 from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator
-from ._torch.slots import _SlotPool
+from ._torch.slots import _SlotPool, pool_slots
 from ._torch.wire import _fresh_buffer, _WireBatch
 from ._torch.workers import _LIVE_ITERATORS, _stop_workers, default_prefetch
 from .checks import check_transform_output, file_reader, probe_shape
-from .decode import Pixels, as_array, check_bytes, decode_pixels, load_pixels
+from .decode import Pixels, as_array, check_bytes, decode_pixels, read_file
 from .files import FileReader
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
@@ -112,10 +112,19 @@ class PathIndexDataset(torch.utils.data.Dataset):
         state["pool"] = None  # a pickled (spawned) worker cannot see the pool's mapping
         return state
 
-    def _pixels(self, i: int, path: str, epoch: int, data: bytes | None = None) -> Pixels:
+    def _pixels(
+        self,
+        i: int,
+        path: str,
+        epoch: int,
+        data: bytes | None = None,
+        out: np.ndarray | None = None,
+    ) -> Pixels:
         """Image ``i``: HxWxC pixels (decoded, or a pipeline's), or a user callable's CxHxW.
 
-        ``data``: the file's bytes, when they were fetched already (a remote root).
+        ``data``: the file's bytes, when they were fetched already (a remote root). ``out``:
+        the batch row to decode into (NOTE [decode into the slot]); the returned pixels are
+        ``out`` itself when they were written there.
         """
         c, size, reader = self.channels, self.size, self.reader
         if data is not None:
@@ -129,16 +138,28 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 record_id=i,
                 data=data,
                 reader=reader,
+                out=out,
             )
             return hwc, hwc.shape
-        if data is not None:
-            pixels, shape = decode_pixels(data, channels=c, size=size, path=path, record_id=i)
+        if data is None:
+            data = read_file(path, i, reader)
+        fast = load_jpeg(
+            data,
+            channels=c,
+            size=size,
+            out=out if self.transform is None else None,
+            path=path,
+            record_id=i,
+        )
+        if fast is not None:
+            pixels: bytes | np.ndarray = fast
+            shape: tuple[int, ...] = fast.shape
         else:
-            pixels, shape = load_pixels(path, channels=c, size=size, record_id=i, reader=reader)
+            pixels, shape = decode_pixels(data, channels=c, size=size, path=path, record_id=i)
         if self.transform is None:
             return pixels, shape
-        out = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
-        img = check_transform_output(out, i, path)
+        result = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
+        img = check_transform_output(result, i, path)
         return img, img.shape
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -182,7 +203,13 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 data = fetched[k] if fetched is not None else None
                 if isinstance(data, FetchError):
                     raise ImageLoadError(i, path, data.cause)
-                pixels, shape = self._pixels(i, path, epoch, data)
+                if out is not None:
+                    row_out: np.ndarray | None = out[len(kept)]
+                elif pool is not None and slot is not None:
+                    row_out = pool.buffer(slot)[0]  # used only if the shape is the pool's
+                else:
+                    row_out = None
+                pixels, shape = self._pixels(i, path, epoch, data, row_out)
             except ImageLoadError as e:
                 if self.on_error == "raise":
                     return _WireBatch(
@@ -220,7 +247,9 @@ class PathIndexDataset(torch.utils.data.Dataset):
                     "size=(height, width) to resize them",
                 )
             k = len(kept)
-            if isinstance(pixels, bytes):
+            if pixels is row_out and (k > 0 or pool is not None):
+                pass  # decoded straight into its row of the batch
+            elif isinstance(pixels, bytes):
                 flat[k * row : (k + 1) * row] = pixels  # one copy, no array per image
             else:
                 out[k] = pixels
@@ -339,8 +368,8 @@ class TorchLoader(LoaderBase):
             elif "fork" in torch.multiprocessing.get_all_start_methods():
                 kwargs["multiprocessing_context"] = "fork"
                 if transform is None or self.dataset.pipeline:
-                    # Requests in flight, the batch being used, and one in the pin thread.
-                    self.dataset.pool = _SlotPool(workers * prefetch + 3, (cfg.batch_size, *shape))
+                    slots = pool_slots(workers, prefetch)
+                    self.dataset.pool = _SlotPool(slots, (cfg.batch_size, *shape))
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=cast(Any, self._batch_sampler),  # yields BatchRequests, not lists
