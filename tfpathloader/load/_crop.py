@@ -173,7 +173,8 @@ def load_jpeg(
         return None
     h, w, grey = header
     _check_pixels(h, w, record_id, path)
-    plan = Plan((0, 0, h, w), (h, w) if size is None else tuple(size), False, True)
+    out_size = (h, w) if size is None else (int(size[0]), int(size[1]))
+    plan = Plan((0, 0, h, w), out_size, False, True)
     try:
         return _render(data, plan, h, w, grey, channels, out)
     except ValueError:
