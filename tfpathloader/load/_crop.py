@@ -131,17 +131,31 @@ def _finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) 
     """
     import torch
 
+    from ._torch.private import resize_into
+
     top, left, bh, bw = plan.box
-    res = _resized(hwc[top : top + bh, left : left + bw], plan.size, plan.antialias)
+    box = hwc[top : top + bh, left : left + bw]
+    grey = channels == 1 and hwc.shape[2] == 3
+    if out is not None and out.shape == (*plan.size, channels) and not grey:
+        # NOTE [resize in the slot]: the resize kernel writes the row itself (no result to
+        # copy), and the mirror is done in place: flip's copy of 150 KB then copy_ back costs
+        # 0.02 ms, against 0.1 ms for torch's transposing copy it replaces.
+        dst = torch.from_numpy(out)
+        if box.shape[:2] == plan.size:
+            dst.copy_(torch.from_numpy(box))
+        else:
+            resize_into(torch.from_numpy(box), dst, plan.antialias)
+        if plan.flip:
+            dst.copy_(dst.flip(1))
+        return out
+    res = _resized(box, plan.size, plan.antialias)
     if plan.flip:
-        res = res.flip(1)  # a copy (torch has no negative strides), read once by copy_ below
-    if channels == 1 and hwc.shape[2] == 3:
-        res = torch.from_numpy(_grey(res.numpy()))  # after the resize, as tf does
-    target = out if out is not None and out.shape == tuple(res.shape) else None
-    if target is None:
-        return res.numpy()
-    torch.from_numpy(target).copy_(res)
-    return target
+        res = res.flip(1)  # a copy: torch has no negative strides
+    pixels = _grey(res.numpy()) if grey else res.numpy()  # grey after the resize, as tf does
+    if out is not None and out.shape == pixels.shape:
+        out[...] = pixels
+        return out
+    return pixels
 
 
 # NOTE [decode into the slot]: a JPEG that libjpeg-turbo reads to RGB or grey is decoded by
