@@ -225,6 +225,7 @@ def _micro(args: argparse.Namespace) -> None:
     import torch
 
     from tfpathloader import PathIndex
+    from tfpathloader.load._torch.slots import _SlotPool
     from tfpathloader.load.torch_backend import PathIndexDataset
 
     torch.set_num_threads(1)
@@ -245,6 +246,10 @@ def _micro(args: argparse.Namespace) -> None:
     ]:
         ds = PathIndexDataset(index, channels=3, transform=transform)
         options[name] = lambda k, ds=ds: ds._fetch(ids[k], 0, None)
+    # What a worker does: the batch goes into a slot of the shared pool (pages already mapped).
+    ds = PathIndexDataset(index, channels=3, transform=_pipeline())
+    ds.pool = _SlotPool(2, (b, SIZE, SIZE, 3))
+    options["torch backend, pipeline, into a batch slot"] = lambda k: ds._fetch(ids[k], 0, k % 2)
     if not args.no_tf:
         from tfpathloader import make_loader
         from tfpathloader.load.tf_backend import import_tensorflow

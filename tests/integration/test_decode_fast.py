@@ -69,8 +69,8 @@ def photos(tmp_path_factory):
 
 
 def test_resized_jpegs_are_close_to_pillows_bilinear(photos):
-    # NOTE [resize in the slot] in load/_crop.py: unscaled decodes are Pillow's filter to within
-    # one grey level; DCT-scaled ones (box at least twice the output) differ more at edges.
+    # NOTE [resize pixels] in load/_crop.py: unscaled decodes are Pillow's filter to within one
+    # grey level; DCT-scaled ones (image at least twice the output) differ more at edges.
     kw = {"index": photos, "batch_size": 12, "shuffle": "none", "size": (64, 48)}
     batch = next(iter(make_loader(backend="torch", **kw)))
     got = batch["image"].permute(0, 2, 3, 1).numpy().astype(int)
@@ -86,7 +86,7 @@ def test_resized_jpegs_are_close_to_the_tf_backend(photos):
     a = next(iter(make_loader(backend="torch", **kw)))["image"].numpy().astype(int)
     b = next(iter(make_loader(backend="tf", **kw)))["image"].numpy().astype(int)
     assert a.shape == b.shape == (12, 3, 224, 224)
-    assert np.abs(a - b).mean() < 1.5  # measured 0.72 over 200 photos (NOTE [resize in the slot])
+    assert np.abs(a - b).mean() < 1.5  # 0.72 over 200 photos (NOTE [resize pixels])
 
 
 def test_the_pool_has_two_slots_over_the_requests_and_they_all_come_back(tmp_path):

@@ -1,20 +1,23 @@
-"""The torch backend's decode-aware crop: header size, plan, decode what the box needs, resize.
+"""The torch backend's JPEG path: read the header, plan, decode into the batch row, crop, resize.
 
-NOTE [crop decoder]: measured per image in one process on the photo set (3,000 JPEGs, short side
-300-500 px; ``benchmarks/crop.py --micro``), a random-resized crop to 224 costs 2.4 ms the
-torchvision way (Pillow decode 1.0 ms, then ``crop().resize()`` 1.3 ms). The resize, not the
-decode, is the larger part, so the lever is ``torch.nn.functional.interpolate(mode="bilinear",
-antialias=True)`` on a uint8 channels-last view of the box: 0.19 ms for the same output as
-Pillow's ``resize`` (a port of Pillow's filter: mean |difference| 0.013, at most 3). For the
-decode, ``simplejpeg`` (libjpeg-turbo, wheels on PyPI) is 0.88 ms vs Pillow's 1.0 ms and can
-decode at 1/2, 1/4, 1/8 scale in the IDCT (``min_height``/``min_width``), used when the box is
-at least twice the output on both sides. Decoding only the box in-process has no good binding:
-TensorFlow's ``decode_and_crop_jpeg`` called eagerly costs 3.5 ms with its resize (op dispatch;
-and TensorFlow in forked DataLoader workers is unsafe); PyTurboJPEG needs the system
-libturbojpeg; Pillow cannot stop decoding early. Without simplejpeg installed (the ``jpeg``
-extra), Pillow decodes in full, without DCT scaling: correct, slower, and further from the tf
-backend's pixels on the crops it would have scaled. CMYK JPEGs and other formats: Pillow, full
-decode, then crop.
+NOTE [crop decoder]: per image, one core, CPU time, on the photo set (short side 300-500 px),
+RandomResizedCrop(224) + flip: a torchvision-style ``__getitem__`` (Pillow decode, ``crop``,
+``resize``) costs 2.3-2.5 ms; this path 1.3 ms: ``simplejpeg`` decode 0.84 ms (Pillow's 1.18),
+the resize 0.14 ms written by the kernel into the batch row (NOTE [resize in the slot]), the
+rest seeding, planning and reading. TensorFlow's ``decode_and_crop_jpeg`` decodes only the box
+(libjpeg-turbo skips the rows above and below and crops columns), and hand-written tf.data's
+whole map function costs 1.07-1.09 ms per image, 0.25 ms less than ours: that is what a region
+decode would save. No well-kept PyPI package exposes it to Python with its own libjpeg-turbo:
+simplejpeg has no crop; PyTurboJPEG 2.6 is a ctypes wrapper of the *system* libturbojpeg
+(not installable by ``pip install``) whose ``decode`` has no region either (its ``crop`` is a
+lossless re-encode); ``turbojpeg`` is at 0.0.2; TensorFlow's op called eagerly costs 3.5 ms
+(op dispatch, and TensorFlow in forked DataLoader workers is unsafe); Pillow decodes every
+row. Across 2 worker processes the path is ahead anyway (``benchmarks/crop.py``: 1.54x the raw
+Pillow loop vs hand-written tf.data 1.10x and a plain DataLoader 0.78x on this 2-core machine).
+``simplejpeg`` decodes at 1/2, 1/4, 1/8 scale in the IDCT when the box allows (NOTE [DCT
+scaling]). Without simplejpeg installed (the ``jpeg`` extra), Pillow decodes in full, without
+DCT scaling: correct, slower, and further from the tf backend's pixels on the crops it would
+have scaled. CMYK JPEGs and other formats: Pillow, full decode, then crop.
 
 NOTE [crop pixels]: the tf backend decodes the same box with ``decode_and_crop_jpeg`` and resizes
 with ``tf.image.resize(antialias=...)`` in float: boxes and flips are identical, pixels differ by
@@ -33,14 +36,14 @@ from PIL import Image
 
 from ..errors import ImageLoadError
 from ..transforms import Plan, Transform
-from .decode import as_array, decode_pixels, read_file
+from .decode import Pixels, as_array, decode_pixels, read_file
 
 try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - depends on the environment
     _simplejpeg = None
 
-__all__ = ["dct_scale", "header_size", "load_cropped", "load_jpeg"]
+__all__ = ["dct_scale", "decode_into", "header_size", "load_cropped", "load_jpeg"]
 
 _JPEG = b"\xff\xd8\xff"
 
@@ -165,6 +168,18 @@ def _finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) 
 # Pillow's and tf's exactly (all three use libjpeg-turbo's islow IDCT and fancy upsampling;
 # checked over both bench sets and by test_decode_fast.py). Grey from a colour JPEG is Pillow's
 # formula on the RGB pixels, not libjpeg's Y channel (they differ by rounding).
+# NOTE [resize pixels]: ``size=`` resizes a JPEG the way the crop path does: a DCT-scaled decode
+# when the image is at least twice the output on both sides (``dct_scale``), then torch's
+# antialiased bilinear (a port of Pillow's filter) into the batch row. Measured over 200 photos
+# (short side 300-500) to 224x224, one core, CPU time: 1.25-1.44 ms per image, against
+# 2.7-3.1 ms for Pillow's decode + ``resize`` that it replaces and 1.46-1.70 ms with no DCT
+# scaling; to 64x48, 0.74 vs 1.03 ms. Pixels: without DCT scaling, Pillow's BILINEAR to within
+# one grey level (mean |difference| 0.03); the 51 of 200 photos that are DCT-scaled make the
+# mean 0.65 against Pillow and 0.72 against the tf backend (a full decode, ``tf.image.resize``
+# antialiased), up to 86 on a few pixels at sharp edges; to 64x48 (1/4 and 1/8 scales), mean
+# 2.26. test_decode_fast.py holds both bounds. The tf backend decoding with
+# ``decode_jpeg(ratio=r)`` from the same ``dct_scale`` would make the two backends as close as
+# their crops are (NOTE [crop pixels]).
 def load_jpeg(
     data: bytes,
     *,
@@ -193,6 +208,22 @@ def load_jpeg(
         return _render(data, plan, h, w, grey, channels, out)
     except ValueError:
         return None  # corrupt, or a libjpeg warning: Pillow decodes it or names the error
+
+
+def decode_into(
+    data: bytes,
+    *,
+    channels: int,
+    size: tuple[int, int] | None,
+    out: np.ndarray | None,
+    path: str,
+    record_id: int,
+) -> Pixels:
+    """:func:`load_jpeg` where it applies, else Pillow's :func:`decode_pixels` (any format)."""
+    arr = load_jpeg(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
+    if arr is not None:
+        return arr, arr.shape
+    return decode_pixels(data, channels=channels, size=size, path=path, record_id=record_id)
 
 
 def _render(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -22,30 +21,19 @@ from ..index import PathIndex
 from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from ..transforms import Transform as Pipeline
 from ..transforms import check_pipeline, record_rng
-from ._crop import load_cropped, load_jpeg
+from ._crop import decode_into, load_cropped
 from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator
+from ._torch.requests import BatchRequest, EpochBatchSampler
 from ._torch.slots import _SlotPool, pool_slots
 from ._torch.wire import _fresh_buffer, _WireBatch
 from ._torch.workers import _LIVE_ITERATORS, _stop_workers, default_prefetch
 from .checks import check_transform_output, file_reader, probe_shape
-from .decode import Pixels, as_array, check_bytes, decode_pixels, read_file
+from .decode import Pixels, as_array, check_bytes, read_file
 from .files import FileReader
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["BatchRequest", "PathIndexDataset", "TorchLoader"]
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """What a worker needs to build one batch: the ids, in order, the epoch, and a buffer slot."""
-
-    ids: np.ndarray
-    epoch: int
-    slot: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 # NOTE [channels last]: decoders produce HxWxC. Copying each image into an NxHxWxC batch and
@@ -143,19 +131,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
             return hwc, hwc.shape
         if data is None:
             data = read_file(path, i, reader)
-        fast = load_jpeg(
-            data,
-            channels=c,
-            size=size,
-            out=out if self.transform is None else None,
-            path=path,
-            record_id=i,
-        )
-        if fast is not None:
-            pixels: bytes | np.ndarray = fast
-            shape: tuple[int, ...] = fast.shape
-        else:
-            pixels, shape = decode_pixels(data, channels=c, size=size, path=path, record_id=i)
+        out = out if self.transform is None else None  # a callable gets its own array
+        pixels, shape = decode_into(data, channels=c, size=size, out=out, path=path, record_id=i)
         if self.transform is None:
             return pixels, shape
         result = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
@@ -303,32 +280,6 @@ def _pass_through(batch: Any) -> Any:
     return batch
 
 
-class _EpochBatchSampler:
-    """Yields :class:`BatchRequest` s of the sampler's current epoch, from a start batch.
-
-    It holds no reference to the loader: a cycle through the DataLoader would leave its
-    worker shutdown to the garbage collector, which may close the worker queues first (and
-    then every worker waits out a 5 s timeout).
-    """
-
-    def __init__(self, sampler: Any, dataset: PathIndexDataset):
-        self.sampler = sampler
-        self.dataset = dataset
-        self.start_batch = 0
-
-    def __len__(self) -> int:
-        return int(self.sampler.num_steps)
-
-    def __iter__(self) -> Iterator[BatchRequest]:
-        epoch = self.sampler.epoch
-        pool = self.dataset.pool
-        for ids in self.sampler.batches(self.start_batch):
-            # Slots are taken lazily, as DataLoader sends each request (see NOTE [batch
-            # transport]); a full batch's slot also serves a short last batch.
-            slot = pool.acquire() if pool is not None else None
-            yield BatchRequest(ids, epoch, slot)
-
-
 class TorchLoader(LoaderBase):
     """The ``backend="torch"`` loader made by :func:`~tfpathloader.make_loader`."""
 
@@ -347,7 +298,7 @@ class TorchLoader(LoaderBase):
             reader=file_reader(index, cfg),
             remote=cfg.remote,
         )
-        self._batch_sampler = _EpochBatchSampler(self.sampler, self.dataset)
+        self._batch_sampler = EpochBatchSampler(self.sampler, self.dataset)
         workers = cfg.num_workers
         pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
         self.device = torch.device(cfg.device) if cfg.device is not None else None
