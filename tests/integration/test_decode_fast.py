@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from tfpathloader import ImageLoadError, make_loader, write_index
+from tfpathloader.load._crop import decode_into
 from tfpathloader.load._torch.workers import default_prefetch
-from tfpathloader.load.decode import load_image
+from tfpathloader.load.decode import as_array, decode_image, load_image
 from tfpathloader.tools.photos import make_photo_set
 
 pytest.importorskip("simplejpeg")
@@ -118,3 +119,18 @@ def test_default_prefetch_is_dataloaders_for_big_batches():
     assert default_prefetch(2, 256 * 224 * 224 * 3) == 2  # 38.5 MB batches
     assert default_prefetch(2, 256 * 28 * 28) == 4  # 0.2 MB batches
     assert default_prefetch(8, 8 * 2**20) == 2
+
+
+@pytest.mark.parametrize("channels", [None, 1, 3])
+@pytest.mark.parametrize("size", [None, (9, 13)])
+def test_decode_into_is_decode_image_for_every_kind(tmp_path, channels, size):
+    index = _mixed_set(tmp_path, n=6)
+    for i in range(6):
+        data = open(index.path(i), "rb").read()
+        got, shape = decode_into(
+            data, channels=channels, size=size, out=None, path="x", record_id=i
+        )
+        want = decode_image(data, channels=channels, size=size)
+        assert as_array(got, shape).shape == want.shape
+        if size is None:  # resized ones are checked for closeness above
+            np.testing.assert_array_equal(as_array(got, shape), want)

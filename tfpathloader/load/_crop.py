@@ -183,7 +183,7 @@ def _finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) 
 def load_jpeg(
     data: bytes,
     *,
-    channels: int,
+    channels: int | None,
     size: tuple[int, int] | None,
     out: np.ndarray | None,
     path: str,
@@ -202,6 +202,7 @@ def load_jpeg(
         return None
     h, w, grey = header
     _check_pixels(h, w, record_id, path)
+    channels = channels or (1 if grey else 3)  # None: as stored (NOTE [pixel rules])
     out_size = (h, w) if size is None else (int(size[0]), int(size[1]))
     plan = Plan((0, 0, h, w), out_size, False, True)
     try:
@@ -213,7 +214,7 @@ def load_jpeg(
 def decode_into(
     data: bytes,
     *,
-    channels: int,
+    channels: int | None,
     size: tuple[int, int] | None,
     out: np.ndarray | None,
     path: str,
