@@ -134,3 +134,32 @@ def test_decode_into_is_decode_image_for_every_kind(tmp_path, channels, size):
         assert as_array(got, shape).shape == want.shape
         if size is None:  # resized ones are checked for closeness above
             np.testing.assert_array_equal(as_array(got, shape), want)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_crop_written_into_its_row_is_the_crop_made_apart(photos, channels):
+    from tfpathloader import transforms as T
+    from tfpathloader.load._crop import load_cropped
+    from tfpathloader.transforms import record_rng
+
+    pipeline = T.Compose([T.RandomResizedCrop((20, 24)), T.RandomHorizontalFlip()])
+    for i in range(len(photos)):
+        kw = {"channels": channels, "record_id": i}
+        apart = load_cropped(photos.path(i), pipeline, record_rng(0, 0, i), **kw)
+        row = np.zeros((20, 24, channels), np.uint8)
+        got = load_cropped(photos.path(i), pipeline, record_rng(0, 0, i), out=row, **kw)
+        assert got is row
+        np.testing.assert_array_equal(row, apart)
+
+
+def test_crop_pipelines_fill_the_slots_too(photos):
+    from tfpathloader import transforms as T
+
+    pipeline = T.Compose([T.RandomResizedCrop(32), T.RandomHorizontalFlip()])
+    kw = {"backend": "torch", "index": photos, "batch_size": 4, "transform": pipeline}
+    loader = make_loader(num_workers=2, **kw)
+    got = {int(i): img for b in loader for img, i in zip(b["image"], b["index"], strict=True)}
+    assert loader.dataset.pool.misses == 0 and len(got) == len(photos)
+    for b in make_loader(num_workers=0, **kw):  # in process: no slots
+        for img, i in zip(b["image"], b["index"], strict=True):
+            np.testing.assert_array_equal(img.numpy(), got[int(i)].numpy())
