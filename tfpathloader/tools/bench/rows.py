@@ -230,7 +230,7 @@ class PathListDataset:
         from PIL import Image
 
         if self.spec.crop:  # torchvision draws from torch's generator (seeded per worker)
-            rng = np.random.default_rng([self.spec.seed, i, torch.randint(2**31, ()).item()])
+            rng = np.random.default_rng([self.spec.seed, i, int(torch.randint(2**31, ()))])
             arr = pillow_crop(self.paths[i], self.spec, rng)
             arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
             return torch.from_numpy(np.ascontiguousarray(arr)), self.labels[i]
