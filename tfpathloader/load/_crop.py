@@ -40,7 +40,7 @@ try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
 except ImportError:  # pragma: no cover - depends on the environment
     _simplejpeg = None
 
-__all__ = ["load_cropped"]
+__all__ = ["load_cropped", "resize_flip"]
 
 _JPEG = b"\xff\xd8\xff"
 
@@ -107,7 +107,7 @@ def _decode_jpeg(data: bytes, plan: Plan, h: int, w: int) -> tuple[np.ndarray, P
     return arr, Plan(box, plan.size, plan.flip, plan.antialias)
 
 
-def _resize_flip(hwc: np.ndarray, size: tuple[int, int], antialias: bool, flip: bool) -> Any:
+def resize_flip(hwc: np.ndarray, size: tuple[int, int], antialias: bool, flip: bool) -> Any:
     """Bilinear resize of an HxWx3 uint8 view to ``size``, mirrored if ``flip``: a torch HWC.
 
     torch's uint8 channels-last kernel resizes; torch also mirrors, because numpy's copy of a
@@ -169,7 +169,7 @@ def load_cropped(
             plan = transform.plan(arr.shape[0], arr.shape[1], rng)
     top, left, bh, bw = plan.box
     crop = arr[top : top + bh, left : left + bw]
-    out = _resize_flip(crop, plan.size, plan.antialias, plan.flip).numpy()
+    out = resize_flip(crop, plan.size, plan.antialias, plan.flip).numpy()
     return _grey(out) if channels == 1 else out
 
 
