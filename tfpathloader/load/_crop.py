@@ -43,7 +43,7 @@ try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
 except ImportError:  # pragma: no cover - depends on the environment
     _simplejpeg = None
 
-__all__ = ["dct_scale", "decode_into", "header_size", "load_cropped", "load_jpeg"]
+__all__ = ["dct_scale", "decode_into", "header_size", "load_cropped", "load_jpeg", "resize_flip"]
 
 _JPEG = b"\xff\xd8\xff"
 
@@ -118,6 +118,22 @@ def _resized(hwc: np.ndarray, size: tuple[int, int], antialias: bool) -> Any:
     t = t.permute(2, 0, 1)[None]  # channels_last view, no copy
     t = F.interpolate(t, size=size, mode="bilinear", antialias=antialias, align_corners=False)
     return t[0].permute(1, 2, 0)
+
+
+def resize_flip(hwc: np.ndarray, size: tuple[int, int], antialias: bool, flip: bool) -> Any:
+    """Bilinear resize of an HxWxC uint8 view to ``size``, mirrored if ``flip``: a new torch HWC.
+
+    The tf backend's crop resize (NOTE [tf crop resize] in ``_tf_crop.py``): the same kernel as
+    this module's, so both backends' crops match. Never a view of ``hwc`` (whose buffer may be
+    read-only or reused by its owner).
+    """
+    import torch
+
+    if hwc.shape[:2] == tuple(size):
+        out = torch.from_numpy(np.array(hwc))
+    else:
+        out = _resized(hwc, size, antialias)
+    return out.flip(1) if flip else out
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
