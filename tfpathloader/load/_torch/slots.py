@@ -5,7 +5,7 @@ from __future__ import annotations
 import mmap
 import threading
 import weakref
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,24 +22,55 @@ import numpy as np
 _SHARED_MEMORY_MIN_BYTES = 512 * 1024
 
 
+# NOTE [slots without fork]: forked workers inherit the pool's anonymous mapping. Workers
+# started by a forkserver or spawn (NOTE [start method] in torch_backend.py) get the dataset,
+# pool included, by pickle; so there the pool lives in a ``RawArray`` of the workers' own
+# multiprocessing context, whose pickle passes the file descriptor of its (already unlinked)
+# shared-memory file to the starting worker: the worker maps the same pages, and nothing is left
+# behind in /dev/shm if a process is killed. Only ``buffer`` is used on the worker side.
+
+
 class _SlotPool:
-    """Reusable batch buffers in one anonymous shared mapping, inherited by forked workers."""
+    """Reusable batch buffers in one shared mapping, seen by the DataLoader workers."""
 
     _live: ClassVar[weakref.WeakValueDictionary[int, _SlotPool]] = weakref.WeakValueDictionary()
 
-    def __init__(self, slots: int, shape: tuple[int, ...]):
+    def __init__(self, slots: int, shape: tuple[int, ...], context: Any = None):
+        """``context``: the workers' multiprocessing context when they are not forked."""
         self.shape = shape
         nbytes = int(np.prod(shape))
-        self._mm = mmap.mmap(-1, max(1, slots * nbytes))
-        self._arrays = np.frombuffer(self._mm, dtype=np.uint8, count=slots * nbytes).reshape(
-            slots, *shape
-        )
+        size = max(1, slots * nbytes)
+        self._raw: Any = None if context is None else context.RawArray("B", size)
+        self._mm: Any = mmap.mmap(-1, size) if context is None else None
+        self._arrays = self._view(slots, nbytes)
         self._lock = threading.RLock()
         self._free = list(range(slots))
         self._in_flight: set[int] = set()
         self.misses = 0  # requests that found every slot taken (and used a fresh buffer)
         self.key = id(self)
         _SlotPool._live[self.key] = self
+
+    def _view(self, slots: int, nbytes: int) -> np.ndarray:
+        memory = self._mm if self._raw is None else self._raw
+        return np.frombuffer(memory, dtype=np.uint8, count=slots * nbytes).reshape(
+            slots, *self.shape
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A worker's copy: the shared memory and its shape (see NOTE [slots without fork])."""
+        if self._raw is None:
+            raise TypeError("a slot pool in an anonymous mapping reaches forked workers only")
+        return {"shape": self.shape, "raw": self._raw, "key": self.key, "slots": len(self._arrays)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.shape, self._raw, self.key = state["shape"], state["raw"], state["key"]
+        self._mm = None
+        self._arrays = self._view(state["slots"], int(np.prod(self.shape)))
+
+    @property
+    def pickles(self) -> bool:
+        """Whether workers started by pickle (forkserver, spawn) can share this pool."""
+        return self._raw is not None
 
     @classmethod
     def get(cls, key: int) -> _SlotPool:
