@@ -17,6 +17,7 @@ Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, P
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import sys
@@ -95,11 +96,26 @@ class TFLoader(LoaderBase):
             dataclasses.replace(cfg.remote, in_flight=cfg.remote.in_flight * calls)
         )
         self._remote_failures: dict[int, str] = {}
+
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
-        self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)
-        self._load_fn = tf.function(self._load, reduce_retracing=True)
-        self._finish_fn = tf.function(self._finish_batch, reduce_retracing=True)
-        self._load_batch_fn = tf.function(self._load_batch, reduce_retracing=True)
+        # NOTE [no autograph]: these functions branch with tf.cond / tf.switch_case and loop
+        # with tf.map_fn themselves, so AutoGraph has nothing to convert; converting them (and
+        # everything they call) was 2.6 s of the 4.3 s before the first batch.
+        def traced(fn: Any) -> Any:
+            return tf.function(fn, reduce_retracing=True, autograph=False)
+
+        self._prepare_fn = traced(self._prepare)
+        self._load_fn = traced(self._load)
+        self._finish_fn = traced(self._finish_batch)
+        self._load_batch_fn = traced(self._load_batch)
+        # NOTE [one pipeline]: the pipeline is built once per loader and reads each epoch's ids
+        # from these variables when an iterator starts (see _pipeline).
+        self._feed_ids = tf.Variable(
+            tf.zeros([0], tf.int64), shape=tf.TensorShape([None]), trainable=False
+        )
+        self._feed_epoch = tf.Variable(tf.constant(0, tf.int64), trainable=False)
+        self._feed_start = tf.Variable(tf.constant(0, tf.int64), trainable=False)
+        self._pipeline_ds: Any = None
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
@@ -283,31 +299,70 @@ class TFLoader(LoaderBase):
         Each element: ``image`` uint8 ``[B, H, W, C]`` (``[B, C, H, W]`` with a callable
         transform; ``[B, H, W, C]`` with a :mod:`tfpathloader.transforms` pipeline),
         ``label`` and ``index`` int64 ``[B]``. Starts at the batch a loaded state points to.
-        With ``on_error="skip"`` elements also carry ``batch``, their batch number.
+        With ``on_error="skip"`` elements also carry ``batch``, their batch number. The
+        dataset holds the ids of the epoch current when it was made: a later ``set_epoch``
+        does not change it.
         """
         tf = self.tf
         start = self.batches_consumed if start_batch is None else start_batch
         lo, _ = self._batch_bounds(start)
-        ids = self.rank_ids()[lo:]
-        epoch = tf.constant(self.epoch, dtype=tf.int64)
+        ids = tf.constant(self.rank_ids()[lo:].astype(np.int64))
+        epoch = tf.constant(self.epoch, tf.int64)
+        return self._load_batches(self._batches(ids, epoch, tf.constant(start, tf.int64)))
+
+    # NOTE [one pipeline]: a tf.data pipeline built per epoch costs a new trace of its map
+    # functions and a new graph rewrite every epoch (0.4-0.5 s, and 4 s before the first
+    # batch). So __iter__ builds one pipeline per loader whose source reads this epoch's ids,
+    # epoch and first batch number from tf.Variables inside a flat_map: the read happens when
+    # an iterator pulls its first element, and __iter__ assigns the variables, makes the
+    # iterator and pulls from it without running any other Python in between, so each
+    # iterator holds exactly its epoch's ids (elements carry their epoch; a later assign does
+    # not reach an iterator that has started). No Python thread or queue feeds it (both were
+    # tried: from_generator's finalizer broke ast.parse under GC on 3.11.7, and a tf.queue
+    # needed a feeder whose GC-time free crashed), and each iterator ends with its epoch.
+    def _pipeline(self) -> Any:
+        if self._pipeline_ds is None:
+            tf = self.tf
+
+            def source(_: Any) -> Any:
+                ids = self._feed_ids.read_value()
+                return self._batches(ids, self._feed_epoch.read_value(), self._feed_start.value())
+
+            one = tf.data.Dataset.range(1)
+            self._pipeline_ds = self._load_batches(one.flat_map(_no_autograph(tf, source)))
+        return self._pipeline_ds
+
+    def _batches(self, ids: Any, epoch: Any, start: Any) -> Any:
+        """(ids of a batch, epoch[, batch number]) elements: the pipeline's source."""
+        tf = self.tf
+        parts = [
+            tf.data.Dataset.from_tensor_slices(ids).batch(self.config.batch_size),
+            tf.data.Dataset.from_tensors(epoch).repeat(),
+        ]
+        if self.config.on_error == "skip":
+            parts.append(tf.data.Dataset.range(start, np.iinfo(np.int64).max))
+        return tf.data.Dataset.zip(tuple(parts))
+
+    def _load_batches(self, batches: Any) -> Any:
+        """Batches of ids -> batches of images (see NOTE [tf pipeline cost])."""
+        tf = self.tf
         b = self.config.batch_size
-        batches = tf.data.Dataset.from_tensor_slices(ids.astype(np.int64)).batch(b)
         if self.config.on_error == "raise":
             ds = batches.map(
-                lambda batch_ids: self._load_batch_fn(batch_ids, epoch),
+                _no_autograph(tf, lambda ids, epoch: self._load_batch_fn(ids, epoch)),
                 num_parallel_calls=self._parallel,
                 deterministic=True,
             )
         else:
             # Each batch decodes in its own small dataset whose bad records are dropped, so a
             # batch keeps its identity (and its number) however many records it loses.
-            def one_batch(no: Any, batch_ids: Any) -> Any:
+            def one_batch(batch_ids: Any, epoch: Any, no: Any) -> Any:
                 inner = tf.data.Dataset.from_tensor_slices(self._prepare_fn(batch_ids, epoch))
                 inner = inner.map(self._load_fn).ignore_errors().batch(b).map(self._finish_fn)
-                return inner.map(lambda x: {**x, "batch": no})
+                return inner.map(_no_autograph(tf, lambda x: {**x, "batch": no}))
 
-            ds = batches.enumerate(start=start).interleave(
-                one_batch,
+            ds = batches.interleave(
+                _no_autograph(tf, one_batch),
                 cycle_length=max(2, self.config.num_workers),
                 num_parallel_calls=self._parallel,
                 deterministic=True,
@@ -340,8 +395,24 @@ class TFLoader(LoaderBase):
         start = self._start()
         self._remote_failures.clear()
         expected = start
-        ds = self.as_tf_dataset(start)
-        it = iter(ds)
+        _sweep()  # a safe point: free iterators abandoned earlier (NOTE [iterator lifetime])
+        lo, _ = self._batch_bounds(start)
+        self._feed_ids.assign(self.rank_ids()[lo:].astype(np.int64))
+        self._feed_epoch.assign(self.epoch)
+        self._feed_start.assign(start)
+        it = iter(self._pipeline())
+        ended = False
+        try:
+            yield from self._deliver(it, expected)
+            ended = True
+        finally:
+            # An iterator that ended with its epoch is freed here; one whose loop was left
+            # early waits for a safe point (this may run inside a garbage collection).
+            if not ended:
+                _GRAVE.append(it)
+            del it
+
+    def _deliver(self, it: Any, expected: int) -> Iterator[dict[str, Any]]:
         while True:
             try:
                 batch = next(it)
@@ -376,13 +447,39 @@ class TFLoader(LoaderBase):
         return _tf_errors.culprit(self, k, error)
 
     def close(self) -> None:
-        """Nothing to stop: tf.data threads end with their iterator."""
+        """Free the tf.data iterators of ended iterations (their threads end with them)."""
+        _sweep()
 
     def __enter__(self) -> TFLoader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _no_autograph(tf: Any, fn: Any) -> Any:
+    """``fn`` for tf.data, not converted by AutoGraph (NOTE [no autograph])."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
+# NOTE [iterator lifetime]: a loader's iterator is often left unfinished (a loop that breaks,
+# max_steps) and then freed by the garbage collector, which can run in the middle of anything,
+# tracing a graph included; freeing a live tf.data iterator there once crashed the process
+# (a segfault while another loader traced its map). So an iteration that ends, finished or
+# not, only moves its iterator here, and the list is emptied at a safe point: when a tf
+# loader starts an iteration or is closed, in eager code, and at exit. Not later than exit:
+# an iterator freed during interpreter shutdown waits forever for its threads, which wait
+# for a GIL that a finalizing interpreter no longer hands out (in a numpy_function).
+_GRAVE: list[Any] = []
+
+
+def _sweep() -> None:
+    """Free the iterators of ended iterations (call only from eager code, never in a GC)."""
+    while _GRAVE:
+        _GRAVE.pop()
+
+
+atexit.register(_sweep)
 
 
 def _has_absolute_paths(index: PathIndex) -> bool:
