@@ -17,7 +17,6 @@ Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, P
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import os
 import sys
@@ -34,6 +33,7 @@ from ..transforms import Transform as Pipeline
 from . import _tf_errors
 from ._tf_crop import crop_batch
 from ._tf_ops import checked, grey, map_grouped, read_files
+from ._tf_pipeline import EpochFeed, id_batches, load_batches, retire, sweep
 from .checks import check_transform_output, file_reader
 from .decode import check_bytes, decode_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
@@ -108,13 +108,9 @@ class TFLoader(LoaderBase):
         self._load_fn = traced(self._load)
         self._finish_fn = traced(self._finish_batch)
         self._load_batch_fn = traced(self._load_batch)
-        # NOTE [one pipeline]: the pipeline is built once per loader and reads each epoch's ids
-        # from these variables when an iterator starts (see _pipeline).
-        self._feed_ids = tf.Variable(
-            tf.zeros([0], tf.int64), shape=tf.TensorShape([None]), trainable=False
-        )
-        self._feed_epoch = tf.Variable(tf.constant(0, tf.int64), trainable=False)
-        self._feed_start = tf.Variable(tf.constant(0, tf.int64), trainable=False)
+        # NOTE [one pipeline] (in _tf_pipeline.py): built on the first iteration, then reused.
+        numbered = cfg.on_error == "skip"
+        self._feed = EpochFeed(tf, batch_size=cfg.batch_size, numbered=numbered)
         self._pipeline_ds: Any = None
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
@@ -308,68 +304,15 @@ class TFLoader(LoaderBase):
         lo, _ = self._batch_bounds(start)
         ids = tf.constant(self.rank_ids()[lo:].astype(np.int64))
         epoch = tf.constant(self.epoch, tf.int64)
-        return self._load_batches(self._batches(ids, epoch, tf.constant(start, tf.int64)))
+        b, numbered = self.config.batch_size, self.config.on_error == "skip"
+        batches = id_batches(tf, ids, epoch, start, batch_size=b, numbered=numbered)
+        return load_batches(self, batches)
 
-    # NOTE [one pipeline]: a tf.data pipeline built per epoch costs a new trace of its map
-    # functions and a new graph rewrite every epoch (0.4-0.5 s, and 4 s before the first
-    # batch). So __iter__ builds one pipeline per loader whose source reads this epoch's ids,
-    # epoch and first batch number from tf.Variables inside a flat_map: the read happens when
-    # an iterator pulls its first element, and __iter__ assigns the variables, makes the
-    # iterator and pulls from it without running any other Python in between, so each
-    # iterator holds exactly its epoch's ids (elements carry their epoch; a later assign does
-    # not reach an iterator that has started). No Python thread or queue feeds it (both were
-    # tried: from_generator's finalizer broke ast.parse under GC on 3.11.7, and a tf.queue
-    # needed a feeder whose GC-time free crashed), and each iterator ends with its epoch.
     def _pipeline(self) -> Any:
+        """The loader's one pipeline (NOTE [one pipeline] in _tf_pipeline.py)."""
         if self._pipeline_ds is None:
-            tf = self.tf
-
-            def source(_: Any) -> Any:
-                ids = self._feed_ids.read_value()
-                return self._batches(ids, self._feed_epoch.read_value(), self._feed_start.value())
-
-            one = tf.data.Dataset.range(1)
-            self._pipeline_ds = self._load_batches(one.flat_map(_no_autograph(tf, source)))
+            self._pipeline_ds = load_batches(self, self._feed.source())
         return self._pipeline_ds
-
-    def _batches(self, ids: Any, epoch: Any, start: Any) -> Any:
-        """(ids of a batch, epoch[, batch number]) elements: the pipeline's source."""
-        tf = self.tf
-        parts = [
-            tf.data.Dataset.from_tensor_slices(ids).batch(self.config.batch_size),
-            tf.data.Dataset.from_tensors(epoch).repeat(),
-        ]
-        if self.config.on_error == "skip":
-            parts.append(tf.data.Dataset.range(start, np.iinfo(np.int64).max))
-        return tf.data.Dataset.zip(tuple(parts))
-
-    def _load_batches(self, batches: Any) -> Any:
-        """Batches of ids -> batches of images (see NOTE [tf pipeline cost])."""
-        tf = self.tf
-        b = self.config.batch_size
-        if self.config.on_error == "raise":
-            ds = batches.map(
-                _no_autograph(tf, lambda ids, epoch: self._load_batch_fn(ids, epoch)),
-                num_parallel_calls=self._parallel,
-                deterministic=True,
-            )
-        else:
-            # Each batch decodes in its own small dataset whose bad records are dropped, so a
-            # batch keeps its identity (and its number) however many records it loses.
-            def one_batch(batch_ids: Any, epoch: Any, no: Any) -> Any:
-                inner = tf.data.Dataset.from_tensor_slices(self._prepare_fn(batch_ids, epoch))
-                inner = inner.map(self._load_fn).ignore_errors().batch(b).map(self._finish_fn)
-                return inner.map(_no_autograph(tf, lambda x: {**x, "batch": no}))
-
-            ds = batches.interleave(
-                _no_autograph(tf, one_batch),
-                cycle_length=max(2, self.config.num_workers),
-                num_parallel_calls=self._parallel,
-                deterministic=True,
-            )
-        options = tf.data.Options()
-        options.deterministic = True
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -395,11 +338,9 @@ class TFLoader(LoaderBase):
         start = self._start()
         self._remote_failures.clear()
         expected = start
-        _sweep()  # a safe point: free iterators abandoned earlier (NOTE [iterator lifetime])
+        sweep()  # a safe point: free iterators left earlier (NOTE [iterator lifetime])
         lo, _ = self._batch_bounds(start)
-        self._feed_ids.assign(self.rank_ids()[lo:].astype(np.int64))
-        self._feed_epoch.assign(self.epoch)
-        self._feed_start.assign(start)
+        self._feed.set(self.rank_ids()[lo:], self.epoch, start)
         it = iter(self._pipeline())
         ended = False
         try:
@@ -409,7 +350,7 @@ class TFLoader(LoaderBase):
             # An iterator that ended with its epoch is freed here; one whose loop was left
             # early waits for a safe point (this may run inside a garbage collection).
             if not ended:
-                _GRAVE.append(it)
+                retire(it)
             del it
 
     def _deliver(self, it: Any, expected: int) -> Iterator[dict[str, Any]]:
@@ -448,38 +389,13 @@ class TFLoader(LoaderBase):
 
     def close(self) -> None:
         """Free the tf.data iterators of ended iterations (their threads end with them)."""
-        _sweep()
+        sweep()
 
     def __enter__(self) -> TFLoader:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _no_autograph(tf: Any, fn: Any) -> Any:
-    """``fn`` for tf.data, not converted by AutoGraph (NOTE [no autograph])."""
-    return tf.autograph.experimental.do_not_convert(fn)
-
-
-# NOTE [iterator lifetime]: a loader's iterator is often left unfinished (a loop that breaks,
-# max_steps) and then freed by the garbage collector, which can run in the middle of anything,
-# tracing a graph included; freeing a live tf.data iterator there once crashed the process
-# (a segfault while another loader traced its map). So an iteration that ends, finished or
-# not, only moves its iterator here, and the list is emptied at a safe point: when a tf
-# loader starts an iteration or is closed, in eager code, and at exit. Not later than exit:
-# an iterator freed during interpreter shutdown waits forever for its threads, which wait
-# for a GIL that a finalizing interpreter no longer hands out (in a numpy_function).
-_GRAVE: list[Any] = []
-
-
-def _sweep() -> None:
-    """Free the iterators of ended iterations (call only from eager code, never in a GC)."""
-    while _GRAVE:
-        _GRAVE.pop()
-
-
-atexit.register(_sweep)
 
 
 def _has_absolute_paths(index: PathIndex) -> bool:
