@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from conftest import make_images, run_python
 
 from tfpathloader import GlobalShuffleSampler, write_index
-from tfpathloader.load import torch_backend
+from tfpathloader.load import _tf_pipeline, torch_backend
 from tfpathloader.load.loader import make_loader
 
 
@@ -56,6 +57,21 @@ def test_one_pipeline_serves_every_epoch_and_abandoned_iterations(png_index, on_
     assert loader._pipeline() is pipeline  # built once
     fn = loader._load_batch_fn if on_error == "raise" else loader._load_fn
     assert fn.experimental_get_tracing_count() == 1  # traced once, not per epoch
+    loader.close()
+
+
+@pytest.mark.tf
+def test_an_iterator_left_inside_a_garbage_collection_is_freed_at_a_safe_point(png_index):
+    loader = make_loader(backend="tf", index=png_index, batch_size=8, seed=3, num_workers=2)
+    it = iter(loader)
+    next(it)
+    cycle = [it]
+    cycle.append(cycle)  # only the collector can free it
+    del it, cycle
+    gc.collect()
+    assert len(_tf_pipeline._GRAVE) == 1
+    assert len(ids_of(loader)) == 4  # the rest of the epoch; the kept iterator is freed
+    assert _tf_pipeline._GRAVE == []
     loader.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 from typing import Any
 
 import numpy as np
@@ -108,19 +109,34 @@ def load_batches(loader: Any, batches: Any) -> Any:
 
 
 # NOTE [iterator lifetime]: a loader's iterator is often left unfinished (a loop that breaks,
-# max_steps) and then freed by the garbage collector, which can run in the middle of anything,
-# tracing a graph included; freeing a live tf.data iterator there once crashed the process
-# (a segfault while another loader traced its map). So an iteration left early only moves its
-# iterator here, and the list is emptied at a safe point: when a tf loader starts an iteration
-# or is closed, in eager code, and at exit. Not later than exit: an iterator freed during
-# interpreter shutdown waits forever for its threads, which wait (in a numpy_function) for a
-# GIL that a finalizing interpreter no longer hands out.
+# max_steps). Left alive, it keeps decoding until its prefetch buffer is full, on the cores the
+# next epoch needs; so it is freed as soon as its iteration ends, when the generator is closed.
+# Except inside a garbage collection, which can run in the middle of anything, tracing a graph
+# included: freeing a live tf.data iterator there once crashed the process (a segfault while
+# another loader traced its map). An iterator left during a collection (seen by a gc callback)
+# is kept here and freed at the next safe point: when a tf loader starts an iteration or is
+# closed, and at exit. Not later than exit: an iterator freed during interpreter shutdown waits
+# forever for its threads, which wait (in a numpy_function) for a GIL that a finalizing
+# interpreter no longer hands out.
 _GRAVE: list[Any] = []
+_collecting = 0
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    global _collecting
+    _collecting += 1 if phase == "start" else -1
+
+
+gc.callbacks.append(_on_gc)
 
 
 def retire(iterator: Any) -> None:
-    """Keep ``iterator`` until the next safe point (safe inside a garbage collection)."""
-    _GRAVE.append(iterator)
+    """Free ``iterator`` now, or keep it until the next safe point inside a collection.
+
+    The caller drops its own reference right after.
+    """
+    if _collecting > 0:
+        _GRAVE.append(iterator)
 
 
 def sweep() -> None:

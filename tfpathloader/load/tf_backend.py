@@ -342,15 +342,10 @@ class TFLoader(LoaderBase):
         lo, _ = self._batch_bounds(start)
         self._feed.set(self.rank_ids()[lo:], self.epoch, start)
         it = iter(self._pipeline())
-        ended = False
         try:
             yield from self._deliver(it, expected)
-            ended = True
         finally:
-            # An iterator that ended with its epoch is freed here; one whose loop was left
-            # early waits for a safe point (this may run inside a garbage collection).
-            if not ended:
-                retire(it)
+            retire(it)  # NOTE [iterator lifetime] in _tf_pipeline.py
             del it
 
     def _deliver(self, it: Any, expected: int) -> Iterator[dict[str, Any]]:
