@@ -116,6 +116,16 @@ class TFLoader(LoaderBase):
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
         self._crop_transform = transform if isinstance(transform, Pipeline) else None
+        # NOTE [first batch]: what every epoch would otherwise pay before its first batch is
+        # paid here, once: torch (2 s to import, for the DLPack hand-over; a TensorFlow-only
+        # user of as_tf_dataset needs no torch) and the pipeline's trace.
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            self._torch = torch
+            self._pipeline()
 
     # -- ids ------------------------------------------------------------------------------
 
