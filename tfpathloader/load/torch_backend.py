@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.utils.data
+from PIL import Image
 
 from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
@@ -111,7 +112,14 @@ class PathIndexDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["pool"] = None  # a pickled (spawned) worker cannot see the pool's mapping
+        # A forked worker inherits Pillow's decompression-bomb limit as the user set it; a
+        # spawned or forkserver one (NOTE [start method]) gets it with the dataset.
+        state["max_image_pixels"] = Image.MAX_IMAGE_PIXELS
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Image.MAX_IMAGE_PIXELS = state.pop("max_image_pixels", Image.MAX_IMAGE_PIXELS)
+        self.__dict__.update(state)
 
     def _pixels(self, i: int, path: str, epoch: int, data: bytes | None = None) -> Pixels:
         """Image ``i``: HxWxC pixels (decoded, or a pipeline's), or a user callable's CxHxW.
