@@ -1,9 +1,10 @@
 """The tf.data backend: the same ids as the PyTorch loader, read and decoded by tf.data.
 
-Per epoch: this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> ``batch``
--> parallel, deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole batch ->
-``prefetch`` (batching the ids before the map, not the images after it: see NOTE [tf pipeline
-cost]). Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the
+One pipeline per loader (NOTE [one pipeline] in _tf_pipeline.py), a new iterator per epoch:
+this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> ``batch`` -> parallel,
+deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole batch -> ``prefetch``
+(batching the ids before the map, not the images after it: see NOTE [tf pipeline cost]).
+Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the
 same pipeline as a plain ``tf.data.Dataset`` for TensorFlow users.
 
 NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
@@ -108,7 +109,7 @@ class TFLoader(LoaderBase):
         self._load_fn = traced(self._load)
         self._finish_fn = traced(self._finish_batch)
         self._load_batch_fn = traced(self._load_batch)
-        # NOTE [one pipeline] (in _tf_pipeline.py): built on the first iteration, then reused.
+        # NOTE [one pipeline] (in _tf_pipeline.py): built once (below, or at first use), reused.
         numbered = cfg.on_error == "skip"
         self._feed = EpochFeed(tf, batch_size=cfg.batch_size, numbered=numbered)
         self._pipeline_ds: Any = None
