@@ -290,7 +290,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
 # process started once that preloads torch and this module, so each worker starts in
 # milliseconds. The slot pool is an anonymous mapping that only a fork shares: with a
 # forkserver or spawn it is off, and batches travel as fresh tensors (NOTE [batch transport]).
-# The choice is made when the loader is made: import TensorFlow first to get it.
+# The choice is made when the loader is made: import TensorFlow first to get it. As with spawn,
+# a forkserver worker imports the script's main module: scripts need `if __name__ == "__main__"`.
 def _start_method(*, remote: bool) -> Any:
     """The multiprocessing context for DataLoader workers: "fork", "spawn", a forkserver
     context, or None for torch's default (see NOTE [start method])."""
