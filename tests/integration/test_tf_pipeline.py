@@ -143,3 +143,22 @@ def test_torch_workers_start_beside_a_half_consumed_tf_iterator(png_index, tmp_p
     result = run_python(code, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK forkserver True" in result.stdout
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_a_script_that_ends_mid_epoch_exits(png_index, tmp_path):
+    # An iterator freed during interpreter shutdown used to wait forever for its threads
+    # (NOTE [iterator lifetime]): here one is left suspended in a global at exit.
+    code = f"""
+        from tfpathloader import PathIndex
+        from tfpathloader.load.loader import make_loader
+        index = PathIndex.read({str(tmp_path / "index.tfrecord")!r})
+        loader = make_loader(backend="tf", index=index, batch_size=4, seed=3, num_workers=2)
+        it = iter(loader)
+        next(it)
+        print("leaving")
+    """
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "leaving" in result.stdout

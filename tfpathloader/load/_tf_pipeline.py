@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import atexit
 import gc
+import itertools
 from typing import Any
 
 import numpy as np
 
-__all__ = ["EpochFeed", "load_batches", "no_autograph", "retire", "sweep"]
+__all__ = [
+    "EpochFeed",
+    "hold",
+    "id_batches",
+    "load_batches",
+    "next_element",
+    "no_autograph",
+    "retire",
+    "sweep",
+]
 
 
 def no_autograph(tf: Any, fn: Any) -> Any:
@@ -114,11 +124,16 @@ def load_batches(loader: Any, batches: Any) -> Any:
 # Except inside a garbage collection, which can run in the middle of anything, tracing a graph
 # included: freeing a live tf.data iterator there once crashed the process (a segfault while
 # another loader traced its map). An iterator left during a collection (seen by a gc callback)
-# is kept here and freed at the next safe point: when a tf loader starts an iteration or is
-# closed, and at exit. Not later than exit: an iterator freed during interpreter shutdown waits
-# forever for its threads, which wait (in a numpy_function) for a GIL that a finalizing
-# interpreter no longer hands out.
+# is kept in _GRAVE and freed at the next safe point: when a tf loader starts an iteration or
+# is closed, and at exit. Not later than exit: an iterator freed during interpreter shutdown
+# waits forever for its threads, which wait (in a numpy_function) for a GIL that a finalizing
+# interpreter no longer hands out. For the same reason an iteration in progress holds its
+# iterator only here, under a key (its suspended generator holds no reference), so that a
+# script that ends in the middle of an epoch does not hang at exit: every iterator is freed
+# by an atexit hook, while the interpreter still runs.
+_LIVE: dict[int, Any] = {}
 _GRAVE: list[Any] = []
+_keys = itertools.count()
 _collecting = 0
 
 
@@ -130,12 +145,28 @@ def _on_gc(phase: str, info: dict[str, Any]) -> None:
 gc.callbacks.append(_on_gc)
 
 
-def retire(iterator: Any) -> None:
-    """Free ``iterator`` now, or keep it until the next safe point inside a collection.
+def hold(iterator: Any) -> int:
+    """Keep ``iterator`` for an iteration in progress; returns its key."""
+    key = next(_keys)
+    _LIVE[key] = iterator
+    return key
 
-    The caller drops its own reference right after.
-    """
-    if _collecting > 0:
+
+def next_element(key: int) -> Any:
+    """The next element of the iterator held under ``key``; None at its end (or after exit)."""
+    iterator = _LIVE.get(key)
+    if iterator is None:
+        return None
+    try:
+        return next(iterator)
+    except StopIteration:
+        return None
+
+
+def retire(key: int) -> None:
+    """Free the iterator held under ``key`` now, or at the next safe point inside a collection."""
+    iterator = _LIVE.pop(key, None)
+    if iterator is not None and _collecting > 0:
         _GRAVE.append(iterator)
 
 
@@ -145,4 +176,9 @@ def sweep() -> None:
         _GRAVE.pop()
 
 
-atexit.register(sweep)
+def _at_exit() -> None:
+    _LIVE.clear()
+    sweep()
+
+
+atexit.register(_at_exit)

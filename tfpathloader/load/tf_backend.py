@@ -34,7 +34,7 @@ from ..transforms import Transform as Pipeline
 from . import _tf_errors
 from ._tf_crop import crop_batch
 from ._tf_ops import checked, grey, map_grouped, read_files
-from ._tf_pipeline import EpochFeed, id_batches, load_batches, retire, sweep
+from ._tf_pipeline import EpochFeed, hold, id_batches, load_batches, next_element, retire, sweep
 from .checks import check_transform_output, file_reader
 from .decode import check_bytes, decode_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
@@ -352,19 +352,18 @@ class TFLoader(LoaderBase):
         sweep()  # a safe point: free iterators left earlier (NOTE [iterator lifetime])
         lo, _ = self._batch_bounds(start)
         self._feed.set(self.rank_ids()[lo:], self.epoch, start)
-        it = iter(self._pipeline())
+        key = hold(iter(self._pipeline()))  # NOTE [iterator lifetime] in _tf_pipeline.py
         try:
-            yield from self._deliver(it, expected)
+            yield from self._deliver(key, expected)
         finally:
-            retire(it)  # NOTE [iterator lifetime] in _tf_pipeline.py
-            del it
+            retire(key)
 
-    def _deliver(self, it: Any, expected: int) -> Iterator[dict[str, Any]]:
+    def _deliver(self, key: int, expected: int) -> Iterator[dict[str, Any]]:
         while True:
             try:
-                batch = next(it)
-            except StopIteration:
-                break
+                batch = next_element(key)
+                if batch is None:
+                    break
             except self.tf.errors.OpError as e:
                 raise self._culprit(expected, e) from None
             if self.config.on_error == "skip":
