@@ -34,7 +34,15 @@ from ..transforms import Transform as Pipeline
 from . import _tf_errors
 from ._tf_crop import crop_batch
 from ._tf_ops import checked, grey, map_grouped, read_files
-from ._tf_pipeline import EpochFeed, hold, id_batches, load_batches, next_element, retire, sweep
+from ._tf_pipeline import (
+    EpochFeed,
+    SpareIterator,
+    id_batches,
+    load_batches,
+    next_element,
+    retire,
+    sweep,
+)
 from .checks import check_transform_output, file_reader
 from .decode import check_bytes, decode_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
@@ -113,6 +121,7 @@ class TFLoader(LoaderBase):
         numbered = cfg.on_error == "skip"
         self._feed = EpochFeed(tf, batch_size=cfg.batch_size, numbered=numbered)
         self._pipeline_ds: Any = None
+        self._spare_it: SpareIterator | None = None
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
@@ -126,7 +135,7 @@ class TFLoader(LoaderBase):
             pass
         else:
             self._torch = torch
-            self._pipeline()
+            self._spare().prepare()  # traces the pipeline; its first iterator is made ahead
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -325,6 +334,11 @@ class TFLoader(LoaderBase):
             self._pipeline_ds = load_batches(self, self._feed.source())
         return self._pipeline_ds
 
+    def _spare(self) -> SpareIterator:
+        if self._spare_it is None:
+            self._spare_it = SpareIterator(self._pipeline())
+        return self._spare_it
+
     # -- iteration ------------------------------------------------------------------------
 
     def _to_torch(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +366,7 @@ class TFLoader(LoaderBase):
         sweep()  # a safe point: free iterators left earlier (NOTE [iterator lifetime])
         lo, _ = self._batch_bounds(start)
         self._feed.set(self.rank_ids()[lo:], self.epoch, start)
-        key = hold(iter(self._pipeline()))  # NOTE [iterator lifetime] in _tf_pipeline.py
+        key = self._spare().take()  # NOTE [iterator lifetime], [spare iterator]
         try:
             yield from self._deliver(key, expected)
         finally:
@@ -366,6 +380,7 @@ class TFLoader(LoaderBase):
                     break
             except self.tf.errors.OpError as e:
                 raise self._culprit(expected, e) from None
+            self._spare().prepare()  # the next epoch's iterator, while this one runs
             if self.config.on_error == "skip":
                 no = int(batch.pop("batch"))
                 for lost in range(expected, no):  # whole batches lost to bad records
@@ -394,6 +409,8 @@ class TFLoader(LoaderBase):
 
     def close(self) -> None:
         """Free the tf.data iterators of ended iterations (their threads end with them)."""
+        if self._spare_it is not None:
+            self._spare_it.discard()
         sweep()
 
     def __enter__(self) -> TFLoader:
