@@ -192,7 +192,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda:
         print("no CUDA device: skipped the CUDA parts", flush=True)
-    if args.index:
+    transform = None
+    if args.photos:
+        # The ImageNet-style workload: photos of varied size through the training crop.
+        from tfpathloader import transforms as T
+        from tfpathloader.tools.photos import make_photo_set
+
+        crop = tuple(args.size) if args.size else (224, 224)
+        transform = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()])
+        index = make_photo_set(tempfile.mkdtemp(prefix="gpu_photos_"), args.photos, progress=False)
+    elif args.index:
         index = PathIndex.read(args.index)
     else:
         tmp = tempfile.mkdtemp(prefix="gpu_step_")
@@ -207,6 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images": len(index),
         "batch_size": args.batch_size,
         "workers": args.workers,
+        "workload": "photos + RandomResizedCrop + flip" if args.photos else "demo digits",
         "runs": [],
     }
     for backend in args.backends.split(","):
@@ -219,7 +229,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     batch_size=args.batch_size,
                     num_workers=args.workers,
                     seed=0,
-                    size=tuple(args.size) if args.size else None,
+                    **(
+                        {"transform": transform}
+                        if transform is not None
+                        else {"size": tuple(args.size) if args.size else None}
+                    ),
                 )
             except ImportError as e:
                 row["skipped"] = str(e)
@@ -255,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default="torch,tf")
     p.add_argument("--models", default="small_cnn,resnetish")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument(
+        "--photos",
+        type=int,
+        metavar="N",
+        help="make N ImageNet-like JPEGs (short side 300-500 px) and train on them through "
+        "RandomResizedCrop(--size, default 224) + flip",
+    )
     args = p.parse_args(argv)
     result = run(args)
     with open(args.out, "w") as f:

@@ -170,42 +170,78 @@ def audit_table(orders: dict[str, dict[str, Any]], *, draws: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The four image sets of the Speed table: (file name under docs/bench, column title, bench
+# arguments after the index / set options). BENCH_ARGS is how much of each is measured.
+_BENCH_SETS = (
+    ("demo-png", "demo PNG 28x28", ("{data}/index.tfrecord",)),
+    ("jpeg-224", "224px JPEG", ("--make-jpeg", "{work}/bench-jpeg")),
+    ("photos", "photos -> resize 224", ("--make-photos", "{work}/bench-photos")),
+    (
+        "photos-crop",
+        "photos -> RandomResizedCrop 224 + flip",
+        ("--make-photos", "{work}/bench-photos", "--crop"),
+    ),
+)
+BENCH_ARGS = ("--repeat", "5")
+
+
 def _bench(ctx: Context) -> str:
-    png = json.loads(ctx.cli("bench", os.path.join(ctx.data, "index.tfrecord"), "--json", "-q"))
-    jpeg = json.loads(
-        ctx.cli("bench", "--make-jpeg", os.path.join(ctx.work, "bench-jpeg"), "--json", "-q")
-    )
-    return bench_table(png, jpeg)
+    from tfpathloader.tools.bench import format_bench_table
+
+    results = {}
+    for name, _, args in _BENCH_SETS:
+        argv = [a.format(data=ctx.data, work=ctx.work) for a in args]
+        res = json.loads(ctx.cli("bench", *argv, *BENCH_ARGS, "--json", "-q"))
+        results[name] = res
+        with open(os.path.join(ROOT, "docs", "bench", f"{name}.md"), "w") as f:
+            f.write(format_bench_table(res) + "\n")
+    return bench_table(results)
 
 
-_BENCH_ROWS = {
-    "raw": "raw decode limit (Pillow, {w} processes)",
-    "torch": "tfpathloader, torch",
-    "baseline": "list of paths + DataLoader",
-    "tf": "tfpathloader, tf.data (DLPack to torch)",
-    "tf-hand": "hand-written tf.data",
-}
+_BENCH_ROWS = (
+    "raw",
+    "raw-lean",
+    "torch",
+    "tf",
+    "baseline",
+    "stateful",
+    "grain",
+    "tf-hand",
+)
 
 
-def bench_table(png: dict[str, Any], jpeg: dict[str, Any]) -> str:
-    """The README's Speed table from two ``tfpathloader bench --json`` results."""
+def bench_table(results: dict[str, dict[str, Any]]) -> str:
+    """The README's Speed table: per set, x raw (median) / CPU ms per image, per row."""
+    from tfpathloader.tools.bench.driver import ROW_TITLES
+
+    sets = [s for s in _BENCH_SETS if s[0] in results]
+    any_res = results[sets[0][0]]
     lines = [
-        f"| row | 28x28 PNG (demo, {png['images']:,}) | 224x224 RGB JPEG ({jpeg['images']:,}) |",
-        "|---|---|---|",
+        f"Each cell: images/s as a ratio to the raw Pillow rate (median of "
+        f"{any_res['repeat']} interleaved rounds after a warm-up) / CPU milliseconds per image "
+        f"over all of the row's processes; {any_res['workers']} workers, batch "
+        f"{any_res['batch_size']}, {any_res['cpu_count']} cores. Full tables (images/s, "
+        "range, first batch, cold start, memory): "
+        + ", ".join(f"[{title}](docs/bench/{name}.md)" for name, title, _ in sets)
+        + ".",
+        "",
+        "| row | "
+        + " | ".join(f"{title} ({results[n]['images']:,})" for n, title, _ in sets)
+        + " |",
+        "|---|" + "---|" * len(sets),
     ]
-    for key, label in _BENCH_ROWS.items():
+    for key in _BENCH_ROWS:
         cells = []
-        for res in (png, jpeg):
-            r = res["rows"].get(key)
+        for name, _, _ in sets:
+            r = results[name]["rows"].get(key)
             if r is None:
                 cells.append("-")
-                continue
-            lo, hi = r["ratio_range"]
-            cells.append(
-                f"{r['ratio_to_raw']:.2f} ({r['images_per_s']:,.0f} img/s; "
-                f"rounds {lo:.2f}-{hi:.2f})"
-            )
-        lines.append(f"| {label.format(w=png['workers'])} | {cells[0]} | {cells[1]} |")
+            elif "skipped" in r:
+                cells.append("skipped")
+            else:
+                cells.append(f"{r['ratio_to_raw']:.2f} / {r['cpu_ms_per_image']:.2f}")
+        title = ROW_TITLES.get(key, key)
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,7 +298,8 @@ BLOCKS = {
         ),
         Block(
             "bench",
-            "tfpathloader bench data/index.tfrecord && tfpathloader bench --make-jpeg DIR",
+            "tfpathloader bench data/index.tfrecord, --make-jpeg DIR, --make-photos DIR, "
+            "--make-photos DIR --crop, each with --repeat 5",
             _bench,
         ),
         Block("index10m", "python benchmarks/index_10m.py", _index10m),

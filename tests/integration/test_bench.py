@@ -126,3 +126,50 @@ def test_make_photo_set_is_imagenet_like_and_seeded(tmp_path):
     # image k depends on (seed, k) only: a smaller set is a prefix of a bigger one
     with open(index.path(0), "rb") as f, open(again.path(0), "rb") as g:
         assert f.read() == g.read()
+
+
+def test_pillow_crop_row_is_torchvisions_random_resized_crop(tmp_path):
+    """The Pillow peers' crop: the box torchvision would draw, resized, flipped half the time."""
+    from PIL import Image
+
+    from tfpathloader.tools.bench.rows import RowSpec, pillow_crop
+    from tfpathloader.transforms import RandomResizedCrop
+
+    src = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    Image.fromarray(src).save(tmp_path / "a.png")
+    spec = RowSpec((), None, (), (), 1, 1, 0, 3, (16, 16), crop=True)
+    flips = 0
+    for k in range(20):
+        got = pillow_crop(str(tmp_path / "a.png"), spec, np.random.default_rng(k))
+        rng = np.random.default_rng(k)
+        top, left, h, w = RandomResizedCrop((16, 16)).box(60, 80, rng)
+        want = Image.fromarray(src[top : top + h, left : left + w]).resize(
+            (16, 16), Image.Resampling.BILINEAR
+        )
+        want = np.asarray(want)
+        flipped = rng.random() < 0.5
+        flips += flipped
+        assert got.shape == (16, 16, 3)
+        np.testing.assert_array_equal(got, want[:, ::-1] if flipped else want)
+    assert 0 < flips < 20
+
+
+@pytest.mark.slow
+def test_bench_crop_rows_deliver_the_crop(tmp_path):
+    index = make_photo_set(tmp_path / "p", 16, 3, classes=2, progress=False)
+    rows = ("raw", "raw-lean", "torch", "tf", "baseline", "tf-hand")
+    result = run_bench(
+        index,
+        rows=rows,
+        workers=1,
+        batch_size=8,
+        repeat=1,
+        size=(32, 32),
+        crop=True,
+        progress=False,
+    )
+    assert result["crop"] is True and set(result["rows"]) == set(rows)
+    assert all(r["images_per_s"] > 0 for r in result["rows"].values())
+    assert "(RandomResizedCrop + flip)" in format_bench_table(result)
+    with pytest.raises(ValueError, match="crop needs"):
+        run_bench(index, rows=("raw",), crop=True, progress=False)

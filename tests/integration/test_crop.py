@@ -90,9 +90,11 @@ def test_jpeg_crops_close_in_both_backends(tmp_path, channels):
     assert a.keys() == b.keys() == set(range(6))
     for i in a:
         assert a[i].shape == b[i].shape == (64, 64, channels)
-        # Same box, same flip, same DCT scale: the decoders agree, the resize kernels differ
-        # by rounding (a different box or flip gives a mean difference of tens).
-        assert np.abs(a[i].astype(int) - b[i].astype(int)).mean() < 1.0
+        # Same box, flip, DCT scale and resize kernel (NOTE [tf crop resize]): pixels differ
+        # only where decode_and_crop_jpeg's box edges differ from a full decode (a different
+        # box or flip gives a mean difference of tens; TensorFlow's own resize gave 0.17).
+        diff = np.abs(a[i].astype(int) - b[i].astype(int))
+        assert diff.mean() < 0.05 and (diff == 0).mean() > 0.99
 
 
 @pytest.mark.tf
@@ -175,3 +177,14 @@ def test_skip_with_a_pipeline_is_the_same_in_both_backends(tmp_path):
         assert [s["record_id"] for s in loader.skipped] == [3]
     assert got["torch"].keys() == got["tf"].keys() == set(range(10)) - {3}
     assert all(np.array_equal(got["torch"][i], got["tf"][i]) for i in got["tf"])
+
+
+@pytest.mark.tf
+def test_tf_crop_resize_leaves_torch_threads_of_the_training_loop_alone(tmp_path):
+    """The tf backend runs torch's resize on tf.data's threads, one OpenMP thread each; the
+    process-wide setting a training loop uses is unchanged (NOTE [tf crop resize])."""
+    index = _coordinate_pngs(tmp_path, n=4)
+    before = torch.get_num_threads()
+    loader = make_loader(backend="tf", index=index, batch_size=4, transform=_EXACT, seed=0)
+    assert len(_images(loader)) == 4
+    assert torch.get_num_threads() == before

@@ -74,9 +74,19 @@ def test_tables_come_from_the_commands_json(make_docs):
     table = make_docs.audit_table(audit, draws=50000).splitlines()
     assert table[2] == "| global | +0.3 | 0.98 | 1 | draw 5 | draw 5 | - |"
     assert table[3] == "| buffer (10,000) | +191.0 | 0 | 0 | never | never | 2 |"
-    row = {"images_per_s": 9598.0, "ratio_to_raw": 1.0, "ratio_range": [1.0, 1.0]}
-    fast = {"images_per_s": 10942.0, "ratio_to_raw": 1.14, "ratio_range": [1.01, 1.2]}
-    res = {"images": 100, "workers": 2, "rows": {"raw": row, "tf": fast}}
-    bench = make_docs.bench_table(res, res)
-    assert "| tfpathloader, tf.data (DLPack to torch) | 1.14 (10,942 img/s" in bench
-    assert "| raw decode limit (Pillow, 2 processes) | 1.00 (9,598 img/s" in bench
+    row = {"images_per_s": 9598.0, "ratio_to_raw": 1.0, "cpu_ms_per_image": 0.07}
+    fast = {"images_per_s": 10942.0, "ratio_to_raw": 1.14, "cpu_ms_per_image": 0.061}
+    res = {
+        "images": 100,
+        "workers": 2,
+        "batch_size": 256,
+        "repeat": 5,
+        "cpu_count": 2,
+        "rows": {"raw": row, "tf": fast, "grain": {"skipped": "no grain"}},
+    }
+    bench = make_docs.bench_table({"demo-png": res, "photos-crop": res}).splitlines()
+    assert bench[2].startswith("| row | demo PNG 28x28 (100) | photos -> RandomResizedCrop")
+    assert "| raw: Pillow decode, N processes | 1.00 / 0.07 | 1.00 / 0.07 |" in bench
+    assert "| **tfpathloader, tf** | 1.14 / 0.06 | 1.14 / 0.06 |" in bench
+    assert "| Grain MapDataset + mp_prefetch | skipped | skipped |" in bench
+    assert "| **tfpathloader, torch** | - | - |" in bench

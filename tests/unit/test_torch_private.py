@@ -63,3 +63,17 @@ def test_fork_start_method_is_offered(method):
     import torch.multiprocessing as mp
 
     assert method in mp.get_all_start_methods()
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_resize_into_writes_interpolates_pixels_into_the_given_row(antialias):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    crop = torch.from_numpy(image[3:30, 5:50])  # a strided view, as a crop box is
+    batch = np.zeros((2, 11, 16, 3), np.uint8)
+    private.resize_into(crop, torch.from_numpy(batch[1]), antialias)
+    want = torch.nn.functional.interpolate(
+        crop.permute(2, 0, 1)[None], size=(11, 16), mode="bilinear", antialias=antialias
+    )[0].permute(1, 2, 0)
+    np.testing.assert_array_equal(batch[1], want.numpy())
+    assert not batch[0].any()

@@ -1,20 +1,23 @@
-"""The torch backend's decode-aware crop: header size, plan, decode what the box needs, resize.
+"""The torch backend's JPEG path: read the header, plan, decode into the batch row, crop, resize.
 
-NOTE [crop decoder]: measured per image in one process on the photo set (3,000 JPEGs, short side
-300-500 px; ``benchmarks/crop.py --micro``), a random-resized crop to 224 costs 2.4 ms the
-torchvision way (Pillow decode 1.0 ms, then ``crop().resize()`` 1.3 ms). The resize, not the
-decode, is the larger part, so the lever is ``torch.nn.functional.interpolate(mode="bilinear",
-antialias=True)`` on a uint8 channels-last view of the box: 0.19 ms for the same output as
-Pillow's ``resize`` (a port of Pillow's filter: mean |difference| 0.013, at most 3). For the
-decode, ``simplejpeg`` (libjpeg-turbo, wheels on PyPI) is 0.88 ms vs Pillow's 1.0 ms and can
-decode at 1/2, 1/4, 1/8 scale in the IDCT (``min_height``/``min_width``), used when the box is
-at least twice the output on both sides. Decoding only the box in-process has no good binding:
-TensorFlow's ``decode_and_crop_jpeg`` called eagerly costs 3.5 ms with its resize (op dispatch;
-and TensorFlow in forked DataLoader workers is unsafe); PyTurboJPEG needs the system
-libturbojpeg; Pillow cannot stop decoding early. Without simplejpeg installed (the ``jpeg``
-extra), Pillow decodes in full, without DCT scaling: correct, slower, and further from the tf
-backend's pixels on the crops it would have scaled. CMYK JPEGs and other formats: Pillow, full
-decode, then crop.
+NOTE [crop decoder]: per image, one core, CPU time, on the photo set (short side 300-500 px),
+RandomResizedCrop(224) + flip: a torchvision-style ``__getitem__`` (Pillow decode, ``crop``,
+``resize``) costs 2.3-2.5 ms; this path 1.3 ms: ``simplejpeg`` decode 0.84 ms (Pillow's 1.18),
+the resize 0.14 ms written by the kernel into the batch row (NOTE [resize in the slot]), the
+rest seeding, planning and reading. TensorFlow's ``decode_and_crop_jpeg`` decodes only the box
+(libjpeg-turbo skips the rows above and below and crops columns), and hand-written tf.data's
+whole map function costs 1.07-1.09 ms per image, 0.25 ms less than ours: that is what a region
+decode would save. No well-kept PyPI package exposes it to Python with its own libjpeg-turbo:
+simplejpeg has no crop; PyTurboJPEG 2.6 is a ctypes wrapper of the *system* libturbojpeg
+(not installable by ``pip install``) whose ``decode`` has no region either (its ``crop`` is a
+lossless re-encode); ``turbojpeg`` is at 0.0.2; TensorFlow's op called eagerly costs 3.5 ms
+(op dispatch, and TensorFlow in forked DataLoader workers is unsafe); Pillow decodes every
+row. Across 2 worker processes the path is ahead anyway (``benchmarks/crop.py``: 1.54x the raw
+Pillow loop vs hand-written tf.data 1.10x and a plain DataLoader 0.78x on this 2-core machine).
+``simplejpeg`` decodes at 1/2, 1/4, 1/8 scale in the IDCT when the box allows (NOTE [DCT
+scaling]). Without simplejpeg installed (the ``jpeg`` extra), Pillow decodes in full, without
+DCT scaling: correct, slower, and further from the tf backend's pixels on the crops it would
+have scaled. CMYK JPEGs and other formats: Pillow, full decode, then crop.
 
 NOTE [crop pixels]: the tf backend decodes the same box with ``decode_and_crop_jpeg`` and resizes
 with ``tf.image.resize(antialias=...)`` in float: boxes and flips are identical, pixels differ by
@@ -33,20 +36,20 @@ from PIL import Image
 
 from ..errors import ImageLoadError
 from ..transforms import Plan, Transform
-from .decode import as_array, decode_pixels, read_file
+from .decode import Pixels, as_array, decode_pixels, read_file
 
 try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - depends on the environment
     _simplejpeg = None
 
-__all__ = ["load_cropped"]
+__all__ = ["dct_scale", "decode_into", "header_size", "load_cropped", "load_jpeg", "resize_flip"]
 
 _JPEG = b"\xff\xd8\xff"
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) of a JPEG that simplejpeg decodes to RGB like Pillow, else None."""
+def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
+    """(height, width, grey) of a JPEG that simplejpeg decodes like Pillow, else None."""
     if _simplejpeg is None or data[:3] != _JPEG:
         return None
     try:
@@ -55,16 +58,20 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         return None  # let Pillow decode it, or name the error
     if colorspace not in ("RGB", "YCbCr", "Gray"):
         return None  # CMYK/YCCK: Pillow's conversion (NOTE [pixel rules])
-    return int(h), int(w)
+    return int(h), int(w), colorspace == "Gray"
 
 
 def _check_pixels(h: int, w: int, record_id: int, path: str) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and h * w > limit:
+    """Pillow's decompression-bomb rule on the header's size, in Pillow's words (as decode.py)."""
+    limit, pixels = Image.MAX_IMAGE_PIXELS, h * w
+    if limit and pixels > limit:
+        over = 2 * limit if pixels > 2 * limit else limit
         raise ImageLoadError(
             record_id,
             path,
-            f"image is larger than Pillow's decompression-bomb limit ({h * w} pixels)",
+            "image is larger than Pillow's decompression-bomb limit (Image size "
+            f"({pixels} pixels) exceeds limit of {over} pixels, could be decompression bomb "
+            "DOS attack.)",
         )
 
 
@@ -96,32 +103,36 @@ def dct_scale(
 # small outputs, to most.
 
 
-def _decode_jpeg(data: bytes, plan: Plan, h: int, w: int) -> tuple[np.ndarray, Plan]:
-    """simplejpeg decode (DCT-scaled when the box allows); the plan mapped onto its pixels."""
-    r, box = dct_scale(plan.box, plan.size, h, w)
-    if r == 1:
-        return _simplejpeg.decode_jpeg(data, colorspace="RGB"), plan
-    arr = _simplejpeg.decode_jpeg(
-        data, colorspace="RGB", min_height=-(-h // r), min_width=-(-w // r)
-    )
-    return arr, Plan(box, plan.size, plan.flip, plan.antialias)
+def _resized(hwc: np.ndarray, size: tuple[int, int], antialias: bool) -> Any:
+    """Bilinear resize of an HxWxC uint8 view to ``size``: a torch HWC tensor (maybe a view).
 
-
-def _resize_flip(hwc: np.ndarray, size: tuple[int, int], antialias: bool, flip: bool) -> Any:
-    """Bilinear resize of an HxWx3 uint8 view to ``size``, mirrored if ``flip``: a torch HWC.
-
-    torch's uint8 channels-last kernel resizes; torch also mirrors, because numpy's copy of a
-    reversed HxWx3 view goes pixel by pixel (1.4 ms for a 224px crop, as long as the resize).
+    torch's uint8 channels-last kernel resizes (NOTE [crop decoder]); torch also mirrors later,
+    because numpy's copy of a reversed HxWx3 view goes pixel by pixel (1.4 ms for a 224px crop).
     """
     import torch
     import torch.nn.functional as F
 
+    t = torch.from_numpy(hwc)
     if hwc.shape[:2] == tuple(size):
-        out = torch.from_numpy(np.array(hwc))  # a copy: the decoder's buffer may be read-only
+        return t
+    t = t.permute(2, 0, 1)[None]  # channels_last view, no copy
+    t = F.interpolate(t, size=size, mode="bilinear", antialias=antialias, align_corners=False)
+    return t[0].permute(1, 2, 0)
+
+
+def resize_flip(hwc: np.ndarray, size: tuple[int, int], antialias: bool, flip: bool) -> Any:
+    """Bilinear resize of an HxWxC uint8 view to ``size``, mirrored if ``flip``: a new torch HWC.
+
+    The tf backend's crop resize (NOTE [tf crop resize] in ``_tf_crop.py``): the same kernel as
+    this module's, so both backends' crops match. Never a view of ``hwc`` (whose buffer may be
+    read-only or reused by its owner).
+    """
+    import torch
+
+    if hwc.shape[:2] == tuple(size):
+        out = torch.from_numpy(np.array(hwc))
     else:
-        t = torch.from_numpy(hwc).permute(2, 0, 1)[None]  # channels_last view, no copy
-        t = F.interpolate(t, size=size, mode="bilinear", antialias=antialias, align_corners=False)
-        out = t[0].permute(1, 2, 0)
+        out = _resized(hwc, size, antialias)
     return out.flip(1) if flip else out
 
 
@@ -130,6 +141,127 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     x = rgb.astype(np.uint32)
     y = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 32768) >> 16
     return y.astype(np.uint8)[..., None]
+
+
+def _finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) -> np.ndarray:
+    """Crop ``plan.box`` of decoded HxWxC pixels, resize, mirror, convert, write into ``out``.
+
+    ``out`` (an HxWxC batch row) is written when its shape is the result's; else a new array.
+    """
+    import torch
+
+    from ._torch.private import resize_into
+
+    top, left, bh, bw = plan.box
+    box = hwc[top : top + bh, left : left + bw]
+    grey = channels == 1 and hwc.shape[2] == 3
+    if out is not None and out.shape == (*plan.size, channels) and not grey:
+        # NOTE [resize in the slot]: the resize kernel writes the row itself (no result to
+        # copy), and the mirror is done in place: flip's copy of 150 KB then copy_ back costs
+        # 0.02 ms, against 0.1 ms for torch's transposing copy it replaces.
+        dst = torch.from_numpy(out)
+        if box.shape[:2] == plan.size:
+            dst.copy_(torch.from_numpy(box))
+        else:
+            resize_into(torch.from_numpy(box), dst, plan.antialias)
+        if plan.flip:
+            dst.copy_(dst.flip(1))
+        return out
+    res = _resized(box, plan.size, plan.antialias)
+    if plan.flip:
+        res = res.flip(1)  # a copy: torch has no negative strides
+    pixels = _grey(res.numpy()) if grey else res.numpy()  # grey after the resize, as tf does
+    if out is not None and out.shape == pixels.shape:
+        out[...] = pixels
+        return out
+    return pixels
+
+
+# NOTE [decode into the slot]: a JPEG that libjpeg-turbo reads to RGB or grey is decoded by
+# simplejpeg straight into the batch row that the worker fills (``buffer=``): no Pillow image,
+# no ``tobytes`` and no copy. Per 224px RGB JPEG (one process, CPU time): 0.19 ms vs Pillow's
+# decode + tobytes 0.26 ms; per photo (short side 300-500): 0.84 vs 1.18 ms. The pixels are
+# Pillow's and tf's exactly (all three use libjpeg-turbo's islow IDCT and fancy upsampling;
+# checked over both bench sets and by test_decode_fast.py). Grey from a colour JPEG is Pillow's
+# formula on the RGB pixels, not libjpeg's Y channel (they differ by rounding).
+# NOTE [resize pixels]: ``size=`` resizes a JPEG the way the crop path does: a DCT-scaled decode
+# when the image is at least twice the output on both sides (``dct_scale``), then torch's
+# antialiased bilinear (a port of Pillow's filter) into the batch row. Measured over 200 photos
+# (short side 300-500) to 224x224, one core, CPU time: 1.25-1.44 ms per image, against
+# 2.7-3.1 ms for Pillow's decode + ``resize`` that it replaces and 1.46-1.70 ms with no DCT
+# scaling; to 64x48, 0.74 vs 1.03 ms. Pixels: without DCT scaling, Pillow's BILINEAR to within
+# one grey level (mean |difference| 0.03); the 51 of 200 photos that are DCT-scaled make the
+# mean 0.65 against Pillow and 0.72 against the tf backend (a full decode, ``tf.image.resize``
+# antialiased), up to 86 on a few pixels at sharp edges; to 64x48 (1/4 and 1/8 scales), mean
+# 2.26. test_decode_fast.py holds both bounds. The tf backend decoding with
+# ``decode_jpeg(ratio=r)`` from the same ``dct_scale`` would make the two backends as close as
+# their crops are (NOTE [crop pixels]).
+def load_jpeg(
+    data: bytes,
+    *,
+    channels: int | None,
+    size: tuple[int, int] | None,
+    out: np.ndarray | None,
+    path: str,
+    record_id: int,
+) -> np.ndarray | None:
+    """A JPEG decoded (and resized to ``size``) into ``out`` when its shape fits, else a new array.
+
+    None when simplejpeg is missing or cannot decode the file as Pillow would (CMYK, other
+    formats, corrupt data): the caller decodes with Pillow, which names any error.
+
+    Raises:
+        ImageLoadError: if the header's size is over Pillow's decompression-bomb limit.
+    """
+    header = _jpeg_header(data)
+    if header is None:
+        return None
+    h, w, grey = header
+    _check_pixels(h, w, record_id, path)
+    channels = channels or (1 if grey else 3)  # None: as stored (NOTE [pixel rules])
+    out_size = (h, w) if size is None else (int(size[0]), int(size[1]))
+    plan = Plan((0, 0, h, w), out_size, False, True)
+    try:
+        return _render(data, plan, h, w, grey, channels, out)
+    except ValueError:
+        return None  # corrupt, or a libjpeg warning: Pillow decodes it or names the error
+
+
+def decode_into(
+    data: bytes,
+    *,
+    channels: int | None,
+    size: tuple[int, int] | None,
+    out: np.ndarray | None,
+    path: str,
+    record_id: int,
+) -> Pixels:
+    """:func:`load_jpeg` where it applies, else Pillow's :func:`decode_pixels` (any format)."""
+    arr = load_jpeg(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
+    if arr is not None:
+        return arr, arr.shape
+    return decode_pixels(data, channels=channels, size=size, path=path, record_id=record_id)
+
+
+def _render(
+    data: bytes, plan: Plan, h: int, w: int, grey: bool, channels: int, out: np.ndarray | None
+) -> np.ndarray:
+    """simplejpeg decode (DCT-scaled when the box allows), then :func:`_finish` into ``out``."""
+    colorspace = "GRAY" if grey and channels == 1 else "RGB"
+    r, box = dct_scale(plan.box, plan.size, h, w)
+    whole = r == 1 and plan.box == (0, 0, h, w) and plan.size == (h, w) and not plan.flip
+    if whole and (channels == 3 or grey):  # the decoder's pixels are the result: into out
+        target = out if out is not None and out.shape == (h, w, channels) else None
+        arr = _simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=target)
+        return target if target is not None else arr
+    if r == 1:
+        arr = _simplejpeg.decode_jpeg(data, colorspace=colorspace)
+    else:
+        arr = _simplejpeg.decode_jpeg(
+            data, colorspace=colorspace, min_height=-(-h // r), min_width=-(-w // r)
+        )
+        plan = Plan(box, plan.size, plan.flip, plan.antialias)
+    return _finish(arr, plan, channels, out)
 
 
 def load_cropped(
@@ -141,36 +273,35 @@ def load_cropped(
     record_id: int,
     data: bytes | None = None,
     reader: Any = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One record through a decode-aware pipeline: ``(H, W, channels)`` uint8 (maybe a view).
+    """One record through a decode-aware pipeline: ``(H, W, channels)`` uint8.
 
     Args:
         data: The file's bytes when they were fetched already (a remote root); else the file
             is read with ``reader`` (its size limit and root rule, NOTE [hostile files]).
+        out: The batch row to write into (returned) when the result has its shape.
 
     Raises:
         ImageLoadError: naming the record, path and cause, as :func:`load_image` would.
     """
     if data is None:
         data = read_file(path, record_id, reader)
-    size = _jpeg_size(data)
-    arr: Any = None
-    if size is not None:
-        h, w = size
+    header = _jpeg_header(data)
+    if header is not None:
+        h, w, grey = header
         _check_pixels(h, w, record_id, path)
         plan = transform.plan(h, w, rng)
         try:
-            arr, plan = _decode_jpeg(data, plan, h, w)
+            return _render(data, plan, h, w, grey, channels, out)
         except ValueError:
-            arr = None  # corrupt: Pillow decodes it or names the error, as everywhere else
-    if arr is None:
-        arr = as_array(*decode_pixels(data, channels=3, path=path, record_id=record_id))
-        if size is None:
-            plan = transform.plan(arr.shape[0], arr.shape[1], rng)
-    top, left, bh, bw = plan.box
-    crop = arr[top : top + bh, left : left + bw]
-    out = _resize_flip(crop, plan.size, plan.antialias, plan.flip).numpy()
-    return _grey(out) if channels == 1 else out
+            pass  # corrupt: Pillow decodes it or names the error, as everywhere else
+    arr = as_array(*decode_pixels(data, channels=3, path=path, record_id=record_id))
+    if not arr.flags.writeable:
+        arr = arr.copy()  # Pillow's bytes: torch warns on (and must not write) read-only memory
+    if header is None:
+        plan = transform.plan(arr.shape[0], arr.shape[1], rng)
+    return _finish(arr, plan, channels, out)
 
 
 def header_size(data: bytes) -> tuple[int, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -24,30 +23,19 @@ from ..index import PathIndex
 from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from ..transforms import Transform as Pipeline
 from ..transforms import check_pipeline, record_rng
-from ._crop import load_cropped
+from ._crop import decode_into, load_cropped
 from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator
-from ._torch.slots import _SlotPool
+from ._torch.requests import BatchRequest, EpochBatchSampler
+from ._torch.slots import _SlotPool, pool_slots
 from ._torch.wire import _fresh_buffer, _WireBatch
 from ._torch.workers import _LIVE_ITERATORS, _stop_workers, default_prefetch
 from .checks import check_transform_output, file_reader, probe_shape
-from .decode import Pixels, as_array, check_bytes, decode_pixels, load_pixels
+from .decode import Pixels, as_array, check_bytes, read_file
 from .files import FileReader
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["BatchRequest", "PathIndexDataset", "TorchLoader"]
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """What a worker needs to build one batch: the ids, in order, the epoch, and a buffer slot."""
-
-    ids: np.ndarray
-    epoch: int
-    slot: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 # NOTE [channels last]: decoders produce HxWxC. Copying each image into an NxHxWxC batch and
@@ -121,10 +109,19 @@ class PathIndexDataset(torch.utils.data.Dataset):
         Image.MAX_IMAGE_PIXELS = state.pop("max_image_pixels", Image.MAX_IMAGE_PIXELS)
         self.__dict__.update(state)
 
-    def _pixels(self, i: int, path: str, epoch: int, data: bytes | None = None) -> Pixels:
+    def _pixels(
+        self,
+        i: int,
+        path: str,
+        epoch: int,
+        data: bytes | None = None,
+        out: np.ndarray | None = None,
+    ) -> Pixels:
         """Image ``i``: HxWxC pixels (decoded, or a pipeline's), or a user callable's CxHxW.
 
-        ``data``: the file's bytes, when they were fetched already (a remote root).
+        ``data``: the file's bytes, when they were fetched already (a remote root). ``out``:
+        the batch row to decode into (NOTE [decode into the slot]); the returned pixels are
+        ``out`` itself when they were written there.
         """
         c, size, reader = self.channels, self.size, self.reader
         if data is not None:
@@ -138,16 +135,17 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 record_id=i,
                 data=data,
                 reader=reader,
+                out=out,
             )
             return hwc, hwc.shape
-        if data is not None:
-            pixels, shape = decode_pixels(data, channels=c, size=size, path=path, record_id=i)
-        else:
-            pixels, shape = load_pixels(path, channels=c, size=size, record_id=i, reader=reader)
+        if data is None:
+            data = read_file(path, i, reader)
+        out = out if self.transform is None else None  # a callable gets its own array
+        pixels, shape = decode_into(data, channels=c, size=size, out=out, path=path, record_id=i)
         if self.transform is None:
             return pixels, shape
-        out = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
-        img = check_transform_output(out, i, path)
+        result = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
+        img = check_transform_output(result, i, path)
         return img, img.shape
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -191,7 +189,13 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 data = fetched[k] if fetched is not None else None
                 if isinstance(data, FetchError):
                     raise ImageLoadError(i, path, data.cause)
-                pixels, shape = self._pixels(i, path, epoch, data)
+                if out is not None:
+                    row_out: np.ndarray | None = out[len(kept)]
+                elif pool is not None and slot is not None:
+                    row_out = pool.buffer(slot)[0]  # used only if the shape is the pool's
+                else:
+                    row_out = None
+                pixels, shape = self._pixels(i, path, epoch, data, row_out)
             except ImageLoadError as e:
                 if self.on_error == "raise":
                     return _WireBatch(
@@ -229,7 +233,9 @@ class PathIndexDataset(torch.utils.data.Dataset):
                     "size=(height, width) to resize them",
                 )
             k = len(kept)
-            if isinstance(pixels, bytes):
+            if pixels is row_out and (k > 0 or pool is not None):
+                pass  # decoded straight into its row of the batch
+            elif isinstance(pixels, bytes):
                 flat[k * row : (k + 1) * row] = pixels  # one copy, no array per image
             else:
                 out[k] = pixels
@@ -311,32 +317,6 @@ def _pass_through(batch: Any) -> Any:
     return batch
 
 
-class _EpochBatchSampler:
-    """Yields :class:`BatchRequest` s of the sampler's current epoch, from a start batch.
-
-    It holds no reference to the loader: a cycle through the DataLoader would leave its
-    worker shutdown to the garbage collector, which may close the worker queues first (and
-    then every worker waits out a 5 s timeout).
-    """
-
-    def __init__(self, sampler: Any, dataset: PathIndexDataset):
-        self.sampler = sampler
-        self.dataset = dataset
-        self.start_batch = 0
-
-    def __len__(self) -> int:
-        return int(self.sampler.num_steps)
-
-    def __iter__(self) -> Iterator[BatchRequest]:
-        epoch = self.sampler.epoch
-        pool = self.dataset.pool
-        for ids in self.sampler.batches(self.start_batch):
-            # Slots are taken lazily, as DataLoader sends each request (see NOTE [batch
-            # transport]); a full batch's slot also serves a short last batch.
-            slot = pool.acquire() if pool is not None else None
-            yield BatchRequest(ids, epoch, slot)
-
-
 class TorchLoader(LoaderBase):
     """The ``backend="torch"`` loader made by :func:`~tfpathloader.make_loader`."""
 
@@ -355,7 +335,7 @@ class TorchLoader(LoaderBase):
             reader=file_reader(index, cfg),
             remote=cfg.remote,
         )
-        self._batch_sampler = _EpochBatchSampler(self.sampler, self.dataset)
+        self._batch_sampler = EpochBatchSampler(self.sampler, self.dataset)
         workers = cfg.num_workers
         pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
         self.device = torch.device(cfg.device) if cfg.device is not None else None
@@ -372,8 +352,8 @@ class TorchLoader(LoaderBase):
             if method is not None:
                 kwargs["multiprocessing_context"] = method
             if method == "fork" and (transform is None or self.dataset.pipeline):
-                # Requests in flight, the batch being used, and one in the pin thread.
-                self.dataset.pool = _SlotPool(workers * prefetch + 3, (cfg.batch_size, *shape))
+                slots = pool_slots(workers, prefetch)
+                self.dataset.pool = _SlotPool(slots, (cfg.batch_size, *shape))
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=cast(Any, self._batch_sampler),  # yields BatchRequests, not lists

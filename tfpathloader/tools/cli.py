@@ -227,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize every image to H x W in every row (needed for images of varied sizes)",
     )
     p.add_argument(
+        "--crop",
+        action="store_true",
+        help="every row applies the training crop instead of a resize: RandomResizedCrop to "
+        "--size (default 224 224) + horizontal flip, each the way its own users write it "
+        "(Pillow for the PyTorch peers, decode_and_crop_jpeg for tf.data, "
+        "tfpathloader.transforms for ours)",
+    )
+    p.add_argument(
         "--rows",
         default="raw,raw-lean,torch,tf,baseline,stateful,grain,tf-hand",
         help="comma-separated rows: raw, raw-lean, torch, tf, baseline (plain DataLoader), "

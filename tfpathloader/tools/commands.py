@@ -309,7 +309,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         images=args.images,
         repeat=args.repeat,
         seed=args.seed,
-        size=size,
+        size=size or ((224, 224) if args.crop else None),
+        crop=args.crop,
         progress=_progress(args),
     )
     if args.json:

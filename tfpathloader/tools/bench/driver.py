@@ -225,6 +225,7 @@ def run_bench(
     seed: int = 0,
     channels: int | None = None,
     size: tuple[int, int] | None = None,
+    crop: bool = False,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Measure every row ``repeat`` times, interleaved; medians and ratios to ``raw``.
@@ -243,8 +244,11 @@ def run_bench(
         seed: Seed of the order and of every peer's shuffle.
         channels: 1 or 3 (default: record 0's, as the loaders take it).
         size: ``(height, width)`` every row resizes to (needed for images of varied size).
+        crop: Every row applies the training crop to ``size`` (NOTE [bench crop] in rows.py).
         progress: Progress bar (``None``: on a terminal).
     """
+    if crop and size is None:
+        raise ValueError("crop needs the crop's output size (--size H W)")
     unknown = set(rows) - set(ROWS)
     if unknown:
         raise ValueError(f"unknown bench rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
@@ -270,6 +274,7 @@ def run_bench(
         seed=seed,
         channels=channels,
         size=size,
+        crop=crop,
     )
     order = ["raw", *[r for r in ROWS if r in rows and r != "raw"]]
     ctx = mp.get_context("spawn")
@@ -303,6 +308,7 @@ def run_bench(
     table = _tabulate(runs, cold, skipped, order)
     first = load_image(paths[0], channels=channels, size=size)
     return {
+        "crop": crop,
         "index": list(index.files),
         "images": m,
         "image_shape": list(first.shape),
@@ -362,7 +368,9 @@ def format_bench_table(result: dict[str, Any]) -> str:
     """A markdown table of a :func:`run_bench` result: every column from the same runs."""
     h, w, c = result["image_shape"]
     lines = [
-        f"{result['images']:,} images of {h}x{w}x{c}, {result['workers']} workers, batch "
+        f"{result['images']:,} images of {h}x{w}x{c}"
+        + (" (RandomResizedCrop + flip)" if result.get("crop") else "")
+        + f", {result['workers']} workers, batch "
         f"{result['batch_size']}, {os.cpu_count()} cores; median of {result['repeat']} "
         "interleaved rounds after a warm-up",
         "",

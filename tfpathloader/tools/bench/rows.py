@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,7 +22,7 @@ import numpy as np
 from ..._utils import optional_import
 from ...load.decode import decode_image, load_image
 
-__all__ = ["PEER_PACKAGES", "ROW_FACTORIES", "RowSpec"]
+__all__ = ["PEER_PACKAGES", "ROW_FACTORIES", "RowSpec", "pillow_crop"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class RowSpec:
     seed: int
     channels: int
     size: tuple[int, int] | None
+    # Every row applies the training crop: RandomResizedCrop(size) + RandomHorizontalFlip, each
+    # the way its own stack does it (NOTE [bench crop]); ``size`` is then the crop's output.
+    crop: bool = False
 
 
 # Rows that need a package the project does not: the row is skipped (and says so) without it.
@@ -70,12 +74,55 @@ def _batch_len(batch: Any) -> int:
     return len(batch[1])  # (images, labels)
 
 
+# --------------------------------------------------------------------------- the training crop
+
+# NOTE [bench crop]: with ``--crop`` every row delivers RandomResizedCrop(size, scale=(0.08, 1),
+# ratio=(3/4, 4/3)) + a horizontal flip with probability 1/2, written as its own users write it:
+# the Pillow rows (raw, DataLoader, StatefulDataLoader, Grain) do what torchvision's transforms
+# do on a PIL image (full decode, ``crop().resize(BILINEAR)``, ``transpose``), with the box drawn
+# by torchvision's algorithm (``tfpathloader.transforms.RandomResizedCrop.box``, a port of it);
+# hand-written tf.data does what TensorFlow's Inception/ResNet preprocessing does
+# (``sample_distorted_bounding_box`` from the header's shape, ``decode_and_crop_jpeg``,
+# ``resize``, ``random_flip_left_right``); this project's rows use ``tfpathloader.transforms``.
+
+
+def _crop_box(h: int, w: int, size: tuple[int, int], rng: np.random.Generator) -> Any:
+    from ...transforms import RandomResizedCrop
+
+    return RandomResizedCrop(size).box(h, w, rng)
+
+
+def pillow_crop(
+    path: str, spec: RowSpec, rng: np.random.Generator, *, lean: bool = False
+) -> np.ndarray:
+    """torchvision's RandomResizedCrop + RandomHorizontalFlip on a PIL image, in plain Pillow."""
+    import io
+
+    from PIL import Image
+
+    assert spec.size is not None
+    src: Any = path
+    if lean:
+        with open(path, "rb") as f:
+            src = io.BytesIO(f.read())
+    mode = "L" if spec.channels == 1 else "RGB"
+    with Image.open(src) as img:
+        img = img.convert(mode)
+        top, left, h, w = _crop_box(img.size[1], img.size[0], spec.size, rng)
+        img = img.crop((left, top, left + w, top + h))
+        img = img.resize(spec.size[::-1], Image.Resampling.BILINEAR)
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return np.array(img)
+
+
 # --------------------------------------------------------------------------- raw decode limit
 
 _RAW_CHUNK = 32  # files a raw process takes at a time (shared out as they go, as batches are)
 
 
 def _raw_worker(spec: RowSpec, lean: bool, barrier: Any, next_chunk: Any, done: Any) -> None:
+    rng = np.random.default_rng([spec.seed, os.getpid()])
     barrier.wait()
     while True:
         with next_chunk.get_lock():
@@ -84,7 +131,9 @@ def _raw_worker(spec: RowSpec, lean: bool, barrier: Any, next_chunk: Any, done: 
         if start >= len(spec.paths):
             break
         for p in spec.paths[start : start + _RAW_CHUNK]:
-            if lean:
+            if spec.crop:
+                pillow_crop(p, spec, rng, lean=lean)
+            elif lean:
                 fd = os.open(p, os.O_RDONLY)
                 try:
                     data = os.read(fd, os.fstat(fd).st_size)
@@ -133,6 +182,12 @@ def _ours(spec: RowSpec, backend: str) -> Run:
     from ...load.loader import make_loader
 
     index = PathIndex.read(list(spec.index_files), root=spec.root)
+    how: dict[str, Any] = {"size": spec.size}
+    if spec.crop:
+        from ... import transforms as T
+
+        assert spec.size is not None
+        how = {"transform": T.Compose([T.RandomResizedCrop(spec.size), T.RandomHorizontalFlip()])}
     loader = make_loader(
         backend=backend,
         index=index,
@@ -140,7 +195,7 @@ def _ours(spec: RowSpec, backend: str) -> Run:
         num_workers=spec.workers,
         seed=spec.seed,
         channels=spec.channels,
-        size=spec.size,
+        **how,
     )
 
     def run(epoch: int) -> Result:
@@ -165,6 +220,7 @@ class PathListDataset:
         self.labels = list(spec.labels)
         self.mode = "L" if spec.channels == 1 else "RGB"
         self.size = spec.size
+        self.spec = spec
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -173,6 +229,11 @@ class PathListDataset:
         import torch
         from PIL import Image
 
+        if self.spec.crop:  # torchvision draws from torch's generator (seeded per worker)
+            rng = np.random.default_rng([self.spec.seed, i, int(torch.randint(2**31, ()))])
+            arr = pillow_crop(self.paths[i], self.spec, rng)
+            arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+            return torch.from_numpy(np.ascontiguousarray(arr)), self.labels[i]
         with Image.open(self.paths[i]) as img:
             img = img.convert(self.mode)
             if self.size is not None:
@@ -213,10 +274,15 @@ def _dataloader(spec: RowSpec, *, stateful: bool = False) -> Run:
 # --------------------------------------------------------------------------- grain
 
 
-def _grain_load(item: tuple[str, int], mode: str, size: tuple[int, int] | None) -> Any:
+def _grain_load(item: tuple[str, int], mode: str, spec: RowSpec) -> Any:
     from PIL import Image
 
     path, label = item
+    size = spec.size
+    if spec.crop:
+        arr = pillow_crop(path, spec, np.random.default_rng([spec.seed, zlib.crc32(path.encode())]))
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr), label
     with Image.open(path) as img:
         img = img.convert(mode)
         if size is not None:
@@ -240,7 +306,7 @@ def _grain(spec: RowSpec) -> Run:
     ds = (
         grain.MapDataset.source(records)
         .shuffle(seed=spec.seed)
-        .map(functools.partial(_grain_load, mode=mode, size=spec.size))
+        .map(functools.partial(_grain_load, mode=mode, spec=spec))
         .batch(spec.batch_size)
         .to_iter_dataset()
         .mp_prefetch(grain.MultiprocessingOptions(num_workers=spec.workers))
@@ -270,10 +336,27 @@ def _tf_hand(spec: RowSpec) -> Run:
             img = tf.cast(tf.image.resize(img, spec.size), tf.uint8)
         return tf.transpose(img, [2, 0, 1]), label
 
+    def load_crop(path: Any, label: Any) -> Any:
+        """TensorFlow's Inception-style crop (NOTE [bench crop])."""
+        data = tf.io.read_file(path)
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.io.extract_jpeg_shape(data),
+            tf.zeros([0, 0, 4]),
+            area_range=(0.08, 1.0),
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        box = tf.stack([begin[0], begin[1], size[0], size[1]])
+        img = tf.io.decode_and_crop_jpeg(data, box, channels=channels)
+        img = tf.image.random_flip_left_right(tf.image.resize(img, spec.size))
+        return tf.transpose(tf.cast(img, tf.uint8), [2, 0, 1]), label
+
+    tf.random.set_seed(spec.seed)
     ds = (
         tf.data.Dataset.from_tensor_slices((list(spec.paths), np.asarray(spec.labels)))
         .shuffle(len(spec.paths), seed=spec.seed)
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(load_crop if spec.crop else load, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(spec.batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
