@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +16,14 @@ from tfpathloader.load.decode import as_array, decode_image, load_image
 from tfpathloader.tools.photos import make_photo_set
 
 pytest.importorskip("simplejpeg")
+
+
+@pytest.fixture
+def forked_workers():
+    """The slot pool is shared with forked workers only, and a process that imported TensorFlow
+    starts its workers from a forkserver (NOTE [start method] in torch_backend.py)."""
+    if "tensorflow" in sys.modules:
+        pytest.skip("the slot pool needs forked workers: not beside TensorFlow")
 
 
 def _mixed_set(folder, n=24, size=(20, 28)):
@@ -39,7 +48,7 @@ def _mixed_set(folder, n=24, size=(20, 28)):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_jpegs_decode_into_the_slots_with_pillows_pixels(tmp_path, channels):
+def test_jpegs_decode_into_the_slots_with_pillows_pixels(tmp_path, channels, forked_workers):
     index = _mixed_set(tmp_path)
     loader = make_loader(
         backend="torch", index=index, batch_size=5, num_workers=2, channels=channels, seed=1
@@ -90,7 +99,7 @@ def test_resized_jpegs_are_close_to_the_tf_backend(photos):
     assert np.abs(a - b).mean() < 1.5  # 0.72 over 200 photos (NOTE [resize pixels])
 
 
-def test_the_pool_has_two_slots_over_the_requests_and_they_all_come_back(tmp_path):
+def test_the_pool_has_two_slots_over_the_requests_and_they_all_come_back(tmp_path, forked_workers):
     index = _mixed_set(tmp_path, n=45)
     loader = make_loader(backend="torch", index=index, batch_size=3, num_workers=2, shuffle="none")
     pool = loader.dataset.pool
@@ -152,7 +161,7 @@ def test_a_crop_written_into_its_row_is_the_crop_made_apart(photos, channels):
         np.testing.assert_array_equal(row, apart)
 
 
-def test_crop_pipelines_fill_the_slots_too(photos):
+def test_crop_pipelines_fill_the_slots_too(photos, forked_workers):
     from tfpathloader import transforms as T
 
     pipeline = T.Compose([T.RandomResizedCrop(32), T.RandomHorizontalFlip()])

@@ -1,9 +1,10 @@
 """The tf.data backend: the same ids as the PyTorch loader, read and decoded by tf.data.
 
-Per epoch: this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> ``batch``
--> parallel, deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole batch ->
-``prefetch`` (batching the ids before the map, not the images after it: see NOTE [tf pipeline
-cost]). Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the
+One pipeline per loader (NOTE [one pipeline] in _tf_pipeline.py), a new iterator per epoch:
+this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> ``batch`` -> parallel,
+deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole batch -> ``prefetch``
+(batching the ids before the map, not the images after it: see NOTE [tf pipeline cost]).
+Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the
 same pipeline as a plain ``tf.data.Dataset`` for TensorFlow users.
 
 NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
@@ -33,6 +34,15 @@ from ..transforms import Transform as Pipeline
 from . import _tf_errors
 from ._tf_crop import crop_batch
 from ._tf_ops import checked, grey, map_grouped, read_files
+from ._tf_pipeline import (
+    EpochFeed,
+    SpareIterator,
+    id_batches,
+    load_batches,
+    next_element,
+    retire,
+    sweep,
+)
 from .checks import check_transform_output, file_reader
 from .decode import check_bytes, decode_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
@@ -95,15 +105,37 @@ class TFLoader(LoaderBase):
             dataclasses.replace(cfg.remote, in_flight=cfg.remote.in_flight * calls)
         )
         self._remote_failures: dict[int, str] = {}
+
         # Traced once per loader, not once per epoch: a new trace per epoch would grow memory.
-        self._prepare_fn = tf.function(self._prepare, reduce_retracing=True)
-        self._load_fn = tf.function(self._load, reduce_retracing=True)
-        self._finish_fn = tf.function(self._finish_batch, reduce_retracing=True)
-        self._load_batch_fn = tf.function(self._load_batch, reduce_retracing=True)
+        # NOTE [no autograph]: these functions branch with tf.cond / tf.switch_case and loop
+        # with tf.map_fn themselves, so AutoGraph has nothing to convert; converting them (and
+        # everything they call) was 2.6 s of the 4.3 s before the first batch.
+        def traced(fn: Any) -> Any:
+            return tf.function(fn, reduce_retracing=True, autograph=False)
+
+        self._prepare_fn = traced(self._prepare)
+        self._load_fn = traced(self._load)
+        self._finish_fn = traced(self._finish_batch)
+        self._load_batch_fn = traced(self._load_batch)
+        # NOTE [one pipeline] (in _tf_pipeline.py): built once (below, or at first use), reused.
+        numbered = cfg.on_error == "skip"
+        self._feed = EpochFeed(tf, batch_size=cfg.batch_size, numbered=numbered)
+        self._pipeline_ds: Any = None
+        self._spare_it: SpareIterator | None = None
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
         self._crop_transform = transform if isinstance(transform, Pipeline) else None
+        # NOTE [first batch]: what every epoch would otherwise pay before its first batch is
+        # paid here, once: torch (2 s to import, for the DLPack hand-over; a TensorFlow-only
+        # user of as_tf_dataset needs no torch) and the pipeline's trace.
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            self._torch = torch
+            self._spare().prepare()  # traces the pipeline; its first iterator is made ahead
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -283,38 +315,29 @@ class TFLoader(LoaderBase):
         Each element: ``image`` uint8 ``[B, H, W, C]`` (``[B, C, H, W]`` with a callable
         transform; ``[B, H, W, C]`` with a :mod:`tfpathloader.transforms` pipeline),
         ``label`` and ``index`` int64 ``[B]``. Starts at the batch a loaded state points to.
-        With ``on_error="skip"`` elements also carry ``batch``, their batch number.
+        With ``on_error="skip"`` elements also carry ``batch``, their batch number. The
+        dataset holds the ids of the epoch current when it was made: a later ``set_epoch``
+        does not change it.
         """
         tf = self.tf
         start = self.batches_consumed if start_batch is None else start_batch
         lo, _ = self._batch_bounds(start)
-        ids = self.rank_ids()[lo:]
-        epoch = tf.constant(self.epoch, dtype=tf.int64)
-        b = self.config.batch_size
-        batches = tf.data.Dataset.from_tensor_slices(ids.astype(np.int64)).batch(b)
-        if self.config.on_error == "raise":
-            ds = batches.map(
-                lambda batch_ids: self._load_batch_fn(batch_ids, epoch),
-                num_parallel_calls=self._parallel,
-                deterministic=True,
-            )
-        else:
-            # Each batch decodes in its own small dataset whose bad records are dropped, so a
-            # batch keeps its identity (and its number) however many records it loses.
-            def one_batch(no: Any, batch_ids: Any) -> Any:
-                inner = tf.data.Dataset.from_tensor_slices(self._prepare_fn(batch_ids, epoch))
-                inner = inner.map(self._load_fn).ignore_errors().batch(b).map(self._finish_fn)
-                return inner.map(lambda x: {**x, "batch": no})
+        ids = tf.constant(self.rank_ids()[lo:].astype(np.int64))
+        epoch = tf.constant(self.epoch, tf.int64)
+        b, numbered = self.config.batch_size, self.config.on_error == "skip"
+        batches = id_batches(tf, ids, epoch, start, batch_size=b, numbered=numbered)
+        return load_batches(self, batches)
 
-            ds = batches.enumerate(start=start).interleave(
-                one_batch,
-                cycle_length=max(2, self.config.num_workers),
-                num_parallel_calls=self._parallel,
-                deterministic=True,
-            )
-        options = tf.data.Options()
-        options.deterministic = True
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+    def _pipeline(self) -> Any:
+        """The loader's one pipeline (NOTE [one pipeline] in _tf_pipeline.py)."""
+        if self._pipeline_ds is None:
+            self._pipeline_ds = load_batches(self, self._feed.source())
+        return self._pipeline_ds
+
+    def _spare(self) -> SpareIterator:
+        if self._spare_it is None:
+            self._spare_it = SpareIterator(self._pipeline())
+        return self._spare_it
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -340,15 +363,24 @@ class TFLoader(LoaderBase):
         start = self._start()
         self._remote_failures.clear()
         expected = start
-        ds = self.as_tf_dataset(start)
-        it = iter(ds)
+        sweep()  # a safe point: free iterators left earlier (NOTE [iterator lifetime])
+        lo, _ = self._batch_bounds(start)
+        self._feed.set(self.rank_ids()[lo:], self.epoch, start)
+        key = self._spare().take()  # NOTE [iterator lifetime], [spare iterator]
+        try:
+            yield from self._deliver(key, expected)
+        finally:
+            retire(key)
+
+    def _deliver(self, key: int, expected: int) -> Iterator[dict[str, Any]]:
         while True:
             try:
-                batch = next(it)
-            except StopIteration:
-                break
+                batch = next_element(key)
+                if batch is None:
+                    break
             except self.tf.errors.OpError as e:
                 raise self._culprit(expected, e) from None
+            self._spare().prepare()  # the next epoch's iterator, while this one runs
             if self.config.on_error == "skip":
                 no = int(batch.pop("batch"))
                 for lost in range(expected, no):  # whole batches lost to bad records
@@ -376,7 +408,10 @@ class TFLoader(LoaderBase):
         return _tf_errors.culprit(self, k, error)
 
     def close(self) -> None:
-        """Nothing to stop: tf.data threads end with their iterator."""
+        """Free the tf.data iterators of ended iterations (their threads end with them)."""
+        if self._spare_it is not None:
+            self._spare_it.discard()
+        sweep()
 
     def __enter__(self) -> TFLoader:
         return self

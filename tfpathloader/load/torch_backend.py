@@ -8,6 +8,7 @@ buffer, so there is no per-sample collation.
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -15,6 +16,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.utils.data
+from PIL import Image
 
 from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
@@ -98,7 +100,14 @@ class PathIndexDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["pool"] = None  # a pickled (spawned) worker cannot see the pool's mapping
+        # A forked worker inherits Pillow's decompression-bomb limit as the user set it; a
+        # spawned or forkserver one (NOTE [start method]) gets it with the dataset.
+        state["max_image_pixels"] = Image.MAX_IMAGE_PIXELS
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Image.MAX_IMAGE_PIXELS = state.pop("max_image_pixels", Image.MAX_IMAGE_PIXELS)
+        self.__dict__.update(state)
 
     def _pixels(
         self,
@@ -276,6 +285,34 @@ class PathIndexDataset(torch.utils.data.Dataset):
         return fetcher.fetch_many(paths), fetcher.take_stats()
 
 
+# NOTE [start method]: workers are forked (fast, and the slot pool's anonymous mapping is
+# inherited) unless forking is unsafe. Remote roots (NOTE [remote workers]): the object-store
+# client runs a tokio runtime in this process (record 0 was read to learn the image shape);
+# forking it leaves the children hung and the parent crashing, so remote workers are spawned.
+# TensorFlow: once imported it runs runtime threads (tf.data's among them), and a fork copies
+# their locks in whatever state they are; a forked worker beside live tf.data threads hung at
+# start-up (py-spy: in torch.manual_seed -> traceback.format_stack). So when "tensorflow" is
+# in sys.modules (both backends in one process), workers come from a forkserver, a clean
+# process started once that preloads torch and this module, so each worker starts in
+# milliseconds. The slot pool is an anonymous mapping that only a fork shares: with a
+# forkserver or spawn it is off, and batches travel as fresh tensors (NOTE [batch transport]).
+# The choice is made when the loader is made: import TensorFlow first to get it. As with spawn,
+# a forkserver worker imports the script's main module: scripts need `if __name__ == "__main__"`.
+def _start_method(*, remote: bool) -> Any:
+    """The multiprocessing context for DataLoader workers: "fork", "spawn", a forkserver
+    context, or None for torch's default (see NOTE [start method])."""
+    methods = torch.multiprocessing.get_all_start_methods()
+    if remote:
+        return "spawn"
+    if "tensorflow" in sys.modules and "forkserver" in methods:
+        ctx = torch.multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", __name__])
+        return ctx
+    if "tensorflow" in sys.modules:
+        return "spawn"
+    return "fork" if "fork" in methods else None
+
+
 def _pass_through(batch: Any) -> Any:
     return batch
 
@@ -311,16 +348,12 @@ class TorchLoader(LoaderBase):
             )
             self.persistent = True if cfg.persistent_workers is None else cfg.persistent_workers
             kwargs.update(prefetch_factor=prefetch, persistent_workers=self.persistent)
-            if self.dataset.remote_root:
-                # NOTE [remote workers]: the object-store client runs a tokio runtime in this
-                # process (record 0 was read to learn the image shape); forking it leaves the
-                # children hung and the parent crashing, so remote workers are spawned.
-                kwargs["multiprocessing_context"] = "spawn"
-            elif "fork" in torch.multiprocessing.get_all_start_methods():
-                kwargs["multiprocessing_context"] = "fork"
-                if transform is None or self.dataset.pipeline:
-                    slots = pool_slots(workers, prefetch)
-                    self.dataset.pool = _SlotPool(slots, (cfg.batch_size, *shape))
+            method = _start_method(remote=bool(self.dataset.remote_root))
+            if method is not None:
+                kwargs["multiprocessing_context"] = method
+            if method == "fork" and (transform is None or self.dataset.pipeline):
+                slots = pool_slots(workers, prefetch)
+                self.dataset.pool = _SlotPool(slots, (cfg.batch_size, *shape))
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=cast(Any, self._batch_sampler),  # yields BatchRequests, not lists
