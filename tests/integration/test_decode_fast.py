@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gc
-import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tfpathloader import ImageLoadError, make_loader, write_index
@@ -16,14 +16,6 @@ from tfpathloader.load.decode import as_array, decode_image, load_image
 from tfpathloader.tools.photos import make_photo_set
 
 pytest.importorskip("simplejpeg")
-
-
-@pytest.fixture
-def forked_workers():
-    """The slot pool is shared with forked workers only, and a process that imported TensorFlow
-    starts its workers from a forkserver (NOTE [start method] in torch_backend.py)."""
-    if "tensorflow" in sys.modules:
-        pytest.skip("the slot pool needs forked workers: not beside TensorFlow")
 
 
 def _mixed_set(folder, n=24, size=(20, 28)):
@@ -48,7 +40,7 @@ def _mixed_set(folder, n=24, size=(20, 28)):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_jpegs_decode_into_the_slots_with_pillows_pixels(tmp_path, channels, forked_workers):
+def test_jpegs_decode_into_the_slots_with_pillows_pixels(tmp_path, channels):
     index = _mixed_set(tmp_path)
     loader = make_loader(
         backend="torch", index=index, batch_size=5, num_workers=2, channels=channels, seed=1
@@ -99,7 +91,7 @@ def test_resized_jpegs_are_close_to_the_tf_backend(photos):
     assert np.abs(a - b).mean() < 1.5  # 0.72 over 200 photos (NOTE [resize pixels])
 
 
-def test_the_pool_has_two_slots_over_the_requests_and_they_all_come_back(tmp_path, forked_workers):
+def test_the_pool_has_two_slots_over_the_requests_and_they_all_come_back(tmp_path):
     index = _mixed_set(tmp_path, n=45)
     loader = make_loader(backend="torch", index=index, batch_size=3, num_workers=2, shuffle="none")
     pool = loader.dataset.pool
@@ -161,7 +153,7 @@ def test_a_crop_written_into_its_row_is_the_crop_made_apart(photos, channels):
         np.testing.assert_array_equal(row, apart)
 
 
-def test_crop_pipelines_fill_the_slots_too(photos, forked_workers):
+def test_crop_pipelines_fill_the_slots_too(photos):
     from tfpathloader import transforms as T
 
     pipeline = T.Compose([T.RandomResizedCrop(32), T.RandomHorizontalFlip()])
@@ -172,3 +164,26 @@ def test_crop_pipelines_fill_the_slots_too(photos, forked_workers):
     for b in make_loader(num_workers=0, **kw):  # in process: no slots
         for img, i in zip(b["image"], b["index"], strict=True):
             np.testing.assert_array_equal(img.numpy(), got[int(i)].numpy())
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_workers_not_forked_share_the_slots_too(tmp_path, monkeypatch, method):
+    """Beside TensorFlow (forkserver) or with a remote root (spawn), workers get the pool by
+    pickle (NOTE [slots without fork]): every batch is decoded into a slot, Pillow's pixels."""
+    from tfpathloader.load import torch_backend
+
+    if method not in torch.multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} here")
+    ctx = torch.multiprocessing.get_context(method)
+    monkeypatch.setattr(torch_backend, "_start_method", lambda remote: ctx)
+    index = _mixed_set(tmp_path, n=12)
+    loader = make_loader(backend="torch", index=index, batch_size=3, num_workers=2, shuffle="none")
+    pool = loader.dataset.pool
+    assert pool is not None and pool.pickles
+    for batch in loader:
+        assert np.shares_memory(batch["image"].numpy(), pool._arrays)  # a slot, not a copy
+        for img, i in zip(batch["image"], batch["index"], strict=True):
+            want = load_image(index.path(int(i)), channels=3)
+            np.testing.assert_array_equal(img.permute(1, 2, 0).numpy(), want)
+    assert pool.misses == 0
+    assert loader.dataloader.multiprocessing_context.get_start_method() == method

@@ -138,7 +138,7 @@ def test_torch_workers_start_beside_a_half_consumed_tf_iterator(png_index, tmp_p
         ids2 = [b["index"].tolist() for b in torch_loader]  # persistent workers, again
         rest = [b["index"].tolist() for b in it]
         assert ids == ids2 and ids[0] == first["index"].tolist() and ids[1:] == rest
-        print("OK", method, torch_loader.dataset.pool is None)
+        print("OK", method, torch_loader.dataset.pool.pickles)
     """
     result = run_python(code, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -99,7 +99,10 @@ class PathIndexDataset(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["pool"] = None  # a pickled (spawned) worker cannot see the pool's mapping
+        if self.pool is not None and not self.pool.pickles:
+            state["pool"] = (
+                None  # forked workers inherit it; never sent (NOTE [slots without fork])
+            )
         # A forked worker inherits Pillow's decompression-bomb limit as the user set it; a
         # spawned or forkserver one (NOTE [start method]) gets it with the dataset.
         state["max_image_pixels"] = Image.MAX_IMAGE_PIXELS
@@ -294,8 +297,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
 # start-up (py-spy: in torch.manual_seed -> traceback.format_stack). So when "tensorflow" is
 # in sys.modules (both backends in one process), workers come from a forkserver, a clean
 # process started once that preloads torch and this module, so each worker starts in
-# milliseconds. The slot pool is an anonymous mapping that only a fork shares: with a
-# forkserver or spawn it is off, and batches travel as fresh tensors (NOTE [batch transport]).
+# milliseconds. The slot pool reaches such workers with the dataset's pickle (NOTE [slots
+# without fork]).
 # The choice is made when the loader is made: import TensorFlow first to get it. As with spawn,
 # a forkserver worker imports the script's main module: scripts need `if __name__ == "__main__"`.
 def _start_method(*, remote: bool) -> Any:
@@ -311,6 +314,13 @@ def _start_method(*, remote: bool) -> Any:
     if "tensorflow" in sys.modules:
         return "spawn"
     return "fork" if "fork" in methods else None
+
+
+def _context(method: Any) -> Any:
+    """The multiprocessing context of a DataLoader ``multiprocessing_context`` value."""
+    return (
+        method if not isinstance(method, str | None) else torch.multiprocessing.get_context(method)
+    )
 
 
 def _pass_through(batch: Any) -> Any:
@@ -351,9 +361,10 @@ class TorchLoader(LoaderBase):
             method = _start_method(remote=bool(self.dataset.remote_root))
             if method is not None:
                 kwargs["multiprocessing_context"] = method
-            if method == "fork" and (transform is None or self.dataset.pipeline):
+            if transform is None or self.dataset.pipeline:
                 slots = pool_slots(workers, prefetch)
-                self.dataset.pool = _SlotPool(slots, (cfg.batch_size, *shape))
+                shared_by = None if method == "fork" else _context(method)
+                self.dataset.pool = _SlotPool(slots, (cfg.batch_size, *shape), shared_by)
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=cast(Any, self._batch_sampler),  # yields BatchRequests, not lists
