@@ -301,6 +301,8 @@ class PathIndexDataset(torch.utils.data.Dataset):
 # without fork]).
 # The choice is made when the loader is made: import TensorFlow first to get it. As with spawn,
 # a forkserver worker imports the script's main module: scripts need `if __name__ == "__main__"`.
+# A forkserver's workers are not this process's children, so no SIGCHLD reports a dead one in
+# the middle of a training step: its death is found at the next batch (LoaderWorkerError).
 def _start_method(*, remote: bool) -> Any:
     """The multiprocessing context for DataLoader workers: "fork", "spawn", a forkserver
     context, or None for torch's default (see NOTE [start method])."""
