@@ -43,7 +43,7 @@ try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
 except ImportError:  # pragma: no cover - depends on the environment
     _simplejpeg = None
 
-__all__ = ["dct_scale", "decode_into", "header_size", "load_cropped", "load_jpeg", "resize_flip"]
+__all__ = ["dct_scale", "decode_into", "finish", "header_size", "load_cropped", "load_jpeg"]
 
 _JPEG = b"\xff\xd8\xff"
 
@@ -120,22 +120,6 @@ def _resized(hwc: np.ndarray, size: tuple[int, int], antialias: bool) -> Any:
     return t[0].permute(1, 2, 0)
 
 
-def resize_flip(hwc: np.ndarray, size: tuple[int, int], antialias: bool, flip: bool) -> Any:
-    """Bilinear resize of an HxWxC uint8 view to ``size``, mirrored if ``flip``: a new torch HWC.
-
-    The tf backend's crop resize (NOTE [tf crop resize] in ``_tf_crop.py``): the same kernel as
-    this module's, so both backends' crops match. Never a view of ``hwc`` (whose buffer may be
-    read-only or reused by its owner).
-    """
-    import torch
-
-    if hwc.shape[:2] == tuple(size):
-        out = torch.from_numpy(np.array(hwc))
-    else:
-        out = _resized(hwc, size, antialias)
-    return out.flip(1) if flip else out
-
-
 def _grey(rgb: np.ndarray) -> np.ndarray:
     """Pillow's RGB -> L formula (NOTE [pixel rules])."""
     x = rgb.astype(np.uint32)
@@ -143,8 +127,11 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return y.astype(np.uint8)[..., None]
 
 
-def _finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) -> np.ndarray:
+def finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) -> np.ndarray:
     """Crop ``plan.box`` of decoded HxWxC pixels, resize, mirror, convert, write into ``out``.
+
+    The tf backend resizes its crops with this too (NOTE [tf crop resize] in ``_tf_crop.py``),
+    so both backends' pixels match.
 
     ``out`` (an HxWxC batch row) is written when its shape is the result's; else a new array.
     """
@@ -261,7 +248,7 @@ def _render(
             data, colorspace=colorspace, min_height=-(-h // r), min_width=-(-w // r)
         )
         plan = Plan(box, plan.size, plan.flip, plan.antialias)
-    return _finish(arr, plan, channels, out)
+    return finish(arr, plan, channels, out)
 
 
 def load_cropped(
@@ -301,7 +288,7 @@ def load_cropped(
         arr = arr.copy()  # Pillow's bytes: torch warns on (and must not write) read-only memory
     if header is None:
         plan = transform.plan(arr.shape[0], arr.shape[1], rng)
-    return _finish(arr, plan, channels, out)
+    return finish(arr, plan, channels, out)
 
 
 def header_size(data: bytes) -> tuple[int, int]:

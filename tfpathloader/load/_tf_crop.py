@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..transforms import Transform, antialias_of, check_pipeline, plan_batch
-from ._crop import dct_scale, header_size, resize_flip
+from ..transforms import Plan, Transform, antialias_of, check_pipeline, plan_batch
+from ._crop import dct_scale, finish, header_size
 from ._tf_ops import map_grouped
 
 __all__ = ["crop_batch", "image_sizes"]
@@ -112,9 +112,11 @@ def _one_omp_thread() -> None:
 
 
 def _resize(size: tuple[int, int], antialias: bool, img: np.ndarray, flip: np.bool_) -> Any:
-    """One crop to ``size`` by the torch backend's resize (NOTE [tf crop resize])."""
+    """One crop to ``size`` by the torch backend's resize (NOTE [tf crop resize]), written by
+    the kernel into a new HxWx3 array (no transposing copy for TensorFlow to make)."""
     _one_omp_thread()
-    return resize_flip(img, size, antialias, bool(flip)).numpy()
+    plan = Plan((0, 0, img.shape[0], img.shape[1]), size, bool(flip), antialias)
+    return finish(img, plan, 3, np.empty((*size, 3), dtype=np.uint8))
 
 
 def crop_batch(
