@@ -193,13 +193,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not cuda:
         print("no CUDA device: skipped the CUDA parts", flush=True)
     transform = None
-    if args.photos:
+    if args.photos or args.crop:
         # The ImageNet-style workload: photos of varied size through the training crop.
         from tfpathloader import transforms as T
         from tfpathloader.tools.photos import make_photo_set
 
         crop = tuple(args.size) if args.size else (224, 224)
         transform = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()])
+    if args.photos:
         index = make_photo_set(tempfile.mkdtemp(prefix="gpu_photos_"), args.photos, progress=False)
     elif args.index:
         index = PathIndex.read(args.index)
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images": len(index),
         "batch_size": args.batch_size,
         "workers": args.workers,
-        "workload": "photos + RandomResizedCrop + flip" if args.photos else "demo digits",
+        "workload": "RandomResizedCrop + flip" if transform is not None else "decode only",
         "runs": [],
     }
     for backend in args.backends.split(","):
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         help="make N ImageNet-like JPEGs (short side 300-500 px) and train on them through "
         "RandomResizedCrop(--size, default 224) + flip",
     )
+    p.add_argument("--crop", action="store_true", help="--index through the training crop")
     args = p.parse_args(argv)
     result = run(args)
     with open(args.out, "w") as f:
