@@ -176,7 +176,7 @@ def test_workers_not_forked_share_the_slots_too(tmp_path, monkeypatch, method):
     if method not in torch.multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method} here")
     ctx = torch.multiprocessing.get_context(method)
-    monkeypatch.setattr(torch_backend, "_start_method", lambda remote: ctx)
+    monkeypatch.setattr(torch_backend, "start_method", lambda remote: ctx)
     index = _mixed_set(tmp_path, n=12)
     loader = make_loader(backend="torch", index=index, batch_size=3, num_workers=2, shuffle="none")
     pool = loader.dataset.pool

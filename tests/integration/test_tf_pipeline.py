@@ -11,7 +11,8 @@ import torch
 from conftest import make_images, run_python
 
 from tfpathloader import GlobalShuffleSampler, write_index
-from tfpathloader.load import _tf_pipeline, torch_backend
+from tfpathloader.load import _tf_pipeline
+from tfpathloader.load._torch.workers import start_method
 from tfpathloader.load.loader import make_loader
 
 
@@ -108,12 +109,12 @@ def test_as_tf_dataset_keeps_the_epoch_it_was_made_in(png_index):
 
 def test_start_method_is_a_forkserver_once_tensorflow_is_imported(monkeypatch):
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
-    assert torch_backend._start_method(remote=True) == "spawn"
+    assert start_method(remote=True) == "spawn"
     if "fork" in torch.multiprocessing.get_all_start_methods():
-        assert torch_backend._start_method(remote=False) == "fork"
+        assert start_method(remote=False) == "fork"
     monkeypatch.setitem(sys.modules, "tensorflow", object())
     if "forkserver" in torch.multiprocessing.get_all_start_methods():
-        ctx = torch_backend._start_method(remote=False)
+        ctx = start_method(remote=False)
         assert ctx.get_start_method() == "forkserver"
 
 

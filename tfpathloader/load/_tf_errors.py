@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import BatchShapeError, ImageLoadError
-from ..storage import redact
-from .decode import load_image
+from ..storage import FetchError, redact
+from .decode import check_bytes, load_image
 
-__all__ = ["culprit", "note_skips", "why"]
+__all__ = ["culprit", "fetch_remote", "note_skips", "why"]
 
 
 def note_skips(loader: Any, k: int, delivered: np.ndarray) -> None:
@@ -85,3 +85,26 @@ def culprit(loader: Any, k: int, error: Exception) -> Exception:
                 "pass size=(height, width) to resize them",
             )
     return ImageLoadError(-1, "<unknown>", f"TensorFlow failed in batch {k}: {error}")
+
+
+def fetch_remote(loader: Any, paths: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A remote batch's bytes, fetched concurrently; a failure is remembered (for ``why``),
+    then raised."""
+    fetcher = loader._fetcher
+    got = fetcher.fetch_many([p.decode("utf-8") for p in paths.tolist()])
+    loader._add_remote_stats(fetcher.take_stats())
+    bad = None
+    for i, g, p in zip(ids.tolist(), got, paths.tolist(), strict=True):
+        cause = g.cause if isinstance(g, FetchError) else None
+        if not isinstance(g, FetchError):
+            try:
+                check_bytes(g, redact(p.decode("utf-8")), int(i))  # as read_file does
+            except ImageLoadError as e:
+                cause = e.cause
+        if cause is not None:
+            # Named by _why when the batch fails (the same cause as the torch backend).
+            loader._remote_failures[int(i)] = cause
+            bad = bad if bad is not None else int(i)
+    if bad is not None:
+        raise ImageLoadError(bad, "<remote>", loader._remote_failures[bad])
+    return np.array(got, dtype=object)

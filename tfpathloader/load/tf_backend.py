@@ -20,21 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import ImageLoadError
 from ..index import PathIndex
-from ..index.tfrecord_interop import enable_tfrecord_interop
-from ..storage import Fetcher, FetchError, is_url, redact
+from ..storage import Fetcher, is_url
 from ..transforms import Resize
 from ..transforms import Transform as Pipeline
 from . import _tf_errors
 from ._tf_crop import crop_batch
-from ._tf_ops import checked, grey, map_grouped, read_files
+from ._tf_ops import checked, grey, import_tensorflow, map_grouped, read_files
 from ._tf_pipeline import (
     EpochFeed,
     SpareIterator,
@@ -45,35 +42,10 @@ from ._tf_pipeline import (
     sweep,
 )
 from .checks import check_transform_output, file_reader
-from .decode import check_bytes, decode_image
+from .decode import decode_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
 
 __all__ = ["TFLoader", "import_tensorflow"]
-
-
-def import_tensorflow() -> Any:
-    """``import tensorflow``, quietly, with errors that say what to do."""
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        # TensorFlow enters the process: from here on a later `import tfrecord` must not
-        # register its messages globally (NOTE [protobuf clash]).
-        enable_tfrecord_interop()
-    try:
-        import tensorflow as tf
-    except TypeError as e:  # protobuf: duplicate symbol
-        if "duplicate symbol" in str(e):
-            raise ImportError(
-                "TensorFlow cannot be imported: the 'tfrecord' package was imported on its own "
-                "first and registered the same protobuf messages. Call "
-                "tfpathloader.enable_tfrecord_interop() before importing tfrecord (see NOTE "
-                "[protobuf clash] in tfpathloader/index/_proto.py)."
-            ) from e
-        raise
-    except ImportError as e:
-        raise ImportError(
-            "the tf backend needs TensorFlow: pip install 'tfpathloader[tf-cpu]' (or [tf])"
-        ) from e
-    return tf
 
 
 def _pillow_rgb(data: bytes) -> np.ndarray:
@@ -277,24 +249,7 @@ class TFLoader(LoaderBase):
 
     def _fetch_remote(self, paths: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """A batch's bytes, fetched concurrently; a failure is remembered, then raised."""
-        fetcher = self._fetcher
-        got = fetcher.fetch_many([p.decode("utf-8") for p in paths.tolist()])
-        self._add_remote_stats(fetcher.take_stats())
-        bad = None
-        for i, g, p in zip(ids.tolist(), got, paths.tolist(), strict=True):
-            cause = g.cause if isinstance(g, FetchError) else None
-            if not isinstance(g, FetchError):
-                try:
-                    check_bytes(g, redact(p.decode("utf-8")), int(i))  # as read_file does
-                except ImageLoadError as e:
-                    cause = e.cause
-            if cause is not None:
-                # Named by _why when the batch fails (the same cause as the torch backend).
-                self._remote_failures[int(i)] = cause
-                bad = bad if bad is not None else int(i)
-        if bad is not None:
-            raise ImageLoadError(bad, "<remote>", self._remote_failures[bad])
-        return np.array(got, dtype=object)
+        return _tf_errors.fetch_remote(self, paths, ids)
 
     def _finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Per batch: grey conversion."""

@@ -8,7 +8,6 @@ buffer, so there is no per-sample collation.
 
 from __future__ import annotations
 
-import sys
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -29,7 +28,13 @@ from ._torch.private import drop_persistent_iterator
 from ._torch.requests import BatchRequest, EpochBatchSampler
 from ._torch.slots import _SlotPool, pool_slots
 from ._torch.wire import _fresh_buffer, _WireBatch
-from ._torch.workers import _LIVE_ITERATORS, _stop_workers, default_prefetch
+from ._torch.workers import (
+    _LIVE_ITERATORS,
+    _stop_workers,
+    context_of,
+    default_prefetch,
+    start_method,
+)
 from .checks import check_transform_output, file_reader, probe_shape
 from .decode import Pixels, as_array, check_bytes, read_file
 from .files import FileReader
@@ -288,43 +293,6 @@ class PathIndexDataset(torch.utils.data.Dataset):
         return fetcher.fetch_many(paths), fetcher.take_stats()
 
 
-# NOTE [start method]: workers are forked (fast, and the slot pool's anonymous mapping is
-# inherited) unless forking is unsafe. Remote roots (NOTE [remote workers]): the object-store
-# client runs a tokio runtime in this process (record 0 was read to learn the image shape);
-# forking it leaves the children hung and the parent crashing, so remote workers are spawned.
-# TensorFlow: once imported it runs runtime threads (tf.data's among them), and a fork copies
-# their locks in whatever state they are; a forked worker beside live tf.data threads hung at
-# start-up (py-spy: in torch.manual_seed -> traceback.format_stack). So when "tensorflow" is
-# in sys.modules (both backends in one process), workers come from a forkserver, a clean
-# process started once that preloads torch and this module, so each worker starts in
-# milliseconds. The slot pool reaches such workers with the dataset's pickle (NOTE [slots
-# without fork]).
-# The choice is made when the loader is made: import TensorFlow first to get it. As with spawn,
-# a forkserver worker imports the script's main module: scripts need `if __name__ == "__main__"`.
-# A forkserver's workers are not this process's children, so no SIGCHLD reports a dead one in
-# the middle of a training step: its death is found at the next batch (LoaderWorkerError).
-def _start_method(*, remote: bool) -> Any:
-    """The multiprocessing context for DataLoader workers: "fork", "spawn", a forkserver
-    context, or None for torch's default (see NOTE [start method])."""
-    methods = torch.multiprocessing.get_all_start_methods()
-    if remote:
-        return "spawn"
-    if "tensorflow" in sys.modules and "forkserver" in methods:
-        ctx = torch.multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", __name__])
-        return ctx
-    if "tensorflow" in sys.modules:
-        return "spawn"
-    return "fork" if "fork" in methods else None
-
-
-def _context(method: Any) -> Any:
-    """The multiprocessing context of a DataLoader ``multiprocessing_context`` value."""
-    return (
-        method if not isinstance(method, str | None) else torch.multiprocessing.get_context(method)
-    )
-
-
 def _pass_through(batch: Any) -> Any:
     return batch
 
@@ -360,12 +328,12 @@ class TorchLoader(LoaderBase):
             )
             self.persistent = True if cfg.persistent_workers is None else cfg.persistent_workers
             kwargs.update(prefetch_factor=prefetch, persistent_workers=self.persistent)
-            method = _start_method(remote=bool(self.dataset.remote_root))
+            method = start_method(remote=bool(self.dataset.remote_root))
             if method is not None:
                 kwargs["multiprocessing_context"] = method
             if transform is None or self.dataset.pipeline:
                 slots = pool_slots(workers, prefetch)
-                shared_by = None if method == "fork" else _context(method)
+                shared_by = None if method == "fork" else context_of(method)
                 self.dataset.pool = _SlotPool(slots, (cfg.batch_size, *shape), shared_by)
         self.dataloader = torch.utils.data.DataLoader(
             self.dataset,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+import torch
 
 from .private import shutdown_workers
 
-__all__ = ["default_prefetch"]
+__all__ = ["context_of", "default_prefetch", "start_method"]
 
 
 # NOTE [worker shutdown]: DataLoader stops its workers in its iterator's __del__. If that iterator
@@ -34,3 +37,40 @@ def default_prefetch(workers: int, batch_bytes: int) -> int:
     while the 4 batches per worker hold at most 64 MiB in all.
     """
     return 4 if workers * 4 * batch_bytes <= 64 * 2**20 else 2
+
+
+# NOTE [start method]: workers are forked (fast, and the slot pool's anonymous mapping is
+# inherited) unless forking is unsafe. Remote roots (NOTE [remote workers]): the object-store
+# client runs a tokio runtime in this process (record 0 was read to learn the image shape);
+# forking it leaves the children hung and the parent crashing, so remote workers are spawned.
+# TensorFlow: once imported it runs runtime threads (tf.data's among them), and a fork copies
+# their locks in whatever state they are; a forked worker beside live tf.data threads hung at
+# start-up (py-spy: in torch.manual_seed -> traceback.format_stack). So when "tensorflow" is
+# in sys.modules (both backends in one process), workers come from a forkserver, a clean
+# process started once that preloads torch and the torch backend, so each worker starts in
+# milliseconds. The slot pool reaches such workers with the dataset's pickle (NOTE [slots
+# without fork]).
+# The choice is made when the loader is made: import TensorFlow first to get it. As with spawn,
+# a forkserver worker imports the script's main module: scripts need `if __name__ == "__main__"`.
+# A forkserver's workers are not this process's children, so no SIGCHLD reports a dead one in
+# the middle of a training step: its death is found at the next batch (LoaderWorkerError).
+def start_method(*, remote: bool) -> Any:
+    """The multiprocessing context for DataLoader workers: "fork", "spawn", a forkserver
+    context, or None for torch's default (see NOTE [start method])."""
+    methods = torch.multiprocessing.get_all_start_methods()
+    if remote:
+        return "spawn"
+    if "tensorflow" in sys.modules and "forkserver" in methods:
+        ctx = torch.multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "tfpathloader.load.torch_backend"])
+        return ctx
+    if "tensorflow" in sys.modules:
+        return "spawn"
+    return "fork" if "fork" in methods else None
+
+
+def context_of(method: Any) -> Any:
+    """The multiprocessing context of a DataLoader ``multiprocessing_context`` value."""
+    return (
+        method if not isinstance(method, str | None) else torch.multiprocessing.get_context(method)
+    )
