@@ -20,9 +20,11 @@ DCT scaling: correct, slower, and further from the tf backend's pixels on the cr
 have scaled. CMYK JPEGs and other formats: Pillow, full decode, then crop.
 
 NOTE [crop pixels]: the tf backend decodes the same box with ``decode_and_crop_jpeg`` and resizes
-with ``tf.image.resize(antialias=...)`` in float: boxes and flips are identical, pixels differ by
-rounding and filter details: mean |difference| 0.17 grey levels over 224px crops of 200 photos
-(a few pixels at crop borders differ more, up to 42), checked below 1.0 by test_crop.py.
+with this module's ``finish`` (NOTE [tf crop resize] in ``_tf_crop.py``): boxes, flips, DCT
+scales and the resize kernel are the same, so pixels differ only where ``decode_and_crop_jpeg``'s
+box edges differ from a full decode's: over 224px crops of 200 photos, 99.8% of pixels and 104
+crops identical, mean |difference| 0.004 (at most 29; ``benchmarks/crop_parity.py``), checked by
+test_crop.py. With ``tf.image.resize`` the mean was 0.17.
 """
 
 from __future__ import annotations
@@ -178,11 +180,10 @@ def finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) -
 # 2.7-3.1 ms for Pillow's decode + ``resize`` that it replaces and 1.46-1.70 ms with no DCT
 # scaling; to 64x48, 0.74 vs 1.03 ms. Pixels: without DCT scaling, Pillow's BILINEAR to within
 # one grey level (mean |difference| 0.03); the 51 of 200 photos that are DCT-scaled make the
-# mean 0.65 against Pillow and 0.72 against the tf backend (a full decode, ``tf.image.resize``
-# antialiased), up to 86 on a few pixels at sharp edges; to 64x48 (1/4 and 1/8 scales), mean
-# 2.26. test_decode_fast.py holds both bounds. The tf backend decoding with
-# ``decode_jpeg(ratio=r)`` from the same ``dct_scale`` would make the two backends as close as
-# their crops are (NOTE [crop pixels]).
+# mean 0.65 against Pillow, up to 86 on a few pixels at sharp edges; to 64x48 (1/4 and 1/8
+# scales), mean 2.26. The tf backend runs ``size=`` as ``Resize(size)`` through its crop path,
+# with the same ``dct_scale`` and this module's resize (NOTE [tf resize]): its pixels are these
+# exactly (test_decode_fast.py).
 def load_jpeg(
     data: bytes,
     *,
