@@ -15,7 +15,8 @@ TRANSFORM_STREAM])`` (the stream of the user-callable ``transform=``), so a reco
 depend only on the loader's seed, the epoch and the record: not on the worker count, the
 backend, or which worker decodes it. The planning code is this pure numpy module, shared by both
 backends, so both deliver *identical boxes and flips*, and both resize with the same kernel;
-only the JPEG decoders differ at some box edges (see NOTE [crop pixels] in ``load/_crop.py``). The draws follow torchvision's algorithms
+only the JPEG decoders differ at some box edges (see NOTE [crop pixels] in ``load/_crop.py``).
+The draws follow torchvision's algorithms
 (``RandomResizedCrop.get_params``: ten tries of area and log-ratio, then a centre-crop
 fallback) with numpy's generator instead of torch's, so the boxes have torchvision's
 distribution, not its exact values.
