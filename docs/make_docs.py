@@ -198,21 +198,9 @@ def _bench(ctx: Context) -> str:
     return bench_table(results)
 
 
-_BENCH_ROWS = (
-    "raw",
-    "raw-lean",
-    "torch",
-    "tf",
-    "baseline",
-    "stateful",
-    "grain",
-    "tf-hand",
-)
-
-
 def bench_table(results: dict[str, dict[str, Any]]) -> str:
     """The README's Speed table: per set, x raw (median) / CPU ms per image, per row."""
-    from tfpathloader.tools.bench.driver import ROW_TITLES
+    from tfpathloader.tools.bench.driver import ROW_TITLES  # every row, in the bench's order
 
     sets = [s for s in _BENCH_SETS if s[0] in results]
     any_res = results[sets[0][0]]
@@ -230,7 +218,7 @@ def bench_table(results: dict[str, dict[str, Any]]) -> str:
         + " |",
         "|---|" + "---|" * len(sets),
     ]
-    for key in _BENCH_ROWS:
+    for key in ROW_TITLES:
         cells = []
         for name, _, _ in sets:
             r = results[name]["rows"].get(key)
