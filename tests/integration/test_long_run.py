@@ -14,7 +14,7 @@ from conftest import make_images
 
 from tfpathloader import write_index
 from tfpathloader.load.loader import make_loader
-from tfpathloader.tools.procstats import children, proc_stats
+from tfpathloader.tools.procstats import proc_stats
 
 
 @pytest.mark.slow
@@ -23,27 +23,35 @@ def test_twenty_epochs_stay_flat_and_exact(tmp_path, backend):
     paths, labels = make_images(tmp_path, 600, classes=6, size=(16, 16))
     index = write_index(tmp_path / "index.tfrecord", paths, labels)
     me = os.getpid()
-    others = set(children(me))  # processes of earlier tests, not ours
     loader = make_loader(backend=backend, index=index, batch_size=32, num_workers=2, seed=1)
     stats, firsts = [], set()
-    for epoch in range(20):
+    # tf.data's allocations settle over the first 10-20 epochs (818 -> 840 MB, then flat up to
+    # epoch 80, measured alone), later after other TensorFlow tests: the tf run is longer.
+    epochs = 20 if backend == "torch" else 40
+    for epoch in range(epochs):
         loader.set_epoch(epoch)
         ids = np.concatenate([b["index"].numpy() for b in loader])
         assert np.array_equal(np.sort(ids), np.arange(600))  # exactly once, every epoch
         firsts.add(ids[:50].tobytes())
         gc.collect()
+        if backend == "tf" and loader._spare_it is not None:
+            loader._spare_it.ready()  # the next epoch's iterator is made by a short-lived thread
         procs = {"main": proc_stats(me)}
         if backend == "torch":
-            kids = [p for p in children(me) if p not in others]
+            # Forked children, or a forkserver's once TensorFlow is imported (NOTE [start
+            # method]): the DataLoader knows its workers either way.
+            kids = sorted(w.pid for w in loader.dataloader._iterator._workers)
             procs.update({f"worker{k}": proc_stats(p) for k, p in enumerate(kids)})
         stats.append(procs)
-    assert len(firsts) == 20  # every epoch in a different order
-    settled, last = stats[2], stats[-1]
+    assert len(firsts) == epochs  # every epoch in a different order
+    settled, last = stats[2 if backend == "torch" else epochs // 2], stats[-1]
     assert settled.keys() == last.keys()
     for proc in last:
         assert last[proc]["fds"] == settled[proc]["fds"], proc  # no descriptor leak
         assert last[proc]["threads"] == settled[proc]["threads"], proc
-        limit = 3.0 if proc != "main" or backend == "torch" else 12.0  # MB over 17 epochs
+        limit = (
+            3.0 if proc != "main" or backend == "torch" else 12.0
+        )  # MB over the last 17-20 epochs
         assert last[proc]["rss_mb"] - settled[proc]["rss_mb"] < limit, (proc, settled, last)
     if backend == "torch":
         assert len(last) == 3  # main and the two persistent workers, the same ones throughout

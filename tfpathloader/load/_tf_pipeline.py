@@ -203,6 +203,11 @@ class SpareIterator:
         self._thread = threading.Thread(target=make, name="tfpathloader-iterator", daemon=True)
         self._thread.start()
 
+    def ready(self) -> None:
+        """Wait until the spare being made is made (its short-lived thread has ended)."""
+        if self._thread is not None:
+            self._thread.join()
+
     def take(self) -> int:
         """The key of a fresh iterator (:func:`hold`): the spare, or one made now."""
         thread, key = self._thread, self._key
