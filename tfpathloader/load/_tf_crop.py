@@ -91,7 +91,10 @@ def _plan(
     return boxes, flips, scales
 
 
-_THREAD = threading.local()
+# OS threads already limited. Not a threading.local: tf.numpy_function gives each call a fresh
+# Python thread state on tf.data's threads, so such a marker was lost at every call (and the
+# set-up below ran once per image); the OpenMP setting itself lives on with the OS thread.
+_LIMITED: set[int] = set()
 
 
 def _one_omp_thread() -> None:
@@ -101,9 +104,10 @@ def _one_omp_thread() -> None:
     .set_num_threads`` would also change the process-wide default that a training loop in the
     same process uses. Without OpenMP symbols (another torch build) nothing changes.
     """
-    if getattr(_THREAD, "limited", False):
+    tid = threading.get_native_id()
+    if tid in _LIMITED:
         return
-    _THREAD.limited = True
+    _LIMITED.add(tid)
     import torch
 
     torch.zeros(1).add_(1)  # torch's per-thread set-up first: it would reset the setting
