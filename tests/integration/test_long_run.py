@@ -34,8 +34,8 @@ def test_twenty_epochs_stay_flat_and_exact(tmp_path, backend):
         assert np.array_equal(np.sort(ids), np.arange(600))  # exactly once, every epoch
         firsts.add(ids[:50].tobytes())
         gc.collect()
-        if backend == "tf" and loader._spare_it is not None:
-            loader._spare_it.ready()  # the next epoch's iterator is made by a short-lived thread
+        if backend == "tf":
+            loader._epochs.ready()  # the iterator is made ahead by a short-lived thread
         procs = {"main": proc_stats(me)}
         if backend == "torch":
             # Forked children, or a forkserver's once TensorFlow is imported (NOTE [start

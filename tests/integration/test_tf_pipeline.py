@@ -11,7 +11,7 @@ import torch
 from conftest import make_images, run_python
 
 from tfpathloader import GlobalShuffleSampler, write_index
-from tfpathloader.load import _tf_pipeline
+from tfpathloader.load import _tf_epochs, _tf_pipeline
 from tfpathloader.load._torch.workers import start_method
 from tfpathloader.load.loader import make_loader
 
@@ -62,17 +62,60 @@ def test_one_pipeline_serves_every_epoch_and_abandoned_iterations(png_index, on_
 
 
 @pytest.mark.tf
-def test_an_iterator_left_inside_a_garbage_collection_is_freed_at_a_safe_point(png_index):
+def test_an_iterator_released_inside_a_garbage_collection_is_freed_at_a_safe_point(png_index):
     loader = make_loader(backend="tf", index=png_index, batch_size=8, seed=3, num_workers=2)
-    it = iter(loader)
-    next(it)
-    cycle = [it]
+    list(loader)
+    key = loader._epochs.key
+    released = []
+
+    class Finalizer:  # releases the iterator from a collection, as the loader's finalizer does
+        def __del__(self):
+            released.append(_tf_pipeline._collecting)
+            _tf_epochs._release(loader._epochs.feed, key)
+
+    cycle = [Finalizer()]
     cycle.append(cycle)  # only the collector can free it
-    del it, cycle
+    del cycle
     gc.collect()
-    assert len(_tf_pipeline._GRAVE) == 1
-    assert len(ids_of(loader)) == 4  # the rest of the epoch; the kept iterator is freed
-    assert _tf_pipeline._GRAVE == []
+    assert released and released[0] > 0  # inside the collection
+    assert key not in _tf_pipeline._LIVE and len(_tf_pipeline._GRAVE) == 1  # kept, not freed
+    other = make_loader(backend="tf", index=png_index, batch_size=8, seed=3, num_workers=2)
+    assert len(ids_of(other)) == 5
+    assert _tf_pipeline._GRAVE == []  # freed at the next safe point
+    other.close()
+
+
+@pytest.mark.tf
+def test_one_iterator_serves_every_epoch_left_early_failed_or_superseded(png_index, tmp_path):
+    loader = make_loader(backend="tf", index=png_index, batch_size=8, seed=3, num_workers=2)
+    list(loader)
+    key = loader._epochs.key
+    for epoch in (1, 2, 3):
+        loader.set_epoch(epoch)
+        it = iter(loader)
+        next(it)
+        newer = iter(loader)  # ends the first iteration: its epoch goes on from batch 1
+        with pytest.raises(RuntimeError, match="newer iter"):
+            next(it)
+        got = [b["index"].tolist() for b in newer]
+        assert got == [w.tolist() for w in expected_ids(40, epoch, 8)[1:]]
+    assert loader._epochs.key == key  # one iterator, every epoch
+    # a record that fails mid-epoch: the error names it, and the next epoch is whole
+    victim = expected_ids(40, 4, 8)[2][0].item()
+    path = png_index.path(victim)
+    good = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(b"not an image")
+    loader.set_epoch(4)
+    with pytest.raises(Exception, match=str(victim)):
+        list(loader)
+    with open(path, "wb") as f:
+        f.write(good)
+    loader.set_epoch(5)
+    assert [b["index"].tolist() for b in loader] == [w.tolist() for w in expected_ids(40, 5, 8)]
+    loader.close()
+    loader.set_epoch(6)  # a closed loader makes a new iterator when iterated again
+    assert len(ids_of(loader)) == 5 and loader._epochs.key != key
     loader.close()
 
 

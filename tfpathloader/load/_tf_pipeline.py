@@ -7,18 +7,20 @@ import contextlib
 import gc
 import itertools
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "EpochFeed",
     "SpareIterator",
+    "decode_batches",
     "hold",
     "id_batches",
     "load_batches",
     "next_element",
     "no_autograph",
+    "prefetched",
     "retire",
     "sweep",
 ]
@@ -27,54 +29,6 @@ __all__ = [
 def no_autograph(tf: Any, fn: Any) -> Any:
     """``fn`` for tf.data, not converted by AutoGraph (see NOTE [no autograph] in tf_backend)."""
     return tf.autograph.experimental.do_not_convert(fn)
-
-
-# NOTE [one pipeline]: a tf.data pipeline built per epoch costs a new trace of its map functions
-# every epoch (0.4-0.5 s each, and 4 s before the first batch). So a loader builds one pipeline
-# whose source reads the epoch's ids, epoch and first batch number from tf.Variables inside a
-# flat_map: the read happens when an iterator pulls its first element. The loader assigns the
-# variables, makes the iterator and pulls from it with no other Python in between (and no
-# yield), so each iterator holds exactly its epoch's ids; elements carry their epoch, so a
-# later assign does not reach an iterator that has started. No Python thread or queue feeds it
-# (both were tried: from_generator's finalizer broke ast.parse under GC on 3.11.7, and a
-# tf.queue needed a feeder whose GC-time free crashed), and each iterator ends with its epoch.
-# A new iterator still costs 0.2-0.3 s: TensorFlow instantiates the map functions again for
-# each iterator and Grappler optimizes them (0.04 s with Grappler's meta optimizer off, a
-# process-wide switch a library must not flip).
-class EpochFeed:
-    """The variables one pipeline reads at each iterator's start, and that pipeline's source."""
-
-    def __init__(self, tf: Any, *, batch_size: int, numbered: bool):
-        self.tf = tf
-        self.ids = tf.Variable(
-            tf.zeros([0], tf.int64), shape=tf.TensorShape([None]), trainable=False
-        )
-        self.epoch = tf.Variable(tf.constant(0, tf.int64), trainable=False)
-        self.start = tf.Variable(tf.constant(0, tf.int64), trainable=False)
-        self.batch_size = batch_size
-        self.numbered = numbered
-
-    def set(self, ids: np.ndarray, epoch: int, start: int) -> None:
-        """What the next iterator delivers: ``ids`` (from batch number ``start`` on)."""
-        self.ids.assign(ids.astype(np.int64))
-        self.epoch.assign(epoch)
-        self.start.assign(start)
-
-    def source(self) -> Any:
-        """Batches of the ids held when an iterator starts (see :func:`id_batches`)."""
-        tf = self.tf
-
-        def read(_: Any) -> Any:
-            return id_batches(
-                tf,
-                self.ids.read_value(),
-                self.epoch.read_value(),
-                self.start.read_value(),
-                batch_size=self.batch_size,
-                numbered=self.numbered,
-            )
-
-        return tf.data.Dataset.range(1).flat_map(no_autograph(tf, read))
 
 
 def id_batches(
@@ -90,52 +44,61 @@ def id_batches(
     return tf.data.Dataset.zip(tuple(parts))
 
 
-def load_batches(loader: Any, batches: Any) -> Any:
+def decode_batches(loader: Any, batches: Any) -> Any:
     """Batches of ids -> batches of images by ``loader``'s traced functions (NOTE [tf pipeline
     cost] in tf_backend)."""
     tf = loader.tf
     cfg = loader.config
     if cfg.on_error == "raise":
-        ds = batches.map(
+        return batches.map(
             no_autograph(tf, lambda ids, epoch: loader._load_batch_fn(ids, epoch)),
             num_parallel_calls=loader._parallel,
             deterministic=True,
         )
-    else:
-        # Each batch decodes in its own small dataset whose bad records are dropped, so a
-        # batch keeps its identity (and its number) however many records it loses.
-        def one_batch(batch_ids: Any, epoch: Any, no: Any) -> Any:
-            inner = tf.data.Dataset.from_tensor_slices(loader._prepare_fn(batch_ids, epoch))
-            inner = inner.map(loader._load_fn).ignore_errors().batch(cfg.batch_size)
-            inner = inner.map(loader._finish_fn)
-            return inner.map(no_autograph(tf, lambda x: {**x, "batch": no}))
 
-        ds = batches.interleave(
-            no_autograph(tf, one_batch),
-            cycle_length=max(2, cfg.num_workers),
-            num_parallel_calls=loader._parallel,
-            deterministic=True,
-        )
+    # Each batch decodes in its own small dataset whose bad records are dropped, so a batch
+    # keeps its identity (and its number) however many records it loses.
+    def one_batch(batch_ids: Any, epoch: Any, no: Any) -> Any:
+        inner = tf.data.Dataset.from_tensor_slices(loader._prepare_fn(batch_ids, epoch))
+        inner = inner.map(loader._load_fn).ignore_errors().batch(cfg.batch_size)
+        inner = inner.map(loader._finish_fn)
+        return inner.map(no_autograph(tf, lambda x: {**x, "batch": no}))
+
+    return batches.interleave(
+        no_autograph(tf, one_batch),
+        cycle_length=max(2, cfg.num_workers),
+        num_parallel_calls=loader._parallel,
+        deterministic=True,
+    )
+
+
+def prefetched(tf: Any, ds: Any) -> Any:
+    """``ds`` prefetched, with the options every pipeline of the loader uses."""
     options = tf.data.Options()
     options.deterministic = True
-    options.experimental_warm_start = False  # NOTE [spare iterator]: no thread before GetNext
+    options.experimental_warm_start = False  # no thread before the first GetNext
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-# NOTE [iterator lifetime]: a loader's iterator is often left unfinished (a loop that breaks,
-# max_steps). Left alive, it keeps decoding until its prefetch buffer is full, on the cores the
-# next epoch needs; so it is freed as soon as its iteration ends, when the generator is closed.
-# Except inside a garbage collection, which can run in the middle of anything, tracing a graph
+def load_batches(loader: Any, batches: Any) -> Any:
+    """:func:`decode_batches`, prefetched: one epoch's dataset (``as_tf_dataset``)."""
+    return prefetched(loader.tf, decode_batches(loader, batches))
+
+
+# NOTE [iterator lifetime]: a loader's one iterator (NOTE [one iterator]) lives as long as the
+# loader: it is freed by close(), or, when the loader is collected, at the next safe point.
+# Never inside a garbage collection, which can run in the middle of anything, tracing a graph
 # included: freeing a live tf.data iterator there once crashed the process (a segfault while
-# another loader traced its map). An iterator left during a collection (seen by a gc callback)
-# is kept in _GRAVE and freed at the next safe point: when a tf loader starts an iteration or
-# is closed, and at exit. Not later than exit: an iterator freed during interpreter shutdown
-# waits forever for its threads, which wait (in a numpy_function) for a GIL that a finalizing
-# interpreter no longer hands out. For the same reason an iteration in progress holds its
-# iterator only here, under a key (its suspended generator holds no reference), so that a
-# script that ends in the middle of an epoch does not hang at exit: every iterator is freed
-# by an atexit hook, while the interpreter still runs.
+# another loader traced its map). An iterator released during a collection (seen by a gc
+# callback) is kept in _GRAVE and freed at the next safe point: when a tf loader starts an
+# iteration or is closed, and at exit. Not later than exit: an iterator freed during
+# interpreter shutdown waits forever for its threads, which wait (in a numpy_function) for a
+# GIL that a finalizing interpreter no longer hands out. For the same reason iterators are held
+# only here, under a key (a suspended generator holds no reference), so that a script that
+# ends in the middle of an epoch does not hang at exit: the atexit hook closes every feed's
+# gate, then frees every iterator, while the interpreter still runs.
 _LIVE: dict[int, Any] = {}
+_FEEDS: weakref.WeakSet[Any] = weakref.WeakSet()  # every EpochFeed, closed at exit
 _GRAVE: list[Any] = []
 _keys = itertools.count()
 _collecting = 0
@@ -168,24 +131,26 @@ def next_element(key: int) -> Any:
 
 
 def retire(key: int) -> None:
-    """Free the iterator held under ``key`` now, or at the next safe point inside a collection."""
+    """Free the iterator held under ``key`` now, or at the next safe point inside a collection.
+
+    Pure Python (no TensorFlow op runs here), so a finalizer may call it."""
     iterator = _LIVE.pop(key, None)
     if iterator is not None and _collecting > 0:
         _GRAVE.append(iterator)
 
 
-# NOTE [spare iterator]: making an iterator costs 0.2-0.3 s (see NOTE [one pipeline]), paid
-# before each epoch's first batch. An iterator reads the feed only when it pulls its first
-# element (no warm start: no thread starts before that), so the next epoch's iterator can be
-# made early: a short-lived thread makes it while the current epoch runs (make_iterator
-# releases the GIL), and the next iteration takes it. The spare is held in _LIVE like any
-# iterator, so the atexit hook frees it; a failure to make it is left to the synchronous
-# attempt, which raises.
+# NOTE [spare iterator]: making the loader's iterator costs 0.2-0.3 s (see NOTE [one pipeline]),
+# and its first epoch's map functions are instantiated at its first element. Both are done
+# ahead, in a short-lived thread started by make_loader (make_iterator releases the GIL), with
+# an empty epoch armed and read to its sentinel; the first iteration takes the result. The
+# spare is held in _LIVE like any iterator, so the atexit hook frees it; a failure to make it
+# is left to the synchronous attempt, which raises.
 class SpareIterator:
     """Makes a pipeline's next iterator ahead of time (NOTE [spare iterator])."""
 
-    def __init__(self, pipeline: Any):
+    def __init__(self, pipeline: Any, warm: Any = None):
         self._pipeline = pipeline
+        self._warm = warm  # warm(key): run in the thread once the iterator is made
         self._key: int | None = None
         self._thread: threading.Thread | None = None
 
@@ -198,6 +163,8 @@ class SpareIterator:
         def make() -> None:
             with contextlib.suppress(Exception):  # take() makes it again, and raises
                 _LIVE[key] = iter(self._pipeline)
+                if self._warm is not None:
+                    self._warm(key)
 
         self._key = key
         self._thread = threading.Thread(target=make, name="tfpathloader-iterator", daemon=True)
@@ -234,6 +201,8 @@ def sweep() -> None:
 
 
 def _at_exit() -> None:
+    for feed in list(_FEEDS):
+        feed.close()
     _LIVE.clear()
     sweep()
 

@@ -1,11 +1,12 @@
 """The tf.data backend: the same ids as the PyTorch loader, read and decoded by tf.data.
 
-One pipeline per loader (NOTE [one pipeline] in _tf_pipeline.py), a new iterator per epoch:
-this rank's ids (from the shared order code) -> ``from_tensor_slices`` -> ``batch`` -> parallel,
-deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole batch -> ``prefetch``
-(batching the ids before the map, not the images after it: see NOTE [tf pipeline cost]).
-Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the
-same pipeline as a plain ``tf.data.Dataset`` for TensorFlow users.
+One pipeline and one iterator per loader, for every epoch (NOTE [one pipeline], [one iterator]
+in _tf_epochs.py): this rank's ids (from the shared order code) -> ``from_tensor_slices`` ->
+``batch`` -> parallel, deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole
+batch -> ``prefetch`` (batching the ids before the map, not the images after it: see NOTE [tf
+pipeline cost]). Batches reach PyTorch by DLPack without a copy;
+:meth:`TFLoader.as_tf_dataset` gives the same pipeline as a plain ``tf.data.Dataset`` for
+TensorFlow users.
 
 NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
 their high byte (``decode_png`` does that for uint8), palettes expand, alpha is dropped, and
@@ -31,16 +32,9 @@ from ..transforms import Resize
 from ..transforms import Transform as Pipeline
 from . import _tf_errors
 from ._tf_crop import crop_batch
+from ._tf_epochs import Epochs
 from ._tf_ops import checked, grey, import_tensorflow, map_grouped, read_files
-from ._tf_pipeline import (
-    EpochFeed,
-    SpareIterator,
-    id_batches,
-    load_batches,
-    next_element,
-    retire,
-    sweep,
-)
+from ._tf_pipeline import decode_batches, id_batches, load_batches, sweep
 from .checks import check_transform_output, file_reader
 from .decode import decode_image
 from .loader import LoaderBase, LoaderConfig, Transform, call_user_transform
@@ -90,11 +84,13 @@ class TFLoader(LoaderBase):
         self._load_fn = traced(self._load)
         self._finish_fn = traced(self._finish_batch)
         self._load_batch_fn = traced(self._load_batch)
-        # NOTE [one pipeline] (in _tf_pipeline.py): built once (below, or at first use), reused.
-        numbered = cfg.on_error == "skip"
-        self._feed = EpochFeed(tf, batch_size=cfg.batch_size, numbered=numbered)
-        self._pipeline_ds: Any = None
-        self._spare_it: SpareIterator | None = None
+        # NOTE [one pipeline] (in _tf_epochs.py): built once (below, or at first use), reused.
+        self._epochs = Epochs(
+            tf,
+            lambda batches: decode_batches(self, batches),
+            batch_size=cfg.batch_size,
+            numbered=cfg.on_error == "skip",
+        )
         self._epoch_ids: np.ndarray | None = None
         self._epoch_ids_key: tuple[int, int] | None = None
         self._torch: Any = None
@@ -114,7 +110,7 @@ class TFLoader(LoaderBase):
             pass
         else:
             self._torch = torch
-            self._spare().prepare()  # traces the pipeline; its first iterator is made ahead
+            self._epochs.prepare()  # traces the pipeline; its iterator is made ahead
 
     # -- ids ------------------------------------------------------------------------------
 
@@ -291,15 +287,8 @@ class TFLoader(LoaderBase):
         return load_batches(self, batches)
 
     def _pipeline(self) -> Any:
-        """The loader's one pipeline (NOTE [one pipeline] in _tf_pipeline.py)."""
-        if self._pipeline_ds is None:
-            self._pipeline_ds = load_batches(self, self._feed.source())
-        return self._pipeline_ds
-
-    def _spare(self) -> SpareIterator:
-        if self._spare_it is None:
-            self._spare_it = SpareIterator(self._pipeline())
-        return self._spare_it
+        """The loader's one pipeline (NOTE [one pipeline] in _tf_epochs.py)."""
+        return self._epochs.dataset()
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -324,25 +313,19 @@ class TFLoader(LoaderBase):
             self._torch = torch
         start = self._start()
         self._remote_failures.clear()
-        expected = start
-        sweep()  # a safe point: free iterators left earlier (NOTE [iterator lifetime])
+        sweep()  # a safe point: free iterators released earlier (NOTE [iterator lifetime])
         lo, _ = self._batch_bounds(start)
-        self._feed.set(self.rank_ids()[lo:], self.epoch, start)
-        key = self._spare().take()  # NOTE [iterator lifetime], [spare iterator]
-        try:
-            yield from self._deliver(key, expected)
-        finally:
-            retire(key)
+        g = self._epochs.start(self.rank_ids()[lo:], self.epoch, start)
+        return self._deliver(start, g)
 
-    def _deliver(self, key: int, expected: int) -> Iterator[dict[str, Any]]:
+    def _deliver(self, expected: int, g: int) -> Iterator[dict[str, Any]]:
         while True:
             try:
-                batch = next_element(key)
-                if batch is None:
-                    break
+                batch = self._epochs.next(g)
             except self.tf.errors.OpError as e:
                 raise self._culprit(expected, e) from None
-            self._spare().prepare()  # the next epoch's iterator, while this one runs
+            if batch is None:  # the epoch's end
+                break
             if self.config.on_error == "skip":
                 no = int(batch.pop("batch"))
                 for lost in range(expected, no):  # whole batches lost to bad records
@@ -370,9 +353,9 @@ class TFLoader(LoaderBase):
         return _tf_errors.culprit(self, k, error)
 
     def close(self) -> None:
-        """Free the tf.data iterators of ended iterations (their threads end with them)."""
-        if self._spare_it is not None:
-            self._spare_it.discard()
+        """Free the loader's tf.data iterator (its threads end with it); iterating after this
+        makes a new one."""
+        self._epochs.close()
         sweep()
 
     def __enter__(self) -> TFLoader:
