@@ -38,6 +38,7 @@ from PIL import Image
 
 from ..errors import ImageLoadError
 from ..transforms import Plan, Transform
+from ._png import load_png
 from .decode import Pixels, as_array, decode_pixels, read_file
 
 try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
@@ -224,8 +225,11 @@ def decode_into(
     path: str,
     record_id: int,
 ) -> Pixels:
-    """:func:`load_jpeg` where it applies, else Pillow's :func:`decode_pixels` (any format)."""
+    """:func:`load_jpeg` or :func:`load_png` where they apply, else Pillow's
+    :func:`decode_pixels` (any format)."""
     arr = load_jpeg(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
+    if arr is None:
+        arr = load_png(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
     if arr is not None:
         return arr, arr.shape
     return decode_pixels(data, channels=channels, size=size, path=path, record_id=record_id)
@@ -284,7 +288,11 @@ def load_cropped(
             return _render(data, plan, h, w, grey, channels, out)
         except ValueError:
             pass  # corrupt: Pillow decodes it or names the error, as everywhere else
-    arr = as_array(*decode_pixels(data, channels=3, path=path, record_id=record_id))
+    arr = None
+    if header is None:  # not a JPEG for simplejpeg: maybe a PNG for libspng
+        arr = load_png(data, channels=3, size=None, out=None, path=path, record_id=record_id)
+    if arr is None:
+        arr = as_array(*decode_pixels(data, channels=3, path=path, record_id=record_id))
     if not arr.flags.writeable:
         arr = arr.copy()  # Pillow's bytes: torch warns on (and must not write) read-only memory
     if header is None:
