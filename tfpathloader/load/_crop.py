@@ -36,10 +36,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageLoadError
 from ..transforms import Plan, Transform
 from ._png import load_png
-from .decode import Pixels, as_array, decode_pixels, read_file
+from .decode import Pixels, _check_pixels, _grey, as_array, decode_pixels, read_file
 
 try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
     import simplejpeg as _simplejpeg
@@ -62,20 +61,6 @@ def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
     if colorspace not in ("RGB", "YCbCr", "Gray"):
         return None  # CMYK/YCCK: Pillow's conversion (NOTE [pixel rules])
     return int(h), int(w), colorspace == "Gray"
-
-
-def _check_pixels(h: int, w: int, record_id: int, path: str) -> None:
-    """Pillow's decompression-bomb rule on the header's size, in Pillow's words (as decode.py)."""
-    limit, pixels = Image.MAX_IMAGE_PIXELS, h * w
-    if limit and pixels > limit:
-        over = 2 * limit if pixels > 2 * limit else limit
-        raise ImageLoadError(
-            record_id,
-            path,
-            "image is larger than Pillow's decompression-bomb limit (Image size "
-            f"({pixels} pixels) exceeds limit of {over} pixels, could be decompression bomb "
-            "DOS attack.)",
-        )
 
 
 def dct_scale(
@@ -121,13 +106,6 @@ def _resized(hwc: np.ndarray, size: tuple[int, int], antialias: bool) -> Any:
     t = t.permute(2, 0, 1)[None]  # channels_last view, no copy
     t = F.interpolate(t, size=size, mode="bilinear", antialias=antialias, align_corners=False)
     return t[0].permute(1, 2, 0)
-
-
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    """Pillow's RGB -> L formula (NOTE [pixel rules])."""
-    x = rgb.astype(np.uint32)
-    y = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 32768) >> 16
-    return y.astype(np.uint8)[..., None]
 
 
 def finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) -> np.ndarray:

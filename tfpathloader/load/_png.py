@@ -42,8 +42,7 @@ import zlib
 import numpy as np
 from PIL import PngImagePlugin
 
-from . import _crop  # _check_pixels and _grey, read at call time (_crop imports this module)
-from .decode import _resize
+from .decode import _check_pixels, _grey, _resize
 
 try:  # optional: the faster PNG decoder (NOTE [png decoder])
     import pyspng as _pyspng
@@ -177,7 +176,7 @@ def load_png(
     if png is None:
         return None
     h, w, c, interlaced, stream = png
-    _crop._check_pixels(h, w, record_id, path)
+    _check_pixels(h, w, record_id, path)
     if not _stream_ok(stream, _filtered_size(h, w, c, interlaced)):
         return None
     try:
@@ -190,10 +189,10 @@ def load_png(
     channels = channels or c
     want = (h, w) if size is None else (int(size[0]), int(size[1]))
     if want == (h, w) and out is not None and out.shape == (h, w, channels):
-        out[...] = _crop._grey(hwc) if channels < c else hwc  # grey -> RGB broadcasts
+        out[...] = _grey(hwc) if channels < c else hwc  # grey -> RGB broadcasts
         return out
     if channels < c:
-        hwc = _crop._grey(hwc)
+        hwc = _grey(hwc)
     elif channels > c:
         hwc = np.repeat(hwc, 3, axis=2)
     if want != (h, w):
