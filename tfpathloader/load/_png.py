@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = ["load_png"]
 
 _START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # the signature, then a 13-byte IHDR
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # an IEND chunk, its CRC included
 _HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
 # Adam7's passes: (first row, first column, row step, column step).
@@ -85,14 +86,19 @@ def _chunk_ok(kind: bytes, length: int, colour: int) -> bool:
 
 def _walk(data: bytes) -> tuple[int, int, int, bool, bytes] | None:
     """(height, width, channels, interlaced, zlib stream) of a PNG fit for libspng, else None."""
-    if data[:16] != _START or len(data) < 33:
+    if data[:16] != _START or len(data) < 57:  # IHDR, IDAT and IEND need 57 bytes
         return None
     w, h, depth, colour, method, filtering, interlace = _IHDR.unpack_from(data, 16)
     if depth != 8 or colour not in (0, 2) or method or filtering or interlace > 1 or not w * h:
         return None
     view, unpack, n = memoryview(data), _HEAD.unpack_from, len(data)
+    if zlib.crc32(view[12:29]) != int.from_bytes(view[29:33], "big"):
+        return None  # Pillow checks the CRCs of the chunks before the image data
+    length, kind = unpack(data, 33)
+    if kind == b"IDAT" and data[45 + length : 57 + length] == _IEND:  # the common layout
+        return h, w, 1 if colour == 0 else 3, bool(interlace), data[41 : 41 + length]
     parts: list[memoryview] = []
-    pos, after, text = 8, False, 0  # after: past the IDAT run
+    pos, after, text = 33, False, 0  # after: past the IDAT run
     while True:
         if pos + 12 > n:
             return None  # no IEND
@@ -112,11 +118,10 @@ def _walk(data: bytes) -> tuple[int, int, int, bool, bytes] | None:
             if parts:
                 after = True
             elif zlib.crc32(view[pos + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
-                return None  # Pillow checks the chunks before the image data
-            if kind != b"IHDR" or pos != 8:
-                if not _chunk_ok(kind, length, colour):
-                    return None
-                text += length if kind == b"tEXt" else 0
+                return None
+            if not _chunk_ok(kind, length, colour):
+                return None
+            text += length if kind == b"tEXt" else 0
         pos = end + 4
     if text > PngImagePlugin.MAX_TEXT_MEMORY:
         return None
@@ -139,8 +144,10 @@ def _filtered_size(h: int, w: int, c: int, interlaced: bool) -> int:
 def _stream_ok(stream: bytes, size: int) -> bool:
     """Whether the zlib stream ends, with a correct Adler-32, after exactly ``size`` bytes."""
     z = zlib.decompressobj()
-    left = size + 1  # room for one byte too many, to see a longer stream
     try:
+        if size < _STEP:  # one call, with room for one byte too many (to see a longer stream)
+            return len(z.decompress(stream, size + 1)) == size and z.eof
+        left = size + 1
         while left > 0 and not z.eof:
             out = z.decompress(stream, min(left, _STEP))
             left -= len(out)
