@@ -1,26 +1,27 @@
 """The torch backend's PNG path: libspng (pyspng) decodes the PNGs that Pillow would decode alike.
 
-NOTE [png decoder]: per 28x28 grey PNG of the demo set (10,000 files, one process, CPU time,
-``python /work/notes/s3/prof_png.py /tmp/peers/demo/index.tfrecord 1``, the torch backend's
-per-batch ``PathIndexDataset._fetch``): 51.3-51.6 us with Pillow's decode, 36.5-37.2 us with
-this path, against 46.9-47.3 us for the "lean raw" loop (``os.read`` + Pillow). Of the 37 us:
-libspng's decode 11.5 us (Pillow's open + load + tobytes: 27 us), the zlib check below 6.4 us,
-the chunk walk and header 1-2 us, the rest reading (``read_file`` with its CRC check) and the
-batch. Without the zlib check it would be 31 us; for a 224x224 RGB PNG (photo content) libspng
-takes 0.74 ms and the check 0.51 ms against Pillow's 1.40 ms, so the check keeps the path a
-little ahead of Pillow on large PNGs too.
+NOTE [png decoder]: per 28x28 grey PNG of the demo set (10,000 files; one process, CPU time;
+``python benchmarks/png_decode.py /tmp/peers/demo/index.tfrecord --channels 1``, min / median
+of 5 interleaved rounds), the torch backend's per-batch ``PathIndexDataset._fetch`` costs
+35.4 / 36.3 us with this path and 50.6 / 51.6 us with Pillow's decode, against 45.0 / 45.4 us for
+the "lean raw" loop (``os.read`` + Pillow); with ``channels=3``, 38.0 vs 68.9 us (lean 45.8).
+Per file, ``load_png`` costs 22.4 us (Pillow's ``decode_pixels`` 33.9): libspng's decode 12.2 us,
+the zlib check (NOTE [png parity]) 7.0 us, the chunk walk and the copy into the row the rest.
+On 224x224 RGB PNGs of photo content (``tools/photos.py``, resized), ``load_png`` takes
+1.26 ms (libspng 0.73, the zlib check 0.51) against Pillow's 1.39 ms: still ahead, by less.
 
-Why ``pyspng``: the binding NVIDIA's StyleGAN2-ADA and StyleGAN3 use to load their PNG datasets
-(``pyspng.load`` in their ``dataset.py``), MIT-licensed, by Janne Hellsten; 0.1.4 (wheels for
-Linux x86_64/aarch64, macOS arm64 and Windows, CPython 3.11-3.13, libspng 0.7 bundled) is its
-latest release. It is one function over ``spng_decode_image``, small enough to read whole, and
-its output is Pillow's exactly on every file checked (5,000 demo files; grey, RGB, interlaced
-and odd sizes in test_decode_png.py). The alternatives: Pillow itself (what this replaces),
-``cv2.imdecode`` (a 40 MB wheel, BGR, its own libpng), ``imageio`` (Pillow underneath).
+Why ``pyspng``: the libspng binding that NVIDIA's StyleGAN2-ADA and StyleGAN3 load their PNG
+datasets with (``pyspng.load`` in ``training/dataset.py``, and the many projects built on
+them); MIT, one function over ``spng_decode_image``, small enough to read whole; releases in
+2021, 2022, 2024, April and December 2025 (0.1.4, libspng 0.7.4 bundled; wheels for Linux
+x86_64/aarch64, macOS arm64 and Windows, CPython 3.11-3.13). Its pixels are Pillow's exactly
+(5,000 demo files in 1 and 3 channels; grey, RGB, interlaced and odd sizes in
+test_decode_png.py; 22,000 fuzzed files: flipped bytes, random row filters, random chunks). The others: Pillow itself (what this skips), ``cv2.imdecode`` (a 40 MB wheel,
+BGR, its own libpng), ``imageio`` (Pillow underneath).
 
 NOTE [png parity]: pyspng asks libspng to skip CRCs and the zlib Adler-32 (``SPNG_CRC_USE``),
 and libspng is stricter than Pillow in some places (an unknown critical chunk, a second IHDR,
-image data one row short: Pillow pads with zeros) and laxer in others (a bad Adler-32, a tRNS
+image data a row short: Pillow leaves the row black) and laxer in others (a bad Adler-32, a tRNS
 chunk too short for Pillow). So a file takes this path only when Pillow would decode it, to the
 same pixels, and everything else goes to Pillow, which decodes it or names the error as it
 always has (the outcomes of tests/hostile_corpus.py and the cases in test_decode_png.py are
