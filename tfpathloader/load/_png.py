@@ -16,8 +16,9 @@ them); MIT, one function over ``spng_decode_image``, small enough to read whole;
 2021, 2022, 2024, April and December 2025 (0.1.4, libspng 0.7.4 bundled; wheels for Linux
 x86_64/aarch64, macOS arm64 and Windows, CPython 3.11-3.13). Its pixels are Pillow's exactly
 (5,000 demo files in 1 and 3 channels; grey, RGB, interlaced and odd sizes in
-test_decode_png.py; 22,000 fuzzed files: flipped bytes, random row filters, random chunks). The others: Pillow itself (what this skips), ``cv2.imdecode`` (a 40 MB wheel,
-BGR, its own libpng), ``imageio`` (Pillow underneath).
+test_decode_png.py; 22,000 fuzzed files: flipped bytes, random row filters, random chunks).
+The others: Pillow itself (what this skips), ``cv2.imdecode`` (a 40 MB wheel, BGR, its own
+libpng), ``imageio`` (Pillow underneath).
 
 NOTE [png parity]: pyspng asks libspng to skip CRCs and the zlib Adler-32 (``SPNG_CRC_USE``),
 and libspng is stricter than Pillow in some places (an unknown critical chunk, a second IHDR,
