@@ -14,7 +14,8 @@ Why ``pyspng``: the libspng binding that NVIDIA's StyleGAN2-ADA and StyleGAN3 lo
 datasets with (``pyspng.load`` in ``training/dataset.py``, and the many projects built on
 them); MIT, one function over ``spng_decode_image``, small enough to read whole; releases in
 2021, 2022, 2024, April and December 2025 (0.1.4, libspng 0.7.4 bundled; wheels for Linux
-x86_64/aarch64, macOS arm64 and Windows, CPython 3.11-3.13). Its pixels are Pillow's exactly
+x86_64/aarch64 (glibc and musl), macOS arm64 and Windows, CPython 3.8-3.14; none for Intel
+Macs, where the ``png`` extra leaves it out). Its pixels are Pillow's exactly
 (5,000 demo files in 1 and 3 channels; grey, RGB, interlaced and odd sizes in
 test_decode_png.py; 22,000 fuzzed files: flipped bytes, random row filters, random chunks).
 The others: Pillow itself (what this skips), ``cv2.imdecode`` (a 40 MB wheel, BGR, its own
