@@ -17,7 +17,8 @@ Pillow loop vs hand-written tf.data 1.10x and a plain DataLoader 0.78x on this 2
 ``simplejpeg`` decodes at 1/2, 1/4, 1/8 scale in the IDCT when the box allows (NOTE [DCT
 scaling]). Without simplejpeg installed (the ``jpeg`` extra), Pillow decodes in full, without
 DCT scaling: correct, slower, and further from the tf backend's pixels on the crops it would
-have scaled. CMYK JPEGs and other formats: Pillow, full decode, then crop.
+have scaled. PNGs: libspng, full decode, then crop, where it decodes as Pillow does (NOTE [png
+decoder] in ``_png.py``). CMYK JPEGs and other formats: Pillow, full decode, then crop.
 
 NOTE [crop pixels]: the tf backend decodes the same box with ``decode_and_crop_jpeg`` and resizes
 with this module's ``finish`` (NOTE [tf crop resize] in ``_tf_crop.py``): boxes, flips, DCT
