@@ -72,6 +72,28 @@ def png_huge_header(width: int, height: int) -> bytes:
     )
 
 
+def _rows(arr: np.ndarray) -> bytes:
+    """An 8-bit image's filtered rows as a PNG holds them (filter 0: none)."""
+    return b"".join(b"\x00" + arr[y].tobytes() for y in range(arr.shape[0]))
+
+
+def png_from_rows(arr: np.ndarray, rows: bytes, *, stream: bytes | None = None) -> bytes:
+    """A PNG of ``arr`` written by hand from filtered ``rows`` (or a zlib ``stream`` as given),
+    every chunk CRC right: what check_bytes passes, for the decoders to judge."""
+    h, w = arr.shape[:2]
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = zlib.compress(rows) if stream is None else stream
+    head = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
+    return head + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def png_bad_adler(arr: np.ndarray) -> bytes:
+    """A PNG whose zlib stream ends in a wrong Adler-32 (libspng, as pyspng runs it, skips it)."""
+    stream = bytearray(zlib.compress(_rows(arr)))
+    stream[-1] ^= 0x01
+    return png_from_rows(arr, b"", stream=bytes(stream))
+
+
 def animated_gif() -> bytes:
     frames = [Image.fromarray(rgb(k)).convert("P") for k in range(3)]
     buf = io.BytesIO()
@@ -276,6 +298,33 @@ def cases() -> list[Case]:
             "PNG with a good ancillary chunk",
             "text.png",
             _bytes(png_with_text_chunk(rgb(4), bad_crc=False)),
+            "ok",
+        ),
+        Case(
+            "PNG with a wrong zlib checksum (Adler-32), its chunk CRCs right",
+            "adler.png",
+            _bytes(png_bad_adler(rgb(10))),
+            "corrupt or truncated",
+        ),
+        Case(
+            "PNG one byte short of its pixel data, its chunk CRCs right",
+            "short.png",
+            _bytes(png_from_rows(rgb(11), _rows(rgb(11))[:-1])),
+            "corrupt or truncated",
+        ),
+        Case(
+            "PNG with an unknown row filter (type 5), its chunk CRCs right",
+            "filter.png",
+            _bytes(png_from_rows(rgb(12), b"\x05" + _rows(rgb(12))[1:])),
+            "corrupt or truncated",
+        ),
+        Case(
+            "PNG with bytes after its zlib stream and after IEND",
+            "tail.png",
+            _bytes(
+                png_from_rows(rgb(13), b"", stream=zlib.compress(_rows(rgb(13))) + b"\x00" * 9)
+                + b"garbage" * 5
+            ),
             "ok",
         ),
         Case("animated GIF", "anim.gif", _bytes(animated_gif()), "animated GIF"),

@@ -25,6 +25,7 @@ QUICK = [
     "a FIFO (named pipe)",
     "symlink to an image outside the root",
     "PNG with a bad IDAT CRC",
+    "PNG with a wrong zlib checksum (Adler-32), its chunk CRCs right",
     "BMP named .png",
 ]
 

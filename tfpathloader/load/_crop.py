@@ -17,7 +17,8 @@ Pillow loop vs hand-written tf.data 1.10x and a plain DataLoader 0.78x on this 2
 ``simplejpeg`` decodes at 1/2, 1/4, 1/8 scale in the IDCT when the box allows (NOTE [DCT
 scaling]). Without simplejpeg installed (the ``jpeg`` extra), Pillow decodes in full, without
 DCT scaling: correct, slower, and further from the tf backend's pixels on the crops it would
-have scaled. CMYK JPEGs and other formats: Pillow, full decode, then crop.
+have scaled. PNGs: libspng, full decode, then crop, where it decodes as Pillow does (NOTE [png
+decoder] in ``_png.py``). CMYK JPEGs and other formats: Pillow, full decode, then crop.
 
 NOTE [crop pixels]: the tf backend decodes the same box with ``decode_and_crop_jpeg`` and resizes
 with this module's ``finish`` (NOTE [tf crop resize] in ``_tf_crop.py``): boxes, flips, DCT
@@ -36,9 +37,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import ImageLoadError
 from ..transforms import Plan, Transform
-from .decode import Pixels, as_array, decode_pixels, read_file
+from ._png import load_png
+from .decode import Pixels, _check_pixels, _grey, as_array, decode_pixels, read_file
 
 try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
     import simplejpeg as _simplejpeg
@@ -61,20 +62,6 @@ def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
     if colorspace not in ("RGB", "YCbCr", "Gray"):
         return None  # CMYK/YCCK: Pillow's conversion (NOTE [pixel rules])
     return int(h), int(w), colorspace == "Gray"
-
-
-def _check_pixels(h: int, w: int, record_id: int, path: str) -> None:
-    """Pillow's decompression-bomb rule on the header's size, in Pillow's words (as decode.py)."""
-    limit, pixels = Image.MAX_IMAGE_PIXELS, h * w
-    if limit and pixels > limit:
-        over = 2 * limit if pixels > 2 * limit else limit
-        raise ImageLoadError(
-            record_id,
-            path,
-            "image is larger than Pillow's decompression-bomb limit (Image size "
-            f"({pixels} pixels) exceeds limit of {over} pixels, could be decompression bomb "
-            "DOS attack.)",
-        )
 
 
 def dct_scale(
@@ -120,13 +107,6 @@ def _resized(hwc: np.ndarray, size: tuple[int, int], antialias: bool) -> Any:
     t = t.permute(2, 0, 1)[None]  # channels_last view, no copy
     t = F.interpolate(t, size=size, mode="bilinear", antialias=antialias, align_corners=False)
     return t[0].permute(1, 2, 0)
-
-
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    """Pillow's RGB -> L formula (NOTE [pixel rules])."""
-    x = rgb.astype(np.uint32)
-    y = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 32768) >> 16
-    return y.astype(np.uint8)[..., None]
 
 
 def finish(hwc: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None) -> np.ndarray:
@@ -224,8 +204,11 @@ def decode_into(
     path: str,
     record_id: int,
 ) -> Pixels:
-    """:func:`load_jpeg` where it applies, else Pillow's :func:`decode_pixels` (any format)."""
+    """:func:`load_jpeg` or :func:`load_png` where they apply, else Pillow's
+    :func:`decode_pixels` (any format)."""
     arr = load_jpeg(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
+    if arr is None:
+        arr = load_png(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
     if arr is not None:
         return arr, arr.shape
     return decode_pixels(data, channels=channels, size=size, path=path, record_id=record_id)
@@ -284,7 +267,11 @@ def load_cropped(
             return _render(data, plan, h, w, grey, channels, out)
         except ValueError:
             pass  # corrupt: Pillow decodes it or names the error, as everywhere else
-    arr = as_array(*decode_pixels(data, channels=3, path=path, record_id=record_id))
+    arr = None
+    if header is None:  # not a JPEG for simplejpeg: maybe a PNG for libspng
+        arr = load_png(data, channels=3, size=None, out=None, path=path, record_id=record_id)
+    if arr is None:
+        arr = as_array(*decode_pixels(data, channels=3, path=path, record_id=record_id))
     if not arr.flags.writeable:
         arr = arr.copy()  # Pillow's bytes: torch warns on (and must not write) read-only memory
     if header is None:

@@ -184,6 +184,27 @@ def decode_pixels(
     return pixels, shape
 
 
+def _check_pixels(h: int, w: int, record_id: int, path: str) -> None:
+    """Pillow's decompression-bomb rule on a header's size, in Pillow's words (decode_pixels')."""
+    limit, pixels = Image.MAX_IMAGE_PIXELS, h * w
+    if limit and pixels > limit:
+        over = 2 * limit if pixels > 2 * limit else limit
+        raise ImageLoadError(
+            record_id,
+            path,
+            "image is larger than Pillow's decompression-bomb limit (Image size "
+            f"({pixels} pixels) exceeds limit of {over} pixels, could be decompression bomb "
+            "DOS attack.)",
+        )
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's RGB -> L formula (NOTE [pixel rules])."""
+    x = rgb.astype(np.uint32)
+    y = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 32768) >> 16
+    return y.astype(np.uint8)[..., None]
+
+
 def as_array(pixels: bytes | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """:func:`decode_pixels`' result as an ``H x W x C`` array (a view of the bytes)."""
     if isinstance(pixels, np.ndarray):
