@@ -1,0 +1,274 @@
+"""The PNG rules both backends enforce, where Pillow and libpng (tf.io) would part.
+
+NOTE [png rules]: Pillow (the torch backend, ``verify``, and the tf backend's error messages)
+and libpng (``tf.io.decode_png``) disagree about malformed PNGs, so a file could load in one
+backend and fail in the other. ``check_png`` (run by ``check_bytes`` on the bytes both
+backends read, before either decoder) refuses, in the PNG specification's terms:
+
+- what libpng refuses and Pillow loads: a first chunk that is not a 13-byte IHDR, a second
+  IHDR, an IHDR with a bit depth or colour type the spec does not define, compression or
+  filter method other than 0, interlace method other than 0 or 1, a width or height of 0 or
+  over libpng's limit of 1,000,000; a chunk type that is not four ASCII letters; an unknown
+  critical chunk (uppercase first letter); a chunk length over 2^31-1 or past the end of the
+  file; no IEND after the image data; for colour type 3, no PLTE before IDAT, a PLTE that is
+  not 1-256 three-byte entries; a second PLTE;
+- what Pillow refuses and libpng loads (it only warns about a bad ancillary chunk): a tRNS
+  shorter than the colour type's samples (2 bytes for grey, 6 for truecolour), gAMA, cHRM,
+  sRGB or pHYs shorter than their fields (4, 32, 1, 9 bytes), an iCCP without a null-terminated
+  name followed by compression method 0, a zTXt with a compression method other than 0.
+
+Nothing that both load is refused: a PLTE in a truecolour PNG, a tRNS or gAMA longer than its
+fields, IDATs apart, data after the zlib stream or after IEND, an IEND with data all load in
+both, to the same pixels, and pass. A PNG that ends before any IDAT (a header only) is left to
+the decoders, which both refuse it ("cannot identify image file").
+
+Two more rules need the image data inflated: a zlib stream that ends before its Adler-32
+checksum, and one that holds fewer filtered rows than the header's size. libpng refuses both;
+Pillow stops once it has every row (so never reads the checksum) and leaves missing rows black.
+Inflating costs 30-45% of a small PNG's decode (NOTE [png decoder]), so ``check_bytes`` does
+not: libpng checks it in the tf backend, the torch backend's libspng path inflates the stream
+anyway (``_png._stream_ok``) and sends any file it refuses to Pillow, and Pillow's path
+(``decode_pixels``: verify, the tf backend naming a failed record, and PNGs libspng does not
+take) runs ``check_stream`` after decoding. A stream with over twice the image's data plus
+1 MiB beyond its rows is accepted without inflating the rest (libpng would inflate it all).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from ..errors import ImageLoadError
+
+__all__ = ["check_png", "check_stream"]
+
+_HEAD = struct.Struct(">I4s")
+_IHDR = struct.Struct(">IIBBBBB")
+_MAX_LENGTH = 0x7FFFFFFF  # the spec's limit on a chunk's length (and on width and height)
+_LIBPNG_MAX = 1_000_000  # libpng's default user limit on width and height (PNG_USER_*_MAX)
+# Bit depths the spec allows per colour type, and samples per pixel.
+_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+# The shortest ancillary chunks Pillow reads ("Truncated gAMA chunk"...); libpng warns only.
+_MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9}
+_TRNS = {0: (2, "a 2-byte grey sample"), 2: (6, "three 2-byte samples: red, green, blue")}
+# Adam7's passes: (first row, first column, row step, column step).
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (0, 4, 8, 8),
+    (4, 0, 8, 4),
+    (0, 2, 4, 4),
+    (2, 0, 4, 2),
+    (0, 1, 2, 2),
+    (1, 0, 2, 1),
+)
+_STEP = 1 << 22  # the stream check's output per call: its memory, whatever the image's size
+
+
+def _corrupt(record_id: int, path: str, why: str) -> ImageLoadError:
+    return ImageLoadError(record_id, path, f"image is corrupt: PNG {why}")
+
+
+def _truncated(record_id: int, path: str, why: str) -> ImageLoadError:
+    return ImageLoadError(record_id, path, f"image is corrupt or truncated: PNG {why}")
+
+
+def _check_ihdr(data: bytes, length: int, kind: bytes, path: str, record_id: int) -> int:
+    """The colour type of the first chunk, once it is a valid IHDR."""
+    if kind != b"IHDR":
+        raise _corrupt(record_id, path, f"starts with chunk {_name(kind)}: expected IHDR first")
+    if length != 13:
+        raise _corrupt(record_id, path, f"chunk 'IHDR' has length {length}: expected 13")
+    w, h, depth, colour, method, filtering, interlace = _IHDR.unpack_from(data, 16)
+    for side, n in (("width", w), ("height", h)):
+        if not 0 < n <= _LIBPNG_MAX:
+            raise _corrupt(
+                record_id,
+                path,
+                f"IHDR {side} is {n}: expected 1 to {_LIBPNG_MAX:,} (libpng's limit; the "
+                "spec's is 2^31-1)",
+            )
+    if depth not in _DEPTHS.get(colour, ()):
+        allowed = _DEPTHS.get(colour)
+        expected = f"one of {allowed}" if allowed else "colour type 0, 2, 3, 4 or 6"
+        raise _corrupt(
+            record_id, path, f"IHDR has bit depth {depth}, colour type {colour}: expected {expected}"
+        )
+    if method:
+        raise _corrupt(
+            record_id, path, f"IHDR has compression method {method}: expected 0 (deflate)"
+        )
+    if filtering:
+        raise _corrupt(
+            record_id,
+            path,
+            f"IHDR has filter method {filtering}: expected 0 (adaptive filtering)",
+        )
+    if interlace > 1:
+        raise _corrupt(
+            record_id,
+            path,
+            f"IHDR has interlace method {interlace}: expected 0 (none) or 1 (Adam7)",
+        )
+    return colour
+
+
+def _name(kind: bytes) -> str:
+    return repr(kind.decode("latin-1"))
+
+
+def _check_ancillary(kind: bytes, chunk: memoryview, colour: int) -> str | None:
+    """Why Pillow refuses this ancillary chunk (which libpng only warns about), else None."""
+    length = len(chunk)
+    if kind == b"tRNS":
+        need = _TRNS.get(colour)
+        if need and length < need[0]:
+            return (
+                f"chunk 'tRNS' has length {length}: expected {need[0]} for colour type "
+                f"{colour} ({need[1]})"
+            )
+    elif kind in _MIN_LENGTH:
+        if length < _MIN_LENGTH[kind]:
+            return f"chunk {_name(kind)} has length {length}: expected {_MIN_LENGTH[kind]}"
+    elif kind == b"iCCP":
+        nul = chunk.tobytes().find(b"\0")
+        if nul < 0 or nul + 1 >= length:
+            return (
+                "chunk 'iCCP' ends before its compression method: expected a profile name "
+                "(1-79 bytes), a null separator, compression method 0, the compressed profile"
+            )
+        if chunk[nul + 1]:
+            return f"chunk 'iCCP' has compression method {chunk[nul + 1]}: expected 0 (deflate)"
+    elif kind == b"zTXt":
+        nul = chunk.tobytes().find(b"\0")
+        if 0 <= nul < length - 1 and chunk[nul + 1]:
+            return f"chunk 'zTXt' has compression method {chunk[nul + 1]}: expected 0 (deflate)"
+    return None
+
+
+def check_png(data: bytes, path: str, record_id: int) -> None:
+    """Refuse a PNG that one decoder would load and the other refuse (NOTE [png rules]), or
+    whose chunk CRCs are wrong (NOTE [png checksums]). ``data`` starts with the signature.
+
+    Raises:
+        ImageLoadError: naming the chunk and what the PNG specification expects of it.
+    """
+    n = len(data)
+    view, unpack, crc32 = memoryview(data), _HEAD.unpack_from, zlib.crc32
+    pos, plte, idat, colour = 8, False, False, -1
+    while pos + 12 <= n:
+        length, kind = unpack(data, pos)
+        if length > _MAX_LENGTH:
+            raise _corrupt(
+                record_id,
+                path,
+                f"chunk {_name(kind)} has length {length}: expected at most 2^31-1",
+            )
+        end = pos + 8 + length
+        if end + 4 > n:
+            raise _truncated(
+                record_id,
+                path,
+                f"chunk {_name(kind)} of length {length} runs past the end of the file "
+                f"(expected {length + 4} bytes of data and CRC, found {n - pos - 8})",
+            )
+        if crc32(view[pos + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
+            raise _corrupt(record_id, path, f"chunk {_name(kind)} fails its CRC checksum")
+        if pos == 8:
+            colour = _check_ihdr(data, length, kind, path, record_id)
+        elif kind == b"IDAT":
+            if colour == 3 and not plte:
+                raise _corrupt(
+                    record_id, path, "colour type 3 (indexed) has no PLTE chunk before IDAT"
+                )
+            idat = True
+        elif kind == b"IEND":
+            return
+        elif not kind.isalpha():
+            raise _corrupt(record_id, path, f"chunk type {_name(kind)}: expected 4 ASCII letters")
+        elif kind[0] < 0x61:  # a critical chunk (uppercase first letter)
+            if kind == b"PLTE":
+                if plte:
+                    raise _corrupt(record_id, path, "has a second PLTE chunk: expected one")
+                if colour == 3 and (length % 3 or not 3 <= length <= 768):
+                    raise _corrupt(
+                        record_id,
+                        path,
+                        f"chunk 'PLTE' has length {length}: expected 1 to 256 entries of "
+                        "3 bytes",
+                    )
+                plte = True
+            elif kind == b"IHDR":
+                raise _corrupt(record_id, path, "has a second IHDR chunk: expected one")
+            else:
+                raise _corrupt(
+                    record_id,
+                    path,
+                    f"chunk {_name(kind)} is critical (uppercase first letter) and unknown: "
+                    "expected IHDR, PLTE, IDAT, IEND or ancillary chunks",
+                )
+        else:
+            why = _check_ancillary(kind, view[pos + 8 : end], colour)
+            if why:
+                raise _corrupt(record_id, path, why)
+        pos = end + 4
+    if idat:
+        raise _truncated(record_id, path, "ends without its IEND chunk: expected IEND last")
+
+
+def _filtered_size(h: int, w: int, bits: int, interlaced: bool) -> int:
+    """Bytes of the image's filtered rows (a filter byte per row) once inflated."""
+    if not interlaced:
+        return h * (1 + (w * bits + 7) // 8)
+    size = 0
+    for top, left, dy, dx in _ADAM7:
+        ph, pw = -(-(h - top) // dy), -(-(w - left) // dx)
+        if ph > 0 and pw > 0:  # an empty pass has no rows
+            size += ph * (1 + (pw * bits + 7) // 8)
+    return size
+
+
+def check_stream(data: bytes, path: str, record_id: int) -> None:
+    """Refuse a PNG (one ``check_png`` passed) whose image data ends before its Adler-32
+    checksum or holds fewer rows than its header says: libpng refuses both, and Pillow
+    loads them (NOTE [png rules]).
+
+    Raises:
+        ImageLoadError: saying what the stream holds and what the header expects.
+    """
+    if len(data) < 33 or data[12:16] != b"IHDR" or data[16 + 9] not in _SAMPLES:
+        return  # not a header check_png passes: Pillow decoded it anyway (decode_image)
+    w, h, depth, colour, _, _, interlace = _IHDR.unpack_from(data, 16)
+    size = _filtered_size(h, w, depth * _SAMPLES[colour], interlace == 1)
+    limit = 2 * size + (1 << 20)
+    z = zlib.decompressobj()
+    got, pos, n, view = 0, 8, len(data), memoryview(data)
+    try:
+        while pos + 12 <= n and not z.eof:
+            length, kind = _HEAD.unpack_from(data, pos)
+            if kind == b"IEND":
+                break
+            if kind == b"IDAT":
+                tail: bytes | memoryview = view[pos + 8 : pos + 8 + length]
+                while tail and not z.eof:
+                    got += len(z.decompress(tail, _STEP))
+                    if got > limit:
+                        return  # far more data than rows: accepted (see the NOTE)
+                    tail = z.unconsumed_tail
+            pos += 12 + length
+    except zlib.error as e:
+        raise _truncated(record_id, path, f"image data (zlib stream) is corrupt: {e}") from None
+    rows = f"{h} rows of {w} pixels, {depth}-bit colour type {colour}"
+    if got < size:
+        raise _truncated(
+            record_id,
+            path,
+            f"image data inflates to {got} bytes: expected {size} ({rows}"
+            f"{', Adam7' if interlace else ''}, a filter byte per row)",
+        )
+    if not z.eof:
+        raise _truncated(
+            record_id,
+            path,
+            "image data (zlib stream) ends before its end and Adler-32 checksum",
+        )
