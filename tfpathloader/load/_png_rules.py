@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 
 from ..errors import ImageLoadError
 
@@ -63,6 +64,8 @@ _ADAM7 = (
     (1, 0, 2, 1),
 )
 _STEP = 1 << 22  # the stream check's output per call: its memory, whatever the image's size
+_READ = 8192  # libpng's IDAT reads (PNG_IDAT_READ_SIZE)
+_LOOK = 1024  # libpng's output per call once it has every row (PNG_INFLATE_BUF_SIZE)
 
 
 def _corrupt(record_id: int, path: str, why: str) -> ImageLoadError:
@@ -91,9 +94,8 @@ def _check_ihdr(data: bytes, length: int, kind: bytes, path: str, record_id: int
     if depth not in _DEPTHS.get(colour, ()):
         allowed = _DEPTHS.get(colour)
         expected = f"one of {allowed}" if allowed else "colour type 0, 2, 3, 4 or 6"
-        raise _corrupt(
-            record_id, path, f"IHDR has bit depth {depth}, colour type {colour}: expected {expected}"
-        )
+        why = f"IHDR has bit depth {depth}, colour type {colour}: expected {expected}"
+        raise _corrupt(record_id, path, why)
     if method:
         raise _corrupt(
             record_id, path, f"IHDR has compression method {method}: expected 0 (deflate)"
@@ -190,12 +192,12 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
             if kind == b"PLTE":
                 if plte:
                     raise _corrupt(record_id, path, "has a second PLTE chunk: expected one")
-                if colour == 3 and (length % 3 or not 3 <= length <= 768):
+                bad = (colour == 3 and (length % 3 or length > 768)) or (colour & 2 and not length)
+                if bad and not idat:  # after IDAT, libpng ignores it: "out of place"
                     raise _corrupt(
                         record_id,
                         path,
-                        f"chunk 'PLTE' has length {length}: expected 1 to 256 entries of "
-                        "3 bytes",
+                        f"chunk 'PLTE' has length {length}: expected 1 to 256 entries of 3 bytes",
                     )
                 plte = True
             elif kind == b"IHDR":
@@ -228,10 +230,25 @@ def _filtered_size(h: int, w: int, bits: int, interlaced: bool) -> int:
     return size
 
 
+def _pieces(data: bytes) -> Iterator[memoryview]:
+    """The image data as libpng reads it: the first run of IDAT chunks, 8 KiB at a time."""
+    view, pos, n, started = memoryview(data), 8, len(data), False
+    while pos + 12 <= n:
+        length, kind = _HEAD.unpack_from(data, pos)
+        if kind != b"IDAT":
+            if started:
+                return
+        else:
+            started = True
+            for at in range(pos + 8, min(pos + 8 + length, n), _READ):
+                yield view[at : min(at + _READ, pos + 8 + length)]
+        pos += 12 + length
+
+
 def check_stream(data: bytes, path: str, record_id: int) -> None:
-    """Refuse a PNG (one ``check_png`` passed) whose image data ends before its Adler-32
-    checksum or holds fewer rows than its header says: libpng refuses both, and Pillow
-    loads them (NOTE [png rules]).
+    """Refuse a PNG (one ``check_png`` passed) whose image data libpng finds too short:
+    fewer rows than its header says, or no end to the zlib stream where libpng looks for it.
+    Pillow loads both (NOTE [png rules]).
 
     Raises:
         ImageLoadError: saying what the stream holds and what the header expects.
@@ -240,35 +257,43 @@ def check_stream(data: bytes, path: str, record_id: int) -> None:
         return  # not a header check_png passes: Pillow decoded it anyway (decode_image)
     w, h, depth, colour, _, _, interlace = _IHDR.unpack_from(data, 16)
     size = _filtered_size(h, w, depth * _SAMPLES[colour], interlace == 1)
-    limit = 2 * size + (1 << 20)
-    z = zlib.decompressobj()
-    got, pos, n, view = 0, 8, len(data), memoryview(data)
-    try:
-        while pos + 12 <= n and not z.eof:
-            length, kind = _HEAD.unpack_from(data, pos)
-            if kind == b"IEND":
-                break
-            if kind == b"IDAT":
-                tail: bytes | memoryview = view[pos + 8 : pos + 8 + length]
-                while tail and not z.eof:
-                    got += len(z.decompress(tail, _STEP))
-                    if got > limit:
-                        return  # far more data than rows: accepted (see the NOTE)
-                    tail = z.unconsumed_tail
-            pos += 12 + length
+    z, pieces, need = zlib.decompressobj(), _pieces(data), size
+    tail: bytes | memoryview = b""
+    try:  # the rows, as libpng inflates them
+        while need > 0 and not z.eof:
+            if not tail:
+                tail = next(pieces, b"")
+                if not tail:
+                    break
+            need -= len(z.decompress(tail, min(need, _STEP)))
+            tail = z.unconsumed_tail
     except zlib.error as e:
         raise _truncated(record_id, path, f"image data (zlib stream) is corrupt: {e}") from None
-    rows = f"{h} rows of {w} pixels, {depth}-bit colour type {colour}"
-    if got < size:
+    if need > 0:
         raise _truncated(
             record_id,
             path,
-            f"image data inflates to {got} bytes: expected {size} ({rows}"
-            f"{', Adam7' if interlace else ''}, a filter byte per row)",
+            f"image data ends after {size - need} bytes: expected {size} ({h} rows of {w} "
+            f"pixels, {depth}-bit colour type {colour}{', Adam7' if interlace else ''}, a "
+            "filter byte per row)",
         )
-    if not z.eof:
-        raise _truncated(
-            record_id,
-            path,
-            "image data (zlib stream) ends before its end and Adler-32 checksum",
-        )
+    extra = 0
+    while not z.eof:  # libpng's look for the stream's end once it has every row
+        if not tail:
+            tail = next(pieces, b"")
+            if not tail:
+                raise _truncated(
+                    record_id,
+                    path,
+                    "image data (zlib stream) ends before its end code and Adler-32 checksum",
+                )
+        try:
+            out = len(z.decompress(tail, _LOOK))
+        except zlib.error:
+            return  # libpng: a warning, once it has every row
+        tail = z.unconsumed_tail
+        if not out and not extra:
+            return  # libpng stops looking at one call that gives nothing more
+        extra += out
+        if extra > size + (1 << 20):
+            return  # far more data than rows: accepted (see the NOTE)
