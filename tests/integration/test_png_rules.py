@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import numpy as np
 import pytest
 from hostile_corpus import _chunk, _rows, crafted_png, png_adler_cut, png_idat_length
+from PIL import Image
 
 from tfpathloader import ImageLoadError
 from tfpathloader.load import decode
@@ -39,6 +41,21 @@ def _indexed(plte: bytes | None, *, after: bytes | None = None) -> bytes:
     stream = zlib.compress(_rows(idx[..., None]))
     return crafted_png(RGB, ihdr=_ihdr(colour=3), before=before, after=tail, idats=(stream,))
 
+
+def _fctl(seq: int, w: int = 8, h: int = 8, px: int = 0, py: int = 0) -> tuple[bytes, bytes]:
+    return (b"fcTL", struct.pack(">IIIIIHHBB", seq, w, h, px, py, 1, 10, 0, 0))
+
+
+def _pillow_apng(default_image: bool) -> bytes:
+    frames = [Image.fromarray(RNG.integers(0, 256, (8, 8, 3), np.uint8)) for _ in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(
+        buf, format="PNG", save_all=True, append_images=frames[1:], default_image=default_image
+    )
+    return buf.getvalue()
+
+
+ACTL = (b"acTL", struct.pack(">II", 2, 0))
 
 # Refused: (bytes, a phrase of the cause). Each loads in Pillow or in libpng, not in both.
 REFUSED = {
@@ -82,6 +99,19 @@ REFUSED = {
     "iCCP without NUL": (crafted_png(RGB, before=((b"iCCP", b"name"),)), "'iCCP' ends before"),
     "iCCP method 1": (crafted_png(RGB, before=((b"iCCP", b"n\0\1xx"),)), "compression method 1"),
     "zTXt method 1": (crafted_png(RGB, after=((b"zTXt", b"k\0\1xx"),)), "'zTXt' has compression"),
+    "acTL 4 bytes": (crafted_png(RGB, before=((b"acTL", bytes(4)),)), "'acTL' has length 4"),
+    "fcTL 20 bytes": (crafted_png(RGB, after=((b"fcTL", bytes(20)),)), "'fcTL' has length 20"),
+    "fcTL numbered 1 first": (crafted_png(RGB, before=(_fctl(1),)), "sequence number 1: expe"),
+    "fcTL frame outside": (crafted_png(RGB, after=(_fctl(0, px=1),)), "inside the 8x8 image"),
+    "default frame smaller": (
+        crafted_png(RGB, before=(ACTL, _fctl(0, w=4))),
+        "expected the IHDR's 8x8 at (0, 0)",
+    ),
+    "fdAT without fcTL": (crafted_png(RGB, after=((b"fdAT", bytes(8)),)), "an fcTL first"),
+    "fdAT before IDAT": (
+        crafted_png(RGB, before=(_fctl(0), (b"fdAT", b"\0\0\0\1" + zlib.compress(_rows(~RGB))))),
+        "'fdAT' comes before IDAT",
+    ),
 }
 
 # Loaded by both, to the same pixels: no rule may refuse them.
@@ -104,6 +134,13 @@ LOADED = {
     "zTXt without NUL": crafted_png(RGB, after=((b"zTXt", b"k"),)),
     "unknown ancillary chunk": crafted_png(RGB, before=((b"abCd", b"x"),)),
     "indexed with PLTE": _indexed(bytes(range(12))),
+    "APNG by Pillow, the default image its first frame": _pillow_apng(False),
+    "APNG by Pillow, the default image apart": _pillow_apng(True),
+    # Pillow stops reading an animation at its next frame's fcTL; libpng warns only:
+    "APNG, a short fcTL after IDAT": crafted_png(RGB, before=(ACTL,), after=((b"fcTL", b""),)),
+    "APNG, a short tRNS after the next fcTL": crafted_png(
+        RGB, before=(ACTL, _fctl(0)), after=(_fctl(1), (b"tRNS", b""))
+    ),
 }
 
 
