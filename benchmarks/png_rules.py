@@ -5,6 +5,8 @@ to ``--files``), rounds interleaved (min / median of ``--rounds``), microseconds
 
 - ``check_bytes (CRCs only)``: the chunk walk before the rules (main before this change).
 - ``check_bytes``: the same walk with the structural rules, as both backends run it.
+- ``check_bytes, iCCP``: the same, each PNG given a 3 KB ICC profile (an iCCP chunk, which
+  ``check_bytes`` inflates: Pillow's MAX_TEXT_CHUNK rule).
 - ``check_stream``: the inflate that models libpng's zlib checks (Pillow's path runs it).
 - ``Pillow decode_pixels``: Pillow's decode with ``check_stream`` after it, and ``... without``.
 - ``load_png``: the torch backend's libspng path (its own zlib check included).
@@ -21,7 +23,10 @@ import struct
 import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from tfpathloader.load import _png, decode
 from tfpathloader.load._png_rules import check_stream
@@ -48,6 +53,10 @@ def crcs_only(data: bytes) -> None:
         pos = end + 4
 
 
+def _with_icc(icc: dict[int, bytes], d: bytes) -> None:
+    check_bytes(icc[id(d)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+")
@@ -59,6 +68,11 @@ def main() -> None:
     for folder in args.folders:
         paths = sorted(Path(folder).rglob("*.png"))[: args.files]
         datas = [p.read_bytes() for p in paths]
+        nibbles = np.random.default_rng(0).integers(0, 16, 3000, np.uint8).tobytes()
+        profile = b"icc\0\0" + zlib.compress(nibbles)
+        iccp = struct.pack(">I", len(profile)) + b"iCCP" + profile
+        iccp += struct.pack(">I", zlib.crc32(b"iCCP" + profile))
+        with_icc = {id(d): d[:33] + iccp + d[33:] for d in datas}
 
         def pillow_without(d: bytes) -> object:
             real = decode.check_stream
@@ -71,6 +85,7 @@ def main() -> None:
         rows: dict[str, Callable[[bytes], object]] = {
             "check_bytes (CRCs only)": crcs_only,
             "check_bytes": check_bytes,
+            "check_bytes, iCCP": partial(_with_icc, with_icc),
             "check_stream": lambda d: check_stream(d, "", 0),
             "Pillow decode_pixels": decode_pixels,
             "Pillow ... without": pillow_without,

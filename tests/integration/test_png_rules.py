@@ -56,6 +56,7 @@ def _pillow_apng(default_image: bool) -> bytes:
 
 
 ACTL = (b"acTL", struct.pack(">II", 2, 0))
+BIG = zlib.compress(bytes(2 << 20))  # 2 MiB of text or profile, 2 KB compressed
 
 # Refused: (bytes, a phrase of the cause). Each loads in Pillow or in libpng, not in both.
 REFUSED = {
@@ -99,6 +100,18 @@ REFUSED = {
     "iCCP without NUL": (crafted_png(RGB, before=((b"iCCP", b"name"),)), "'iCCP' ends before"),
     "iCCP method 1": (crafted_png(RGB, before=((b"iCCP", b"n\0\1xx"),)), "compression method 1"),
     "zTXt method 1": (crafted_png(RGB, after=((b"zTXt", b"k\0\1xx"),)), "'zTXt' has compression"),
+    "iCCP inflating past 1 MiB": (
+        crafted_png(RGB, before=((b"iCCP", b"icc\0\0" + BIG),)),
+        "'iCCP' inflates to over 1048576 bytes",
+    ),
+    "zTXt inflating past 1 MiB": (
+        crafted_png(RGB, after=((b"zTXt", b"k\0\0" + BIG),)),
+        "'zTXt' inflates to over",
+    ),
+    "iTXt inflating past 1 MiB": (
+        crafted_png(RGB, before=((b"iTXt", b"k\0\1\0en\0k\0" + BIG),)),
+        "'iTXt' inflates to over",
+    ),
     "acTL 4 bytes": (crafted_png(RGB, before=((b"acTL", bytes(4)),)), "'acTL' has length 4"),
     "fcTL 20 bytes": (crafted_png(RGB, after=((b"fcTL", bytes(20)),)), "'fcTL' has length 20"),
     "fcTL numbered 1 first": (crafted_png(RGB, before=(_fctl(1),)), "sequence number 1: expe"),
@@ -134,6 +147,12 @@ LOADED = {
     "zTXt without NUL": crafted_png(RGB, after=((b"zTXt", b"k"),)),
     "unknown ancillary chunk": crafted_png(RGB, before=((b"abCd", b"x"),)),
     "indexed with PLTE": _indexed(bytes(range(12))),
+    "iCCP of 3 KB": crafted_png(
+        RGB, before=((b"iCCP", b"icc\0\0" + zlib.compress(RNG.bytes(3000))),)
+    ),
+    "iTXt, compressed": crafted_png(
+        RGB, after=((b"iTXt", b"k\0\1\0en\0k\0" + zlib.compress(b"t")),)
+    ),
     "APNG by Pillow, the default image its first frame": _pillow_apng(False),
     "APNG by Pillow, the default image apart": _pillow_apng(True),
     # Pillow stops reading an animation at its next frame's fcTL; libpng warns only:

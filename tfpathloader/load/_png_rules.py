@@ -15,7 +15,9 @@ backends read, before either decoder) refuses, in the PNG specification's terms:
 - what Pillow refuses and libpng loads (it only warns about a bad ancillary chunk): a tRNS
   shorter than the colour type's samples (2 bytes for grey, 6 for truecolour), gAMA, cHRM,
   sRGB or pHYs shorter than their fields (4, 32, 1, 9 bytes), an iCCP without a null-terminated
-  name followed by compression method 0, a zTXt with a compression method other than 0;
+  name followed by compression method 0, a zTXt with a compression method other than 0, an
+  iCCP, zTXt or compressed iTXt inflating past Pillow's MAX_TEXT_CHUNK (1 MiB: inflated here
+  only where the compressed size allows it, 13 us per 3 KB profile);
 - APNG chunks, as Pillow reads them to decode frame 0 (libpng ignores them): an acTL under 8
   bytes, an fcTL under 26 or with a frame outside the image, an fdAT under 4 bytes, an fcTL
   or fdAT out of sequence (0, 1, 2... from the first fcTL); and, where their pixels would
@@ -36,7 +38,7 @@ Pillow leaves missing rows black and stops once it has every row. libpng's look 
 reads the IDATs 8 KiB at a time and, once it has every row, makes one inflate call on what is
 left of that read (or the next one) and accepts the file if that gives neither more data nor
 an error, so a stream cut short in a later IDAT loads; ``check_stream`` makes the same calls
-(2,000 fuzzed streams, cut, padded, split: tf's outcome in every one). The inflate costs
+(4,000 fuzzed streams, cut, padded, split: tf's outcome in every one). The inflate costs
 8.8 us per 28x28 demo PNG (Pillow's decode: 34 us; ``check_bytes``: 2.8) and 520 us per
 224x224 photo PNG (Pillow: 1.37 ms), one process, CPU time (``benchmarks/png_rules.py``), so
 ``check_bytes`` does not inflate: libpng checks in the tf backend, the torch backend's libspng
@@ -54,6 +56,7 @@ import zlib
 from collections.abc import Iterator
 
 from ..errors import ImageLoadError
+from ._png_chunks import APNG, Apng, check_ancillary, name
 
 __all__ = ["check_png", "check_stream"]
 
@@ -64,10 +67,6 @@ _LIBPNG_MAX = 1_000_000  # libpng's default user limit on width and height (PNG_
 # Bit depths the spec allows per colour type, and samples per pixel.
 _DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
-# The shortest ancillary chunks Pillow reads ("Truncated gAMA chunk"...); libpng warns only.
-_MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9}
-_APNG = (b"acTL", b"fcTL", b"fdAT")
-_TRNS = {0: (2, "a 2-byte grey sample"), 2: (6, "three 2-byte samples: red, green, blue")}
 # Adam7's passes: (first row, first column, row step, column step).
 _ADAM7 = (
     (0, 0, 8, 8),
@@ -94,7 +93,7 @@ def _truncated(record_id: int, path: str, why: str) -> ImageLoadError:
 def _check_ihdr(data: bytes, length: int, kind: bytes, path: str, record_id: int) -> int:
     """The colour type of the first chunk, once it is a valid IHDR."""
     if kind != b"IHDR":
-        raise _corrupt(record_id, path, f"starts with chunk {_name(kind)}: expected IHDR first")
+        raise _corrupt(record_id, path, f"starts with chunk {name(kind)}: expected IHDR first")
     if length != 13:
         raise _corrupt(record_id, path, f"chunk 'IHDR' has length {length}: expected 13")
     w, h, depth, colour, method, filtering, interlace = _IHDR.unpack_from(data, 16)
@@ -130,111 +129,6 @@ def _check_ihdr(data: bytes, length: int, kind: bytes, path: str, record_id: int
     return colour
 
 
-def _name(kind: bytes) -> str:
-    return repr(kind.decode("latin-1"))
-
-
-def _check_ancillary(kind: bytes, chunk: memoryview, colour: int) -> str | None:
-    """Why Pillow refuses this ancillary chunk (which libpng only warns about), else None."""
-    length = len(chunk)
-    if kind == b"tRNS":
-        need = _TRNS.get(colour)
-        if need and length < need[0]:
-            return (
-                f"chunk 'tRNS' has length {length}: expected {need[0]} for colour type "
-                f"{colour} ({need[1]})"
-            )
-    elif kind in _MIN_LENGTH:
-        if length < _MIN_LENGTH[kind]:
-            return f"chunk {_name(kind)} has length {length}: expected {_MIN_LENGTH[kind]}"
-    elif kind == b"iCCP":
-        nul = chunk.tobytes().find(b"\0")
-        if nul < 0 or nul + 1 >= length:
-            return (
-                "chunk 'iCCP' ends before its compression method: expected a profile name "
-                "(1-79 bytes), a null separator, compression method 0, the compressed profile"
-            )
-        if chunk[nul + 1]:
-            return f"chunk 'iCCP' has compression method {chunk[nul + 1]}: expected 0 (deflate)"
-    elif kind == b"zTXt":
-        nul = chunk.tobytes().find(b"\0")
-        if 0 <= nul < length - 1 and chunk[nul + 1]:
-            return f"chunk 'zTXt' has compression method {chunk[nul + 1]}: expected 0 (deflate)"
-    return None
-
-
-class _Apng:
-    """Pillow's APNG chunk readers (acTL, fcTL, fdAT), as far as it reads decoding frame 0."""
-
-    def __init__(self, data: bytes) -> None:
-        self.w, self.h = _IHDR.unpack_from(data, 16)[:2]
-        self.frames: int | None = None
-        self.seq: int | None = None
-        self.box: tuple[int, int, int, int] | None = None
-        self.animated = False
-        self.reads = True  # Pillow stops reading at an animation's first fcTL after IDAT
-
-    def at_idat(self) -> str | None:
-        """At the first IDAT: whether Pillow animates; why its frame 0 is not libpng's image."""
-        self.animated = (self.frames or 1) + (self.frames is not None and not self.box) > 1
-        if self.box and self.box != (0, 0, self.w, self.h):
-            px, py, x1, y1 = self.box
-            return (
-                f"chunk 'fcTL' before IDAT gives the default image a {x1 - px}x{y1 - py} frame "
-                f"at ({px}, {py}): expected the IHDR's {self.w}x{self.h} at (0, 0)"
-            )
-        return None
-
-    def _next(self, kind: bytes, seq: int, first_ok: bool) -> str | None:
-        want = 0 if self.seq is None else self.seq + 1
-        if seq != want or (self.seq is None and not first_ok):
-            return (
-                f"chunk {_name(kind)} has sequence number {seq}: expected "
-                f"{want if first_ok or self.seq is not None else 'an fcTL first'} (APNG "
-                "sequence numbers start at 0 and go up by one)"
-            )
-        self.seq = seq
-        return None
-
-    def chunk(self, kind: bytes, body: memoryview, idat: bool) -> str | None:
-        """Why Pillow refuses this APNG chunk (libpng ignores them), else None."""
-        length = len(body)
-        if kind == b"acTL":
-            if length < 8:
-                return f"chunk 'acTL' has length {length}: expected 8"
-            frames = int.from_bytes(body[:4], "big")
-            if self.frames is not None:
-                self.frames = None  # a second acTL: Pillow stops animating
-            elif 0 < frames <= 0x80000000:
-                self.frames = frames
-        elif kind == b"fcTL":
-            if idat and self.animated:
-                self.reads = False
-                return None
-            if length < 26:
-                return f"chunk 'fcTL' has length {length}: expected 26"
-            why = self._next(kind, int.from_bytes(body[:4], "big"), True)
-            if why:
-                return why
-            w, h, px, py = struct.unpack_from(">IIII", body, 4)
-            if px + w > self.w or py + h > self.h:
-                return (
-                    f"chunk 'fcTL' places a {w}x{h} frame at ({px}, {py}): expected it inside "
-                    f"the {self.w}x{self.h} image"
-                )
-            if not idat:
-                self.box = (px, py, px + w, py + h)
-        elif kind == b"fdAT":
-            if length < 4:
-                return f"chunk 'fdAT' has length {length}: expected its sequence number, 4 bytes"
-            why = self._next(kind, int.from_bytes(body[:4], "big"), False)
-            if why:
-                return why
-            if not idat:
-                return "chunk 'fdAT' comes before IDAT: expected frame data after the image"
-        return None
-
-
 def check_png(data: bytes, path: str, record_id: int) -> None:
     """Refuse a PNG that one decoder would load and the other refuse (NOTE [png rules]), or
     whose chunk CRCs are wrong (NOTE [png checksums]). ``data`` starts with the signature.
@@ -245,25 +139,25 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
     n = len(data)
     view, unpack, crc32 = memoryview(data), _HEAD.unpack_from, zlib.crc32
     pos, plte, idat, colour = 8, False, False, -1
-    apng: _Apng | None = None  # made at the first APNG chunk (NOTE [png rules])
+    apng: Apng | None = None  # made at the first APNG chunk (NOTE [png rules])
     while pos + 12 <= n:
         length, kind = unpack(data, pos)
         if length > _MAX_LENGTH:
             raise _corrupt(
                 record_id,
                 path,
-                f"chunk {_name(kind)} has length {length}: expected at most 2^31-1",
+                f"chunk {name(kind)} has length {length}: expected at most 2^31-1",
             )
         end = pos + 8 + length
         if end + 4 > n:
             raise _truncated(
                 record_id,
                 path,
-                f"chunk {_name(kind)} of length {length} runs past the end of the file "
+                f"chunk {name(kind)} of length {length} runs past the end of the file "
                 f"(expected {length + 4} bytes of data and CRC, found {n - pos - 8})",
             )
         if crc32(view[pos + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
-            raise _corrupt(record_id, path, f"chunk {_name(kind)} fails its CRC checksum")
+            raise _corrupt(record_id, path, f"chunk {name(kind)} fails its CRC checksum")
         if pos == 8:
             colour = _check_ihdr(data, length, kind, path, record_id)
         elif kind == b"IDAT":
@@ -278,7 +172,7 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
         elif kind == b"IEND":
             return
         elif not kind.isalpha():
-            raise _corrupt(record_id, path, f"chunk type {_name(kind)}: expected 4 ASCII letters")
+            raise _corrupt(record_id, path, f"chunk type {name(kind)}: expected 4 ASCII letters")
         elif kind[0] < 0x61:  # a critical chunk (uppercase first letter)
             if kind == b"PLTE":
                 if plte:
@@ -297,15 +191,15 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
                 raise _corrupt(
                     record_id,
                     path,
-                    f"chunk {_name(kind)} is critical (uppercase first letter) and unknown: "
+                    f"chunk {name(kind)} is critical (uppercase first letter) and unknown: "
                     "expected IHDR, PLTE, IDAT, IEND or ancillary chunks",
                 )
         elif apng is None or apng.reads:  # an ancillary chunk that Pillow reads
-            if kind in _APNG:
-                apng = apng or _Apng(data)
+            if kind in APNG:
+                apng = apng or Apng(data)
                 why = apng.chunk(kind, view[pos + 8 : end], idat)
             else:
-                why = _check_ancillary(kind, view[pos + 8 : end], colour)
+                why = check_ancillary(kind, view[pos + 8 : end], colour)
             if why:
                 raise _corrupt(record_id, path, why)
         pos = end + 4
