@@ -37,17 +37,17 @@ Two more need the image data inflated: fewer filtered rows than the header's siz
 stream without its end (end code and Adler-32) where libpng looks for it. libpng refuses both;
 Pillow leaves missing rows black and stops once it has every row. libpng's look is narrow: it
 reads the IDATs 8 KiB at a time and, once it has every row, makes one inflate call on what is
-left of that read (or the next one) and accepts the file if that gives neither more data nor
-an error, so a stream cut short in a later IDAT loads; ``check_stream`` makes the same calls
-(``png_fuzz.py --kind streams``: 1,024 of 4,000 parted before, none of 8,000 after). The inflate costs
-8.8 us per 28x28 demo PNG (Pillow's decode: 34 us; ``check_bytes``: 2.8) and 520 us per
-224x224 photo PNG (Pillow: 1.37 ms), one process, CPU time (``benchmarks/png_rules.py``), so
-``check_bytes`` does not inflate: libpng checks in the tf backend, the torch backend's libspng
-path inflates anyway (``_png._stream_ok``, and sends a file it doubts to Pillow), and only
-Pillow's path (``decode_pixels``: ``verify``, the tf backend naming a failed record, and PNGs
-libspng does not take, or no pyspng) pays for ``check_stream``, after decoding. A stream with
-more surplus data than its rows plus 1 MiB is accepted without inflating the rest (libpng
-would inflate it all: minutes for a zlib bomb).
+left of that read (or the next one) and accepts the file if that gives neither more data nor an
+error, so a stream cut short in a later IDAT loads; ``check_stream`` makes the same calls
+(``png_fuzz.py --kind streams``: 1,024 of 4,000 parted before, none of 8,000 after). The
+inflate costs 8.8 us per 28x28 demo PNG (Pillow's decode: 34 us; ``check_bytes``: 2.8) and 520
+us per 224x224 photo PNG (Pillow: 1.37 ms), one process, CPU time
+(``benchmarks/png_rules.py``), so ``check_bytes`` does not inflate: libpng checks in the tf
+backend, the torch backend's libspng path inflates anyway (``_png._stream_ok``, and sends a
+file it doubts to Pillow), and only Pillow's path (``decode_pixels``: ``verify``, the tf
+backend naming a failed record, and PNGs libspng does not take, or no pyspng) pays for
+``check_stream``, after decoding. A stream with more surplus data than its rows plus 1 MiB is
+accepted without inflating the rest (libpng would inflate it all: minutes for a zlib bomb).
 """
 
 from __future__ import annotations
