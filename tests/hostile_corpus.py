@@ -94,6 +94,47 @@ def png_bad_adler(arr: np.ndarray) -> bytes:
     return png_from_rows(arr, b"", stream=bytes(stream))
 
 
+def crafted_png(
+    arr: np.ndarray,
+    *,
+    before: tuple[tuple[bytes, bytes], ...] = (),
+    after: tuple[tuple[bytes, bytes], ...] = (),
+    ihdr: bytes | None = None,
+    idats: tuple[bytes, ...] | None = None,
+    end: bytes = _chunk(b"IEND", b""),
+) -> bytes:
+    """An RGB PNG of ``arr`` written by hand with chunks ``before`` and ``after`` its IDATs
+    (the zlib stream split into ``idats``, as given), every CRC right (NOTE [png rules])."""
+    h, w = arr.shape[:2]
+    ihdr = ihdr or struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idats = (zlib.compress(_rows(arr)),) if idats is None else idats
+    parts = [(b"IHDR", ihdr), *before, *((b"IDAT", d) for d in idats), *after]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(_chunk(k, d) for k, d in parts) + end
+
+
+def png_cut_after_idat_data(arr: np.ndarray) -> bytes:
+    """A PNG cut right after its IDAT's data: no IDAT CRC, no IEND."""
+    data = png(arr)
+    at = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[at : at + 4])
+    return data[: at + 8 + length]
+
+
+def png_idat_length(arr: np.ndarray, length: int) -> bytes:
+    """A PNG whose IDAT length field says ``length`` (its CRC where the real length puts it)."""
+    data = bytearray(png(arr))
+    at = data.index(b"IDAT") - 4
+    data[at : at + 4] = struct.pack(">I", length)
+    return bytes(data)
+
+
+def png_adler_cut(arr: np.ndarray) -> bytes:
+    """A PNG whose zlib stream lacks the last 2 bytes of its Adler-32, the first 2 in an IDAT of
+    their own: libpng reads it only to look for the stream's end, finds none, and stops there."""
+    stream = zlib.compress(_rows(arr))[:-2]
+    return crafted_png(arr, idats=(stream[:-2], stream[-2:]))
+
+
 def animated_gif() -> bytes:
     frames = [Image.fromarray(rgb(k)).convert("P") for k in range(3)]
     buf = io.BytesIO()
@@ -326,6 +367,88 @@ def cases() -> list[Case]:
                 + b"garbage" * 5
             ),
             "ok",
+        ),
+        Case(
+            "PNG without IEND",
+            "noiend.png",
+            _bytes(crafted_png(rgb(14), end=b"")),
+            "without its IEND chunk",
+        ),
+        Case(
+            "PNG cut right after its IDAT data",
+            "cut.png",
+            _bytes(png_cut_after_idat_data(rgb(15))),
+            "runs past the end of the file",
+        ),
+        Case(
+            "PNG whose zlib stream lacks its Adler-32",
+            "noadler.png",
+            _bytes(crafted_png(rgb(16), idats=(zlib.compress(_rows(rgb(16)))[:-4],))),
+            "ends before its end code and Adler-32",
+        ),
+        Case(
+            "PNG whose Adler-32 is cut short in an IDAT of its own (libpng and Pillow load it)",
+            "adlersplit.png",
+            _bytes(png_adler_cut(rgb(17))),
+            "ok",
+        ),
+        Case(
+            "PNG a row short of its pixel data",
+            "rowshort.png",
+            _bytes(png_from_rows(rgb(18), _rows(rgb(18))[: -(1 + 3 * SIZE[1])])),
+            "image data ends after",
+        ),
+        Case(
+            "PNG header taller than its pixel data",
+            "tall.png",
+            _bytes(crafted_png(rgb(19), ihdr=struct.pack(">IIBBBBB", 8, 16, 8, 2, 0, 0, 0))),
+            "image data ends after",
+        ),
+        Case(
+            "PNG with an unknown critical chunk",
+            "critical.png",
+            _bytes(crafted_png(rgb(20), before=((b"ABCD", b"x"),))),
+            "is critical (uppercase first letter) and unknown",
+        ),
+        Case(
+            "PNG with a second IHDR",
+            "ihdr2.png",
+            _bytes(
+                crafted_png(
+                    rgb(21), before=((b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)),)
+                )
+            ),
+            "second IHDR",
+        ),
+        Case(
+            "PNG with IHDR compression method 1",
+            "method.png",
+            _bytes(crafted_png(rgb(22), ihdr=struct.pack(">IIBBBBB", 8, 8, 8, 2, 1, 0, 0))),
+            "compression method 1: expected 0",
+        ),
+        Case(
+            "PNG with an IDAT length field of 2^31",
+            "len31.png",
+            _bytes(png_idat_length(rgb(23), 2**31)),
+            "expected at most 2^31-1",
+        ),
+        Case(
+            "PNG with a tRNS chunk too short for its colour type",
+            "trns.png",
+            _bytes(crafted_png(rgb(24), before=((b"tRNS", b"\x00\x01"),))),
+            "chunk 'tRNS' has length 2: expected 6",
+        ),
+        Case(
+            "PNG with an iCCP chunk ending after its name's NUL, before IDAT",
+            "iccp.png",
+            _bytes(crafted_png(rgb(25), before=((b"iCCP", b"name\x00"),))),
+            "chunk 'iCCP' ends before its compression method",
+        ),
+        Case(
+            "PNG with an iCCP chunk ending after its name's NUL, after IDAT",
+            "iccp2.png",
+            _bytes(crafted_png(rgb(26), after=((b"iCCP", b"name\x00"),))),
+            "chunk 'iCCP' ends before its compression method",
         ),
         Case("animated GIF", "anim.gif", _bytes(animated_gif()), "animated GIF"),
         Case(

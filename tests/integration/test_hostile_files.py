@@ -27,6 +27,20 @@ QUICK = [
     "PNG with a bad IDAT CRC",
     "PNG with a wrong zlib checksum (Adler-32), its chunk CRCs right",
     "BMP named .png",
+    # NOTE [png rules]: two records each in the shared index (0.4 s for these 13)
+    "PNG without IEND",
+    "PNG cut right after its IDAT data",
+    "PNG whose zlib stream lacks its Adler-32",
+    "PNG whose Adler-32 is cut short in an IDAT of its own (libpng and Pillow load it)",
+    "PNG a row short of its pixel data",
+    "PNG header taller than its pixel data",
+    "PNG with an unknown critical chunk",
+    "PNG with a second IHDR",
+    "PNG with IHDR compression method 1",
+    "PNG with an IDAT length field of 2^31",
+    "PNG with a tRNS chunk too short for its colour type",
+    "PNG with an iCCP chunk ending after its name's NUL, before IDAT",
+    "PNG with an iCCP chunk ending after its name's NUL, after IDAT",
 ]
 
 

@@ -222,6 +222,22 @@ def test_verify_names_missing_remote_files(served):
         ]
 
 
+def test_verify_checks_remote_pngs_as_the_loaders_do(served):
+    """A fetched PNG goes through check_bytes in verify too (NOTE [png rules]), not only in
+    the loaders: a PNG without IEND is flagged, in the loaders' words."""
+    from tfpathloader.tools.verify import verify_index
+
+    srv, folder = served
+    index = PathIndex.read(srv.url + "/index.tfrecord")
+    local = folder / index.relpath(4)
+    data = local.read_bytes()
+    local.write_bytes(data[: data.rindex(b"IEND") - 4])
+    report = verify_index(index, decode=True, progress=False)
+    assert [(f.record_id, f.problem) for f in report.failures] == [
+        (4, "image is corrupt or truncated: PNG ends without its IEND chunk: expected IEND last")
+    ]
+
+
 # --------------------------------------------------------------------------- S3 (moto)
 
 

@@ -34,7 +34,9 @@ that Pillow reads without a possible error (the length rules of its ``PngStream`
 iCCP, zTXt, iTXt or APNG chunks); and a zlib stream that inflates to exactly the image's
 filtered rows with a correct Adler-32 (checked here with ``zlib``, bounded by the header's
 size, which passed the decompression-bomb rule first). Where libspng still refuses such a file,
-Pillow decodes it.
+Pillow decodes it. Files on which Pillow and libpng (the tf backend) part never get here:
+``check_bytes`` refuses them, and Pillow's path refuses a zlib stream libpng would (NOTE [png
+rules] in ``_png_rules``), so a file this zlib check sends to Pillow gets tf's outcome too.
 """
 
 from __future__ import annotations

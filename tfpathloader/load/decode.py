@@ -13,13 +13,13 @@ import io
 import os
 import struct
 import warnings
-import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageLoadError
 from ..storage import is_url, read_url
+from ._png_rules import check_png, check_stream
 from .files import FileReader
 
 __all__ = ["check_bytes", "decode_image", "load_image", "read_file"]
@@ -42,7 +42,7 @@ def read_file(path: str, record_id: int = -1, reader: FileReader | None = None) 
 
 
 _DEFAULT_READER = FileReader()
-_CHUNK_HEAD = struct.Struct(">I4s")
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 # NOTE [png checksums]: libpng (tf.io) refuses a PNG whose IDAT checksum is wrong and ignores a
@@ -50,26 +50,13 @@ _CHUNK_HEAD = struct.Struct(">I4s")
 # never checks IDAT's. So either backend refused what the other loaded. Every chunk's CRC is
 # checked here, on the bytes both backends read, which is what a careful reader does anyway
 # (a flipped bit in the pixel data of a PNG is otherwise silent). It costs about a microsecond
-# per small PNG (zlib.crc32 runs at GB/s; the loop is the cost).
+# per small PNG (zlib.crc32 runs at GB/s; the loop is the cost). The same walk enforces the
+# structural rules on which Pillow and libpng part (NOTE [png rules] in ``_png_rules``).
 def check_bytes(data: bytes, path: str = "<bytes>", record_id: int = -1) -> None:
-    """Refuse what either decoder would refuse but the other might not: bad PNG checksums."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        return
-    n, pos, unpack = len(data), 8, _CHUNK_HEAD.unpack_from
-    view = memoryview(data)
-    while pos + 12 <= n:
-        length, kind = unpack(data, pos)
-        end = pos + 8 + length
-        if end + 4 > n:
-            return  # truncated: the decoder says so
-        if zlib.crc32(view[pos + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
-            name = kind.decode("latin-1")
-            raise ImageLoadError(
-                record_id, path, f"image is corrupt: PNG chunk {name!r} fails its CRC checksum"
-            )
-        if kind == b"IEND":
-            return
-        pos = end + 4
+    """Refuse what either decoder would refuse but the other might not: bad PNG checksums,
+    malformed PNG structure (NOTE [png rules])."""
+    if data[:8] == _PNG:
+        check_png(data, path, record_id)
 
 
 def _to_channels(im: Image.Image, channels: int | None) -> np.ndarray:
@@ -168,6 +155,8 @@ def decode_pixels(
                 else:
                     pixels = _to_channels(im, channels)
                     shape = pixels.shape
+        if data[:8] == _PNG:  # what Pillow does not check and libpng does (NOTE [png rules])
+            check_stream(data, path, record_id)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(
             record_id, path, f"image is larger than Pillow's decompression-bomb limit ({e})"
@@ -178,6 +167,10 @@ def decode_pixels(
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(record_id, path, f"image is corrupt or truncated: {e}") from None
+    except (IndexError, struct.error) as e:  # a plugin reading past a short field
+        raise ImageLoadError(
+            record_id, path, f"image is corrupt or truncated: {type(e).__name__}: {e}"
+        ) from None
     if size is not None and shape[:2] != tuple(size):
         pixels = _resize(as_array(pixels, shape), size)
         shape = pixels.shape

@@ -18,7 +18,7 @@ import numpy as np
 from .._utils import progress_bar
 from ..errors import ImageLoadError
 from ..index import PathIndex
-from ..load.decode import decode_image, load_image
+from ..load.decode import check_bytes, decode_image, load_image
 from ..load.files import DEFAULT_MAX_FILE_BYTES, FileReader
 from ..storage import FetchError, is_url, redact, shared_fetcher
 
@@ -157,6 +157,7 @@ def _verify_remote(index: PathIndex, report: VerifyReport, progress: bool | None
                     report.failures.append(Failure(i, redact(path), r.cause))
                 elif isinstance(r, bytes):
                     try:
+                        check_bytes(r, path, i)  # what the loaders check of fetched bytes
                         decode_image(r, path=path, record_id=i)
                     except ImageLoadError as e:
                         report.failures.append(Failure(i, e.path, e.cause))
