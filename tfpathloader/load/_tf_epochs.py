@@ -27,9 +27,11 @@ __all__ = ["EpochFeed", "Epochs"]
 # costs 0.2-0.3 s of a core: TensorFlow clones the function library for each iterator and
 # Grappler optimizes the map functions again (0.04 s with Grappler's meta optimizer off, a
 # process-wide switch a library must not flip). Made ahead in a thread while the previous
-# epoch ran, that work also stalled the running epoch: on the demo PNGs (2 cores) some epochs
-# ran on one core at half the rate of the others, at random (the "rounds on one core").
-# So a loader has one pipeline and one iterator for all its epochs (NOTE [one iterator]).
+# epoch ran, that work also stalled the running epoch: on 10,000 demo PNGs (2 cores) some
+# epochs ran on one core at half the rate of the others, at random (the "rounds on one core":
+# 16-30k images/s, median 16-21k; with one iterator 30-42k, median 35-37k; python
+# benchmarks/tf_epochs.py INDEX). So a loader has one pipeline and one iterator for all its
+# epochs (NOTE [one iterator]).
 class EpochFeed:
     """What the loader's one iterator delivers next, and the gate it waits at between epochs.
 

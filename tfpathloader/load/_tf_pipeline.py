@@ -139,14 +139,14 @@ def retire(key: int) -> None:
         _GRAVE.append(iterator)
 
 
-# NOTE [spare iterator]: making the loader's iterator costs 0.2-0.3 s (see NOTE [one pipeline]),
-# and its first epoch's map functions are instantiated at its first element. Both are done
-# ahead, in a short-lived thread started by make_loader (make_iterator releases the GIL), with
-# an empty epoch armed and read to its sentinel; the first iteration takes the result. The
-# spare is held in _LIVE like any iterator, so the atexit hook frees it; a failure to make it
-# is left to the synchronous attempt, which raises.
+# NOTE [spare iterator]: making the loader's iterator costs 0.2-0.3 s (NOTE [one pipeline] in
+# _tf_epochs.py), and its first epoch's map functions are instantiated at its first element.
+# Both are done ahead, in a short-lived thread started by make_loader (make_iterator releases
+# the GIL), with an empty epoch armed and read to its sentinel; the first iteration takes the
+# result. The spare is held in _LIVE like any iterator, so the atexit hook frees it; a failure
+# to make it is left to the synchronous attempt, which raises.
 class SpareIterator:
-    """Makes a pipeline's next iterator ahead of time (NOTE [spare iterator])."""
+    """Makes a pipeline's iterator ahead of time (NOTE [spare iterator])."""
 
     def __init__(self, pipeline: Any, warm: Any = None):
         self._pipeline = pipeline
