@@ -14,7 +14,7 @@ from PIL import Image
 from tfpathloader import ImageLoadError
 from tfpathloader.load import decode
 from tfpathloader.load._crop import decode_into
-from tfpathloader.load._png_rules import _ADAM7, _DEPTHS, _SAMPLES, _filtered_size
+from tfpathloader.load._png_rules import _ADAM7, _DEPTHS, _SAMPLES, filtered_size
 from tfpathloader.load.decode import as_array, check_bytes, decode_image, load_image
 
 RNG = np.random.default_rng(7)
@@ -196,7 +196,7 @@ def _valid(colour: int, depth: int, interlace: int, h: int, w: int) -> bytes:
         if ph > 0 and pw > 0:
             n = (pw * depth * _SAMPLES[colour] + 7) // 8
             rows += b"".join(b"\0" + RNG.bytes(n) for _ in range(ph))
-    assert len(rows) == _filtered_size(h, w, depth * _SAMPLES[colour], bool(interlace))
+    assert len(rows) == filtered_size(h, w, depth * _SAMPLES[colour], bool(interlace))
     plte = ((b"PLTE", bytes(range(256)) * 3),) if colour == 3 else ()
     ihdr = _ihdr(w, h, depth, colour, 0, 0, interlace)
     return crafted_png(RGB, ihdr=ihdr, before=plte, idats=(zlib.compress(rows),))

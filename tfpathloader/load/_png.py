@@ -41,12 +41,13 @@ rules] in ``_png_rules``), so a file this zlib check sends to Pillow gets tf's o
 
 from __future__ import annotations
 
-import struct
 import zlib
 
 import numpy as np
 from PIL import PngImagePlugin
 
+from ._png_chunks import MIN_LENGTH
+from ._png_rules import CHUNK_HEAD, IHDR, filtered_size
 from .decode import _check_pixels, _grey, _resize
 
 try:  # optional: the faster PNG decoder (NOTE [png decoder])
@@ -58,20 +59,6 @@ __all__ = ["load_png"]
 
 _START = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"  # the signature, then a 13-byte IHDR
 _IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # an IEND chunk, its CRC included
-_HEAD = struct.Struct(">I4s")
-_IHDR = struct.Struct(">IIBBBBB")
-# Adam7's passes: (first row, first column, row step, column step).
-_ADAM7 = (
-    (0, 0, 8, 8),
-    (0, 4, 8, 8),
-    (4, 0, 8, 4),
-    (0, 2, 4, 4),
-    (2, 0, 4, 2),
-    (0, 1, 2, 2),
-    (1, 0, 2, 1),
-)
-# The shortest length Pillow's chunk readers accept (shorter: "Truncated gAMA chunk"...).
-_MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9}
 _STEP = 1 << 22  # the zlib check's output per call: its memory, whatever the image's size
 
 
@@ -79,8 +66,8 @@ def _chunk_ok(kind: bytes, length: int, colour: int) -> bool:
     """Whether Pillow reads this chunk without a possible error, libspng's pixels unchanged."""
     if kind == b"tRNS":
         return length == (2 if colour == 0 else 6)  # alpha is dropped (NOTE [pixel rules])
-    if kind in _MIN_LENGTH:
-        return length >= _MIN_LENGTH[kind]
+    if kind in MIN_LENGTH:
+        return length >= MIN_LENGTH[kind]
     if kind in (b"PLTE", b"tEXt", b"eXIf"):  # kept as info (a PLTE only matters for mode P)
         return True
     if not kind.isalpha() or kind[0] < 0x61:  # a critical chunk (uppercase first letter)
@@ -93,10 +80,10 @@ def _walk(data: bytes) -> tuple[int, int, int, bool, bytes] | None:
     """(height, width, channels, interlaced, zlib stream) of a PNG fit for libspng, else None."""
     if data[:16] != _START or len(data) < 57:  # IHDR, IDAT and IEND need 57 bytes
         return None
-    w, h, depth, colour, method, filtering, interlace = _IHDR.unpack_from(data, 16)
+    w, h, depth, colour, method, filtering, interlace = IHDR.unpack_from(data, 16)
     if depth != 8 or colour not in (0, 2) or method or filtering or interlace > 1 or not w * h:
         return None
-    view, unpack, n = memoryview(data), _HEAD.unpack_from, len(data)
+    view, unpack, n = memoryview(data), CHUNK_HEAD.unpack_from, len(data)
     if zlib.crc32(view[12:29]) != int.from_bytes(view[29:33], "big"):
         return None  # Pillow checks the CRCs of the chunks before the image data
     length, kind = unpack(data, 33)
@@ -132,18 +119,6 @@ def _walk(data: bytes) -> tuple[int, int, int, bool, bytes] | None:
         return None
     stream = parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
     return h, w, 1 if colour == 0 else 3, bool(interlace), stream
-
-
-def _filtered_size(h: int, w: int, c: int, interlaced: bool) -> int:
-    """Bytes of the image's filtered rows (a filter byte per row) once inflated."""
-    if not interlaced:
-        return h * (1 + w * c)
-    size = 0
-    for top, left, dy, dx in _ADAM7:
-        ph, pw = -(-(h - top) // dy), -(-(w - left) // dx)
-        if ph > 0 and pw > 0:  # an empty pass has no rows
-            size += ph * (1 + pw * c)
-    return size
 
 
 def _stream_ok(stream: bytes, size: int) -> bool:
@@ -189,7 +164,7 @@ def load_png(
         return None
     h, w, c, interlaced, stream = png
     _check_pixels(h, w, record_id, path)
-    if not _stream_ok(stream, _filtered_size(h, w, c, interlaced)):
+    if not _stream_ok(stream, filtered_size(h, w, 8 * c, interlaced)):
         return None
     try:
         arr = _pyspng.load(data, "L" if c == 1 else "RGB")

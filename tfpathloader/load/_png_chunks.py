@@ -12,12 +12,12 @@ import zlib
 
 from PIL import PngImagePlugin
 
-__all__ = ["APNG", "Apng", "check_ancillary", "name"]
+__all__ = ["APNG", "MIN_LENGTH", "Apng", "check_ancillary", "name"]
 
 APNG = (b"acTL", b"fcTL", b"fdAT")
 _IHDR_SIZE = struct.Struct(">II")
 # The shortest ancillary chunks Pillow reads ("Truncated gAMA chunk"...); libpng warns only.
-_MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9}
+MIN_LENGTH = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9}
 _TRNS = {0: (2, "a 2-byte grey sample"), 2: (6, "three 2-byte samples: red, green, blue")}
 
 
@@ -54,9 +54,9 @@ def check_ancillary(kind: bytes, chunk: memoryview, colour: int) -> str | None:
                 f"chunk 'tRNS' has length {length}: expected {need[0]} for colour type "
                 f"{colour} ({need[1]})"
             )
-    elif kind in _MIN_LENGTH:
-        if length < _MIN_LENGTH[kind]:
-            return f"chunk {name(kind)} has length {length}: expected {_MIN_LENGTH[kind]}"
+    elif kind in MIN_LENGTH:
+        if length < MIN_LENGTH[kind]:
+            return f"chunk {name(kind)} has length {length}: expected {MIN_LENGTH[kind]}"
     elif kind == b"iCCP":
         nul = chunk.tobytes().find(b"\0")
         if nul < 0 or nul + 1 >= length:

@@ -59,10 +59,10 @@ from collections.abc import Iterator
 from ..errors import ImageLoadError
 from ._png_chunks import APNG, Apng, check_ancillary, name
 
-__all__ = ["check_png", "check_stream"]
+__all__ = ["CHUNK_HEAD", "IHDR", "check_png", "check_stream", "filtered_size"]
 
-_HEAD = struct.Struct(">I4s")
-_IHDR = struct.Struct(">IIBBBBB")
+CHUNK_HEAD = struct.Struct(">I4s")
+IHDR = struct.Struct(">IIBBBBB")
 _MAX_LENGTH = 0x7FFFFFFF  # the spec's limit on a chunk's length (and on width and height)
 _LIBPNG_MAX = 1_000_000  # libpng's default user limit on width and height (PNG_USER_*_MAX)
 # Bit depths the spec allows per colour type, and samples per pixel.
@@ -97,7 +97,7 @@ def _check_ihdr(data: bytes, length: int, kind: bytes, path: str, record_id: int
         raise _corrupt(record_id, path, f"starts with chunk {name(kind)}: expected IHDR first")
     if length != 13:
         raise _corrupt(record_id, path, f"chunk 'IHDR' has length {length}: expected 13")
-    w, h, depth, colour, method, filtering, interlace = _IHDR.unpack_from(data, 16)
+    w, h, depth, colour, method, filtering, interlace = IHDR.unpack_from(data, 16)
     for side, n in (("width", w), ("height", h)):
         if not 0 < n <= _LIBPNG_MAX:
             raise _corrupt(
@@ -138,7 +138,7 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
         ImageLoadError: naming the chunk and what the PNG specification expects of it.
     """
     n = len(data)
-    view, unpack, crc32 = memoryview(data), _HEAD.unpack_from, zlib.crc32
+    view, unpack, crc32 = memoryview(data), CHUNK_HEAD.unpack_from, zlib.crc32
     pos, plte, idat, colour = 8, False, False, -1
     apng: Apng | None = None  # made at the first APNG chunk (NOTE [png rules])
     while pos + 12 <= n:
@@ -208,7 +208,7 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
         raise _truncated(record_id, path, "ends without its IEND chunk: expected IEND last")
 
 
-def _filtered_size(h: int, w: int, bits: int, interlaced: bool) -> int:
+def filtered_size(h: int, w: int, bits: int, interlaced: bool) -> int:
     """Bytes of the image's filtered rows (a filter byte per row) once inflated."""
     if not interlaced:
         return h * (1 + (w * bits + 7) // 8)
@@ -224,7 +224,7 @@ def _pieces(data: bytes) -> Iterator[memoryview]:
     """The image data as libpng reads it: the first run of IDAT chunks, 8 KiB at a time."""
     view, pos, n, started = memoryview(data), 8, len(data), False
     while pos + 12 <= n:
-        length, kind = _HEAD.unpack_from(data, pos)
+        length, kind = CHUNK_HEAD.unpack_from(data, pos)
         if kind != b"IDAT":
             if started:
                 return
@@ -245,8 +245,8 @@ def check_stream(data: bytes, path: str, record_id: int) -> None:
     """
     if len(data) < 33 or data[12:16] != b"IHDR" or data[16 + 9] not in _SAMPLES:
         return  # not a header check_png passes: Pillow decoded it anyway (decode_image)
-    w, h, depth, colour, _, _, interlace = _IHDR.unpack_from(data, 16)
-    size = _filtered_size(h, w, depth * _SAMPLES[colour], interlace == 1)
+    w, h, depth, colour, _, _, interlace = IHDR.unpack_from(data, 16)
+    size = filtered_size(h, w, depth * _SAMPLES[colour], interlace == 1)
     z, pieces, need = zlib.decompressobj(), _pieces(data), size
     tail: bytes | memoryview = b""
     try:  # the rows, as libpng inflates them
