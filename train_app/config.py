@@ -37,6 +37,7 @@ class LoaderConf:
     prefetch_factor: Optional[int] = None  # noqa: UP045
     persistent_workers: Optional[bool] = None  # noqa: UP045
     on_error: str = "raise"
+    jpeg_dct: str = "accurate"  # or "fast": TensorFlow's default IDCT (make_loader's jpeg_dct)
 
 
 @dataclass

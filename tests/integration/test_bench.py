@@ -158,6 +158,7 @@ def test_pillow_crop_row_is_torchvisions_random_resized_crop(tmp_path):
 def test_bench_crop_rows_deliver_the_crop(tmp_path):
     index = make_photo_set(tmp_path / "p", 16, 3, classes=2, progress=False)
     rows = ("raw", "raw-lean", "torch", "tf", "baseline", "tf-hand")
+    rows += ("torch-fast", "tf-fast", "tf-hand-exact")  # NOTE [equal pixels]
     result = run_bench(
         index,
         rows=rows,

@@ -46,7 +46,15 @@ try:  # optional: the faster JPEG decoder (see NOTE [crop decoder])
 except ImportError:  # pragma: no cover - depends on the environment
     _simplejpeg = None
 
-__all__ = ["dct_scale", "decode_into", "finish", "header_size", "load_cropped", "load_jpeg"]
+__all__ = [
+    "dct_scale",
+    "decode_into",
+    "finish",
+    "header_size",
+    "load_cropped",
+    "load_jpeg",
+    "require_simplejpeg",
+]
 
 _JPEG = b"\xff\xd8\xff"
 
@@ -62,6 +70,25 @@ def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
     if colorspace not in ("RGB", "YCbCr", "Gray"):
         return None  # CMYK/YCCK: Pillow's conversion (NOTE [pixel rules])
     return int(h), int(w), colorspace == "Gray"
+
+
+# NOTE [jpeg dct]: ``jpeg_dct="fast"`` decodes JPEGs with libjpeg's fast integer IDCT (JDCT_IFAST)
+# instead of the accurate one (JDCT_ISLOW, Pillow's): what TensorFlow's ``decode_jpeg`` does by
+# default, and so what hand-written tf.data pipelines decode. Both backends support it, with the
+# same pixels: simplejpeg's ``fastdct=True`` and ``decode_jpeg(dct_method="INTEGER_FAST")`` agree
+# exactly (checked on the photo set and by test_jpeg_dct.py). Pillow has no such choice, so in
+# the torch backend "fast" needs simplejpeg (the ``jpeg`` extra; a clear error without it), and
+# the JPEGs that simplejpeg leaves to Pillow (CMYK, and files libjpeg warns about) decode
+# accurately there. Cost and pixels: ``benchmarks/crop.py --micro`` and test_jpeg_dct.py.
+
+
+def require_simplejpeg() -> None:
+    """Raise a clear ImportError when simplejpeg (needed for ``jpeg_dct="fast"``) is missing."""
+    if _simplejpeg is None:
+        raise ImportError(
+            "jpeg_dct='fast' in the torch backend needs the 'simplejpeg' package (Pillow "
+            "decodes with the accurate IDCT only): pip install 'tfpathloader[jpeg]'"
+        )
 
 
 def dct_scale(
@@ -172,8 +199,11 @@ def load_jpeg(
     out: np.ndarray | None,
     path: str,
     record_id: int,
+    fast_dct: bool = False,
 ) -> np.ndarray | None:
     """A JPEG decoded (and resized to ``size``) into ``out`` when its shape fits, else a new array.
+
+    ``fast_dct``: libjpeg's fast integer IDCT instead of the accurate one (NOTE [jpeg dct]).
 
     None when simplejpeg is missing or cannot decode the file as Pillow would (CMYK, other
     formats, corrupt data): the caller decodes with Pillow, which names any error.
@@ -190,7 +220,7 @@ def load_jpeg(
     out_size = (h, w) if size is None else (int(size[0]), int(size[1]))
     plan = Plan((0, 0, h, w), out_size, False, True)
     try:
-        return _render(data, plan, h, w, grey, channels, out)
+        return _render(data, plan, h, w, grey, channels, out, fast_dct)
     except ValueError:
         return None  # corrupt, or a libjpeg warning: Pillow decodes it or names the error
 
@@ -203,10 +233,19 @@ def decode_into(
     out: np.ndarray | None,
     path: str,
     record_id: int,
+    fast_dct: bool = False,
 ) -> Pixels:
     """:func:`load_jpeg` or :func:`load_png` where they apply, else Pillow's
     :func:`decode_pixels` (any format)."""
-    arr = load_jpeg(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
+    arr = load_jpeg(
+        data,
+        channels=channels,
+        size=size,
+        out=out,
+        path=path,
+        record_id=record_id,
+        fast_dct=fast_dct,
+    )
     if arr is None:
         arr = load_png(data, channels=channels, size=size, out=out, path=path, record_id=record_id)
     if arr is not None:
@@ -215,22 +254,28 @@ def decode_into(
 
 
 def _render(
-    data: bytes, plan: Plan, h: int, w: int, grey: bool, channels: int, out: np.ndarray | None
+    data: bytes,
+    plan: Plan,
+    h: int,
+    w: int,
+    grey: bool,
+    channels: int,
+    out: np.ndarray | None,
+    fast_dct: bool = False,
 ) -> np.ndarray:
     """simplejpeg decode (DCT-scaled when the box allows), then :func:`_finish` into ``out``."""
     colorspace = "GRAY" if grey and channels == 1 else "RGB"
+    how = {"colorspace": colorspace, "fastdct": fast_dct}
     r, box = dct_scale(plan.box, plan.size, h, w)
     whole = r == 1 and plan.box == (0, 0, h, w) and plan.size == (h, w) and not plan.flip
     if whole and (channels == 3 or grey):  # the decoder's pixels are the result: into out
         target = out if out is not None and out.shape == (h, w, channels) else None
-        arr = _simplejpeg.decode_jpeg(data, colorspace=colorspace, buffer=target)
+        arr = _simplejpeg.decode_jpeg(data, buffer=target, **how)
         return target if target is not None else arr
     if r == 1:
-        arr = _simplejpeg.decode_jpeg(data, colorspace=colorspace)
+        arr = _simplejpeg.decode_jpeg(data, **how)
     else:
-        arr = _simplejpeg.decode_jpeg(
-            data, colorspace=colorspace, min_height=-(-h // r), min_width=-(-w // r)
-        )
+        arr = _simplejpeg.decode_jpeg(data, min_height=-(-h // r), min_width=-(-w // r), **how)
         plan = Plan(box, plan.size, plan.flip, plan.antialias)
     return finish(arr, plan, channels, out)
 
@@ -245,6 +290,7 @@ def load_cropped(
     data: bytes | None = None,
     reader: Any = None,
     out: np.ndarray | None = None,
+    fast_dct: bool = False,
 ) -> np.ndarray:
     """One record through a decode-aware pipeline: ``(H, W, channels)`` uint8.
 
@@ -252,6 +298,7 @@ def load_cropped(
         data: The file's bytes when they were fetched already (a remote root); else the file
             is read with ``reader`` (its size limit and root rule, NOTE [hostile files]).
         out: The batch row to write into (returned) when the result has its shape.
+        fast_dct: libjpeg's fast integer IDCT instead of the accurate one (NOTE [jpeg dct]).
 
     Raises:
         ImageLoadError: naming the record, path and cause, as :func:`load_image` would.
@@ -264,7 +311,7 @@ def load_cropped(
         _check_pixels(h, w, record_id, path)
         plan = transform.plan(h, w, rng)
         try:
-            return _render(data, plan, h, w, grey, channels, out)
+            return _render(data, plan, h, w, grey, channels, out, fast_dct)
         except ValueError:
             pass  # corrupt: Pillow decodes it or names the error, as everywhere else
     arr = None

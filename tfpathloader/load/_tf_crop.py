@@ -5,7 +5,7 @@ NOTE [tf crop]: per batch, the image sizes come from the headers already read fo
 ``tf.numpy_function`` per batch turns (ids, epoch, sizes) into boxes and flips with the same
 numpy code the torch backend runs (:func:`tfpathloader.transforms.plan_batch`), so both backends
 use identical boxes. Then, in the grouped map loop, each JPEG decodes only its box
-(``decode_and_crop_jpeg``, ``INTEGER_ACCURATE`` as everywhere in this backend), other formats
+(``decode_and_crop_jpeg``, the IDCT of ``jpeg_dct`` as everywhere in this backend), other formats
 decode whole and are sliced; then the torch backend's own resize and flip (NOTE [tf crop resize]).
 
 NOTE [tf crop resize]: the resize is the torch backend's, called per image by
@@ -132,6 +132,7 @@ def crop_batch(
     decode: Callable[[Any, Any], Any],
     cmyk: Any,
     other_formats: bool = False,
+    dct_method: str = "INTEGER_ACCURATE",
 ) -> Any:
     """A batch of encoded images through a pipeline: uint8 ``[B, H, W, 3]``.
 
@@ -144,6 +145,7 @@ def crop_batch(
         decode: ``decode(data, cmyk)``, the backend's full decoder (3 channels).
         cmyk: Per-image CMYK flags (those decode by ``decode``, whole).
         other_formats: Whether some files may be formats without a header parsed here.
+        dct_method: ``decode_and_crop_jpeg``'s IDCT (NOTE [jpeg dct] in _crop.py).
     """
     oh, ow = check_pipeline(transform)
     antialias = antialias_of(transform)
@@ -165,7 +167,7 @@ def crop_batch(
         def crop_decode() -> Any:
             def at(ratio: int) -> Any:
                 return lambda: tf.io.decode_and_crop_jpeg(
-                    d, box, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE"
+                    d, box, channels=3, ratio=ratio, dct_method=dct_method
                 )
 
             # The box is in the 1/ratio-scaled image (NOTE [DCT scaling] in _crop.py).

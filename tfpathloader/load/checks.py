@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 ON_ERROR = ("raise", "skip")
+JPEG_DCT = ("accurate", "fast")
 
 
 def _is_int(v: object) -> bool:
@@ -45,6 +46,12 @@ def check_load_args(cfg: LoaderConfig) -> None:
         raise ValueError(f"size must be (height, width) with positive ints, got {cfg.size!r}")
     if not isinstance(cfg.on_error, str) or cfg.on_error not in ON_ERROR:
         raise ValueError(f"unknown on_error {cfg.on_error!r}; valid: {', '.join(ON_ERROR)}")
+    if not isinstance(cfg.jpeg_dct, str) or cfg.jpeg_dct not in JPEG_DCT:
+        raise ValueError(
+            f"unknown jpeg_dct {cfg.jpeg_dct!r}; valid: 'accurate' (libjpeg's accurate integer "
+            "IDCT, Pillow's pixels; the default) or 'fast' (its fast integer IDCT, "
+            "TensorFlow's default)"
+        )
     if cfg.prefetch_factor is not None and (
         not _is_int(cfg.prefetch_factor) or cfg.prefetch_factor < 1
     ):

@@ -96,6 +96,7 @@ class LoaderConfig:
     channels: int | None = None
     size: tuple[int, int] | None = None
     on_error: str = "raise"
+    jpeg_dct: str = "accurate"
     num_workers: int = 0
     prefetch_factor: int | None = None
     persistent_workers: bool | None = None
@@ -253,6 +254,7 @@ def make_loader(
     channels: int | None = None,
     size: tuple[int, int] | None = None,
     on_error: str = "raise",
+    jpeg_dct: str = "accurate",
     transform: Transform | None = None,
     prefetch_factor: int | None = None,
     persistent_workers: bool | None = None,
@@ -288,6 +290,11 @@ def make_loader(
         on_error: ``"raise"`` (an ImageLoadError naming record, path and cause) or ``"skip"``
             (skip, count, and report per epoch in ``loader.skipped``; a batch left with no
             image is not yielded but counted, see NOTE [all-skipped batch]).
+        jpeg_dct: How JPEGs are decoded, the same in both backends: ``"accurate"`` (default;
+            libjpeg's accurate integer IDCT, Pillow's pixels) or ``"fast"`` (its fast integer
+            IDCT, what TensorFlow's ``decode_jpeg`` does by default: 15-20% less decode time,
+            pixels off by a grey level or two; needs ``simplejpeg`` in the torch backend).
+            See NOTE [jpeg dct] in ``tfpathloader/load/_crop.py``.
         transform: A :mod:`tfpathloader.transforms` pipeline (e.g.
             ``Compose([RandomResizedCrop(224), RandomHorizontalFlip()])``): planned from the
             image header, only the box decoded, resized straight into the batch, natively in
@@ -377,6 +384,7 @@ def make_loader(
         channels=channels,
         size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
         on_error=on_error,
+        jpeg_dct=jpeg_dct,
         num_workers=num_workers,
         prefetch_factor=prefetch_factor,
         persistent_workers=persistent_workers,

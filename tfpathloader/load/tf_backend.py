@@ -11,7 +11,8 @@ TensorFlow users.
 NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
 their high byte (``decode_png`` does that for uint8), palettes expand, alpha is dropped, and
 RGB -> grey uses Pillow's integer formula instead of ``decode_png(channels=1)`` (which differs by
-one in places). JPEGs use ``dct_method="INTEGER_ACCURATE"`` (Pillow's islow IDCT). CMYK JPEGs
+one in places). JPEGs use ``dct_method="INTEGER_ACCURATE"`` (Pillow's islow IDCT), or
+``"INTEGER_FAST"`` with ``jpeg_dct="fast"`` (simplejpeg's ``fastdct``, NOTE [jpeg dct]). CMYK JPEGs
 (4 components in the header; libjpeg's CMYK -> RGB differs from Pillow's by up to 12) and any
 other format go through the PyTorch backend's own Pillow decoder (``tf.numpy_function``).
 Resizing is ``tf.image.resize(antialias=True)`` and is close to, not equal to, Pillow's bilinear.
@@ -160,7 +161,7 @@ class TFLoader(LoaderBase):
         tf = self.tf
 
         def fast() -> Any:
-            return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+            return tf.io.decode_jpeg(data, channels=3, dct_method=self._dct_method)
 
         def other() -> Any:  # Pillow checks the pixel count itself
             img = tf.numpy_function(_pillow_rgb, [data], tf.uint8, stateful=False)
@@ -227,7 +228,14 @@ class TFLoader(LoaderBase):
         pipe = self._crop_transform
         assert pipe is not None
         seed, other = self.config.seed, True  # formats are told by content (_tf_ops.headers)
-        return crop_batch(self.tf, pipe, seed, items, data, self._decode, cmyk, other)
+        return crop_batch(
+            self.tf, pipe, seed, items, data, self._decode, cmyk, other, self._dct_method
+        )
+
+    @property
+    def _dct_method(self) -> str:
+        """TensorFlow's name for the IDCT of ``jpeg_dct`` (NOTE [jpeg dct] in _crop.py)."""
+        return "INTEGER_FAST" if self.config.jpeg_dct == "fast" else "INTEGER_ACCURATE"
 
     _read_mode = "python"  # or "tf" (tf.io.read_file, no checks): only for benchmarks
 

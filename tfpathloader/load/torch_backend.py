@@ -22,7 +22,7 @@ from ..index import PathIndex
 from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from ..transforms import Transform as Pipeline
 from ..transforms import check_pipeline, record_rng
-from ._crop import decode_into, load_cropped
+from ._crop import decode_into, load_cropped, require_simplejpeg
 from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator
 from ._torch.requests import BatchRequest, EpochBatchSampler
@@ -65,6 +65,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
         reader: Opens the files (size limit, root rule); default: the index's root and
             ``allow_outside_root``, 256 MiB.
         remote: How a URL root is read (see :class:`~tfpathloader.storage.RemoteOptions`).
+        jpeg_dct: ``"accurate"`` or ``"fast"`` (see :func:`~tfpathloader.make_loader`).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
         on_error: str = "raise",
         reader: FileReader | None = None,
         remote: RemoteOptions | None = None,
+        jpeg_dct: str = "accurate",
     ):
         self.index = index
         self.reader = reader or FileReader(
@@ -90,6 +92,9 @@ class PathIndexDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.seed = seed
         self.on_error = on_error
+        self.fast_dct = jpeg_dct == "fast"
+        if self.fast_dct:
+            require_simplejpeg()
         self.epoch = 0  # only for __getitem__; batches carry their own epoch
         self.pool: _SlotPool | None = None
         self.pipeline = isinstance(transform, Pipeline)
@@ -144,12 +149,15 @@ class PathIndexDataset(torch.utils.data.Dataset):
                 data=data,
                 reader=reader,
                 out=out,
+                fast_dct=self.fast_dct,
             )
             return hwc, hwc.shape
         if data is None:
             data = read_file(path, i, reader)
         out = out if self.transform is None else None  # a callable gets its own array
-        pixels, shape = decode_into(data, channels=c, size=size, out=out, path=path, record_id=i)
+        pixels, shape = decode_into(
+            data, channels=c, size=size, out=out, path=path, record_id=i, fast_dct=self.fast_dct
+        )
         if self.transform is None:
             return pixels, shape
         result = call_user_transform(self.transform, pixels, shape, self.seed, epoch, i)
@@ -314,6 +322,7 @@ class TorchLoader(LoaderBase):
             on_error=cfg.on_error,
             reader=file_reader(index, cfg),
             remote=cfg.remote,
+            jpeg_dct=cfg.jpeg_dct,
         )
         self._batch_sampler = EpochBatchSampler(self.sampler, self.dataset)
         workers = cfg.num_workers

@@ -238,8 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--rows",
         default="raw,raw-lean,torch,tf,baseline,stateful,grain,tf-hand",
         help="comma-separated rows: raw, raw-lean, torch, tf, baseline (plain DataLoader), "
-        "stateful (torchdata), grain, tf-hand (default: all; a peer whose package is missing "
-        "is skipped: pip install 'tfpathloader[bench]')",
+        "stateful (torchdata), grain, tf-hand (default: these; a peer whose package is missing "
+        "is skipped: pip install 'tfpathloader[bench]'); and for equal pixels: torch-fast, "
+        "tf-fast (ours at tf.data's defaults: fast IDCT, no antialiasing), tf-hand-exact "
+        "(hand-written tf.data at ours: accurate IDCT, antialiasing)",
     )
     p.add_argument(
         "--workers",

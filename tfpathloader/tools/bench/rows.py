@@ -176,18 +176,33 @@ def _raw(spec: RowSpec, *, lean: bool = False) -> Run:
 # --------------------------------------------------------------------------- this project
 
 
-def _ours(spec: RowSpec, backend: str) -> Run:
-    """This project's loader (``make_loader``), epoch by epoch, as in training."""
+# NOTE [equal pixels]: hand-written tf.data decodes JPEGs with TensorFlow's default, libjpeg's
+# fast integer IDCT, and resizes without antialiasing; our rows decode with the accurate IDCT
+# (Pillow's pixels) and resize with antialiasing (Pillow's filter). Two more pairs of rows
+# measure equal work: ``torch-fast``/``tf-fast`` are our loaders set to tf.data's defaults
+# (``jpeg_dct="fast"``, ``antialias=False``), and ``tf-hand-exact`` is hand-written tf.data
+# set to ours (``dct_method="INTEGER_ACCURATE"``, ``antialias=True``).
+
+
+def _ours(spec: RowSpec, backend: str, fast: bool = False) -> Run:
+    """This project's loader (``make_loader``), epoch by epoch, as in training.
+
+    ``fast``: with hand-written tf.data's pixel quality (NOTE [equal pixels]).
+    """
+    from ... import transforms as T
     from ...index import PathIndex
     from ...load.loader import make_loader
 
     index = PathIndex.read(list(spec.index_files), root=spec.root)
     how: dict[str, Any] = {"size": spec.size}
     if spec.crop:
-        from ... import transforms as T
-
         assert spec.size is not None
-        how = {"transform": T.Compose([T.RandomResizedCrop(spec.size), T.RandomHorizontalFlip()])}
+        crop = T.RandomResizedCrop(spec.size, antialias=not fast)
+        how = {"transform": T.Compose([crop, T.RandomHorizontalFlip()])}
+    elif fast and spec.size is not None:
+        how = {"transform": T.Resize(spec.size, antialias=False)}
+    if fast:
+        how["jpeg_dct"] = "fast"
     loader = make_loader(
         backend=backend,
         index=index,
@@ -321,19 +336,26 @@ def _grain(spec: RowSpec) -> Run:
 # --------------------------------------------------------------------------- hand-written tf.data
 
 
-def _tf_hand(spec: RowSpec) -> Run:
+def _tf_hand(spec: RowSpec, exact: bool = False) -> Run:
     """The tf.data guide's image pipeline ("Load and preprocess images"):
     ``from_tensor_slices(paths).shuffle(N).map(read + decode, AUTOTUNE).batch().prefetch()``.
+
+    ``exact``: with our pixel quality (NOTE [equal pixels]).
     """
     from ...load.tf_backend import import_tensorflow
 
     tf = import_tensorflow()
     channels = spec.channels
+    dct = "INTEGER_ACCURATE" if exact else ""  # "": TensorFlow's default, the fast IDCT
 
     def load(path: Any, label: Any) -> Any:
-        img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        data = tf.io.read_file(path)
+        if exact:  # decode_image has no dct_method; decode_jpeg reads PNG and GIF too
+            img = tf.io.decode_jpeg(data, channels=channels, dct_method=dct)
+        else:
+            img = tf.io.decode_image(data, channels=channels, expand_animations=False)
         if spec.size is not None:
-            img = tf.cast(tf.image.resize(img, spec.size), tf.uint8)
+            img = tf.cast(tf.image.resize(img, spec.size, antialias=exact), tf.uint8)
         return tf.transpose(img, [2, 0, 1]), label
 
     def load_crop(path: Any, label: Any) -> Any:
@@ -348,8 +370,9 @@ def _tf_hand(spec: RowSpec) -> Run:
             use_image_if_no_bounding_boxes=True,
         )
         box = tf.stack([begin[0], begin[1], size[0], size[1]])
-        img = tf.io.decode_and_crop_jpeg(data, box, channels=channels)
-        img = tf.image.random_flip_left_right(tf.image.resize(img, spec.size))
+        img = tf.io.decode_and_crop_jpeg(data, box, channels=channels, dct_method=dct)
+        img = tf.image.resize(img, spec.size, antialias=exact)
+        img = tf.image.random_flip_left_right(img)
         return tf.transpose(tf.cast(img, tf.uint8), [2, 0, 1]), label
 
     tf.random.set_seed(spec.seed)
@@ -372,8 +395,11 @@ ROW_FACTORIES: dict[str, Callable[[RowSpec], Run]] = {
     "raw-lean": lambda spec: _raw(spec, lean=True),
     "torch": lambda spec: _ours(spec, "torch"),
     "tf": lambda spec: _ours(spec, "tf"),
+    "torch-fast": lambda spec: _ours(spec, "torch", fast=True),
+    "tf-fast": lambda spec: _ours(spec, "tf", fast=True),
     "baseline": _dataloader,
     "stateful": lambda spec: _dataloader(spec, stateful=True),
     "grain": _grain,
     "tf-hand": _tf_hand,
+    "tf-hand-exact": lambda spec: _tf_hand(spec, exact=True),
 }
