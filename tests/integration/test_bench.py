@@ -63,6 +63,7 @@ def test_bench_cli_every_row(tmp_path, capsys):
             assert name in ("stateful", "grain") and "pip install" in r["skipped"]
             continue
         assert r["images_per_s"] > 0 and len(r["runs"]) == 1
+        assert r["mem_mib"] > 0 and r["uss_mib"] > 0  # from the untimed memory epoch
         if name not in ("raw", "raw-lean"):
             assert r["first_batch_s"] > 0 and r["cold_start_s"] > 0
     _check_columns_agree(result)

@@ -8,7 +8,11 @@ then taken (neighbours in time share the shared machine's mood; slow drift cance
 is images over the whole epoch from ``iter()`` to the last batch, start-up of the epoch
 included; the first-batch column is the part of that before the first batch, and the cold
 start is building the loader plus the first batch of its first epoch. Memory is the peak,
-sampled every 0.2 s during the runs, over the row's process and all its descendants
+sampled every 0.1 s during one more epoch after the timed rounds (not during them: reading a
+process's ``smaps_rollup`` costs 30-45 ms of CPU in a process that has imported TensorFlow and
+torch, 1,550 mappings, so sampling every 0.2 s took a fifth of a core from the row it measured
+and counted in its CPU column: the tf row's crop epoch ran at 1,160-1,210 images/s sampled
+and 1,370-1,550 not), over the row's process and all its descendants
 (workers), from ``/proc/PID/smaps_rollup``, in two forms. USS (private clean + dirty) is what
 the issue asked for, but it leaves out pages shared *between* the row's own processes: the
 torch backend's batch slots and DataLoader's batches live in shared memory, mapped by the
@@ -116,9 +120,10 @@ def cpu_s(pid: int) -> float | None:
 
 
 class _PeakUSS:
-    """Samples this process tree's memory every 0.2 s in a thread; keeps the peaks."""
+    """Samples this process tree's memory every ``every`` s in a thread; keeps the peaks."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: float = 0.1) -> None:
+        self._every = every
         self.peak: float | None = None  # USS
         self.peak_own: float | None = None  # anonymous + shared-memory PSS
         self._stop = threading.Event()
@@ -131,7 +136,7 @@ class _PeakUSS:
                 self.peak = v
             if w is not None and (self.peak_own is None or w > self.peak_own):
                 self.peak_own = w
-            if self._stop.wait(0.2):
+            if self._stop.wait(self._every):
                 return
 
     def __enter__(self) -> _PeakUSS:
@@ -162,10 +167,11 @@ def _row_main(name: str, spec: RowSpec, conn: Any) -> None:
     except Exception:
         conn.send({"error": traceback.format_exc()})
         return
-    while (epoch := conn.recv()) is not None:
+    while (request := conn.recv()) is not None:
+        epoch, memory = request  # memory: sample it (an untimed epoch, NOTE [bench method])
         try:
             cpu0 = cpu_s(os.getpid())
-            with _PeakUSS() as mem:
+            with _PeakUSS() if memory else contextlib.nullcontext(_PeakUSS()) as mem:
                 images, first, seconds = run(epoch)
             cpu1 = cpu_s(os.getpid())
             cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
@@ -200,8 +206,9 @@ class _Row:
             raise RuntimeError(f"bench row {self.name!r} failed:\n{msg['error']}")
         return dict(msg)
 
-    def run(self, epoch: int) -> dict[str, Any]:
-        self.conn.send(epoch)
+    def run(self, epoch: int, memory: bool = False) -> dict[str, Any]:
+        """One epoch; with ``memory``, its memory sampled (and its timing not to be used)."""
+        self.conn.send((epoch, memory))
         return self.wait()
 
     def close(self) -> None:
@@ -286,9 +293,10 @@ def run_bench(
     live: dict[str, _Row] = {}
     try:
         with progress_bar(
-            progress, desc="benchmarking", total=(repeat + 2) * len(order), unit=" runs"
+            progress, desc="benchmarking", total=(repeat + 3) * len(order), unit=" runs"
         ) as bar:
             cold: dict[str, float] = {}
+            memory: dict[str, dict[str, Any]] = {}
             for r in order:  # built one at a time: start-up is measured alone too
                 row = _Row(ctx, r, spec)
                 info = row.wait()
@@ -305,10 +313,14 @@ def run_bench(
                     _settle()
                     runs[r].append(row.run(k + 1))
                     bar.update(1)
+            for r, row in live.items():  # memory, apart from the timed epochs
+                _settle()
+                memory[r] = row.run(repeat + 1, memory=True)
+                bar.update(1)
     finally:
         for row in live.values():
             row.close()
-    table = _tabulate(runs, cold, skipped, order)
+    table = _tabulate(runs, cold, skipped, order, memory)
     first = load_image(paths[0], channels=channels, size=size)
     return {
         "crop": crop,
@@ -329,6 +341,7 @@ def _tabulate(
     cold: dict[str, float],
     skipped: dict[str, str],
     order: list[str],
+    memory: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Each row's median rate and ratio to the raw rate of the same round (NOTE [bench method])."""
     rate = {r: [x["images"] / x["seconds"] for x in v] for r, v in runs.items() if v}
@@ -345,8 +358,9 @@ def _tabulate(
             continue
         ratios = [x / raw for x, raw in zip(rate[r], rate["raw"], strict=True)]
         firsts = [x["first_s"] for x in runs[r] if x["first_s"] is not None]
-        mems = [x["uss_mib"] for x in runs[r] if x["uss_mib"] is not None]
-        owns = [x["mem_mib"] for x in runs[r] if x.get("mem_mib") is not None]
+        sampled = [(memory or {}).get(r, {}), *runs[r]]  # timed runs carry None
+        mems = [x["uss_mib"] for x in sampled if x.get("uss_mib") is not None]
+        owns = [x["mem_mib"] for x in sampled if x.get("mem_mib") is not None]
         cpus = [x["cpu_ms_per_image"] for x in runs[r] if x["cpu_ms_per_image"] is not None]
         table[r] = {
             "images_per_s": round(statistics.median(rate[r]), 1),
