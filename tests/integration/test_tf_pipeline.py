@@ -56,8 +56,13 @@ def test_one_pipeline_serves_every_epoch_and_abandoned_iterations(png_index, on_
     loader.set_epoch(3)
     list(loader)
     assert loader._pipeline() is pipeline  # built once
-    fn = loader._load_batch_fn if on_error == "raise" else loader._load_fn
-    assert fn.experimental_get_tracing_count() == 1  # traced once, not per epoch
+    fns = (
+        [loader._read_batch_fn, loader._decode_batch_fn]
+        if on_error == "raise"
+        else [loader._load_fn]
+    )
+    for fn in fns:  # NOTE [one reader]: read and decode are the two stages of a batch
+        assert fn.experimental_get_tracing_count() == 1  # traced once, not per epoch
     loader.close()
 
 

@@ -2,11 +2,11 @@
 
 One pipeline and one iterator per loader, for every epoch (NOTE [one pipeline], [one iterator]
 in _tf_epochs.py): this rank's ids (from the shared order code) -> ``from_tensor_slices`` ->
-``batch`` -> parallel, deterministic ``map`` that reads (NOTE [tf reads]) and decodes a whole
-batch -> ``prefetch`` (batching the ids before the map, not the images after it: see NOTE [tf
-pipeline cost]). Batches reach PyTorch by DLPack without a copy;
-:meth:`TFLoader.as_tf_dataset` gives the same pipeline as a plain ``tf.data.Dataset`` for
-TensorFlow users.
+``batch`` -> a ``map`` that reads a whole batch (NOTE [tf reads]; one call at a time, NOTE [one
+reader] in _tf_pipeline.py) -> a parallel, deterministic ``map`` that decodes it -> ``prefetch``
+(batching the ids before the maps, not the images after them: see NOTE [tf pipeline cost]).
+Batches reach PyTorch by DLPack without a copy; :meth:`TFLoader.as_tf_dataset` gives the same
+pipeline as a plain ``tf.data.Dataset`` for TensorFlow users.
 
 NOTE [pixel parity]: PNGs decode to the same pixels as the PyTorch backend: 16-bit samples keep
 their high byte (``decode_png`` does that for uint8), palettes expand, alpha is dropped, and
@@ -85,6 +85,8 @@ class TFLoader(LoaderBase):
         self._load_fn = traced(self._load)
         self._finish_fn = traced(self._finish_batch)
         self._load_batch_fn = traced(self._load_batch)
+        self._read_batch_fn = traced(self._read_batch)
+        self._decode_batch_fn = traced(self._decode_batch)
         # NOTE [one pipeline] (in _tf_epochs.py): built once (below, or at first use), reused.
         self._epochs = Epochs(
             tf,
@@ -131,8 +133,9 @@ class TFLoader(LoaderBase):
 
     # NOTE [tf pipeline cost]: tf.data spends about 15 us per element on its own bookkeeping and
     # every op in a map function costs about a microsecond (a tf.cond several): as much as
-    # decoding a 28x28 PNG. So the pipeline's elements are whole batches: one parallel map per
-    # batch computes paths and labels (vectorized), reads and decodes its images with tf.map_fn
+    # decoding a 28x28 PNG. So the pipeline's elements are whole batches: one map call per
+    # batch computes paths and labels (vectorized) and reads its files, a parallel one decodes
+    # its images with tf.map_fn
     # (a loop inside the runtime: 64k vs 37k images/s for per-record elements, measured on the
     # demo PNGs with 2 cores), then converts grey and checks sizes once per batch. Images are
     # decoded straight to 3 channels (libpng/libjpeg replicate grey, expand palettes and drop
@@ -196,13 +199,21 @@ class TFLoader(LoaderBase):
 
     def _load_batch(self, ids: Any, epoch: Any) -> dict[str, Any]:
         """A whole batch in one element: see NOTE [tf pipeline cost]."""
-        tf = self.tf
+        return self._decode_batch(*self._read_batch(ids, epoch))
+
+    def _read_batch(self, ids: Any, epoch: Any) -> tuple[dict[str, Any], Any, Any]:
+        """A batch's paths, labels (:meth:`_prepare`) and checked bytes (NOTE [tf reads])."""
         items = self._prepare(ids, epoch)
+        data, cmyk = checked(self.tf, self._read_files(items["path"], items["index"]))
+        return items, data, cmyk
+
+    def _decode_batch(self, items: dict[str, Any], data: Any, cmyk: Any) -> dict[str, Any]:
+        """A batch's images from its bytes (:meth:`_read_batch`)."""
+        tf = self.tf
         if self.transform is None:
             spec = tf.TensorSpec([None, None, 3], tf.uint8)
         else:
             spec = tf.TensorSpec([None, None, None], tf.uint8)
-        data, cmyk = checked(self.tf, self._read_files(items["path"], items["index"]))
         if self._crop_transform is not None:
             return self._finish_batch({**items, "image": self._crop(items, data, cmyk)})
 
@@ -238,6 +249,7 @@ class TFLoader(LoaderBase):
         return "INTEGER_FAST" if self.config.jpeg_dct == "fast" else "INTEGER_ACCURATE"
 
     _read_mode = "python"  # or "tf" (tf.io.read_file, no checks): only for benchmarks
+    _parallel_reads = False  # True: reads as parallel as decodes, only for benchmarks
 
     def _read_files(self, paths: Any, ids: Any) -> Any:
         """The bytes of a batch's files (see NOTE [tf reads] and NOTE [bomb check])."""
