@@ -172,14 +172,20 @@ def audit_table(orders: dict[str, dict[str, Any]], *, draws: int) -> str:
 
 # The four image sets of the Speed table: (file name under docs/bench, column title, bench
 # arguments after the index / set options). BENCH_ARGS is how much of each is measured.
+# The JPEG sets also run the rows of equal pixel quality (NOTE [equal pixels] in
+# tfpathloader/tools/bench/rows.py); on the PNGs they would repeat their defaults' rows.
+_EQUAL = (
+    "--rows",
+    "raw,raw-lean,torch,tf,torch-fast,tf-fast,baseline,stateful,grain,tf-hand,tf-hand-exact",
+)
 _BENCH_SETS = (
     ("demo-png", "demo PNG 28x28", ("{data}/index.tfrecord",)),
-    ("jpeg-224", "224px JPEG", ("--make-jpeg", "{work}/bench-jpeg")),
-    ("photos", "photos -> resize 224", ("--make-photos", "{work}/bench-photos")),
+    ("jpeg-224", "224px JPEG", ("--make-jpeg", "{work}/bench-jpeg", *_EQUAL)),
+    ("photos", "photos -> resize 224", ("--make-photos", "{work}/bench-photos", *_EQUAL)),
     (
         "photos-crop",
         "photos -> RandomResizedCrop 224 + flip",
-        ("--make-photos", "{work}/bench-photos", "--crop"),
+        ("--make-photos", "{work}/bench-photos", "--crop", *_EQUAL),
     ),
 )
 BENCH_ARGS = ("--repeat", "5")
@@ -287,7 +293,7 @@ BLOCKS = {
         Block(
             "bench",
             "tfpathloader bench data/index.tfrecord, --make-jpeg DIR, --make-photos DIR, "
-            "--make-photos DIR --crop, each with --repeat 5",
+            "--make-photos DIR --crop, each with --repeat 5, the three JPEG sets with every row",
             _bench,
         ),
         Block("index10m", "python benchmarks/index_10m.py", _index10m),
