@@ -40,6 +40,7 @@ __all__ = [
     "Transform",
     "check_pipeline",
     "plan_batch",
+    "plan_rng",
     "record_rng",
 ]
 
@@ -101,6 +102,10 @@ def _pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
 class Transform:
     """Base of the decode-aware transforms: :meth:`apply` updates a view of the image."""
 
+    # Whether apply() draws from its generator. False (Resize, CenterCrop) lets the loaders skip
+    # making the record's generator (NOTE [no draws]); a subclass draws unless it says not.
+    random: bool = True
+
     def apply(self, view: _View, rng: np.random.Generator) -> None:  # pragma: no cover
         raise NotImplementedError
 
@@ -135,6 +140,10 @@ class Compose(Transform):
     def apply(self, view: _View, rng: np.random.Generator) -> None:
         for t in self.transforms:
             t.apply(view, rng)
+
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        return any(t.random for t in self.transforms)
 
     @property
     def output_size(self) -> tuple[int, int] | None:
@@ -232,6 +241,8 @@ class Resize(Transform):
     fixed size (``Resize((h, w))``, ``CenterCrop`` or ``RandomResizedCrop``).
     """
 
+    random = False
+
     def __init__(self, size: int | Sequence[int], antialias: bool = True):
         self.short = None
         if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
@@ -267,6 +278,8 @@ class CenterCrop(Transform):
     """The centred ``(height, width)`` region (no padding: a larger crop keeps the whole
     image and resizes it to ``size``)."""
 
+    random = False
+
     def __init__(self, size: int | Sequence[int]):
         self.size = _pair(size, "CenterCrop")
 
@@ -289,6 +302,18 @@ def record_rng(seed: int, epoch: int, record_id: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(record_id), _TRANSFORM_STREAM])
 
 
+# NOTE [no draws]: making a record's generator (``default_rng`` of four ints: a SeedSequence
+# hash) costs 20-50 us, as much as planning, reading and half the resize of a photo together;
+# a pipeline that draws nothing (Resize, CenterCrop: evaluation, and the tf backend's size=)
+# gets this one generator instead, never drawn from. ``Transform.random`` says which.
+_NO_DRAWS = np.random.default_rng(0)
+
+
+def plan_rng(transform: Transform, seed: int, epoch: int, record_id: int) -> np.random.Generator:
+    """The generator ``transform`` plans a record with: :func:`record_rng`, or none needed."""
+    return record_rng(seed, epoch, record_id) if transform.random else _NO_DRAWS
+
+
 def plan_batch(
     transform: Transform,
     seed: int,
@@ -309,7 +334,9 @@ def plan_batch(
     boxes = np.zeros((n, 4), dtype=np.int32)
     flips = np.zeros(n, dtype=bool)
     for k in range(n):
-        p = transform.plan(int(heights[k]), int(widths[k]), record_rng(seed, epoch, ids[k]))
+        p = transform.plan(
+            int(heights[k]), int(widths[k]), plan_rng(transform, seed, epoch, ids[k])
+        )
         boxes[k], flips[k] = p.box, p.flip
     return boxes, flips
 

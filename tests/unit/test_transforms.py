@@ -81,3 +81,37 @@ def test_a_pipeline_without_fixed_size_is_refused():
     with pytest.raises(ValueError, match="varied sizes"):
         T.check_pipeline(T.Compose([T.Resize(256), T.RandomHorizontalFlip()]))
     assert T.check_pipeline(T.Compose([T.Resize(256), T.CenterCrop(8)])) == (8, 8)
+
+
+def test_pipelines_that_draw_nothing_skip_the_generator_and_plan_the_same():
+    """NOTE [no draws]: Resize and CenterCrop plan without a record's generator, same plans."""
+    from tfpathloader.transforms import (
+        CenterCrop,
+        Compose,
+        RandomHorizontalFlip,
+        RandomResizedCrop,
+        Resize,
+        Transform,
+        plan_rng,
+    )
+
+    evaluation = Compose([Resize(40), CenterCrop(32)])
+    assert not Resize(8).random and not CenterCrop(8).random and not evaluation.random
+    assert RandomResizedCrop(8).random and RandomHorizontalFlip().random
+    assert Compose([Resize(40), RandomHorizontalFlip()]).random
+
+    class Mine(Transform):  # a user's subclass draws unless it says it does not
+        def apply(self, view, rng):
+            view.flip = bool(rng.random() < 0.5)
+
+    assert Mine().random
+    ids = np.arange(6)
+    hs, ws = np.array([50, 60, 70, 80, 90, 99]), np.array([99, 90, 80, 70, 60, 50])
+    boxes, flips = plan_batch(evaluation, 0, 1, ids, hs, ws)
+    for k in range(6):
+        want = evaluation.plan(int(hs[k]), int(ws[k]), record_rng(0, 1, k))
+        assert tuple(boxes[k]) == want.box and flips[k] == want.flip
+    assert plan_rng(evaluation, 0, 1, 2) is plan_rng(evaluation, 0, 9, 3)  # one, never drawn
+    crop = Compose([RandomResizedCrop(16), RandomHorizontalFlip()])
+    a, b = plan_rng(crop, 0, 1, 2), record_rng(0, 1, 2)
+    assert a.random() == b.random()  # the record's own stream

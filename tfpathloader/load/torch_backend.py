@@ -21,7 +21,7 @@ from ..errors import BatchShapeError, ImageLoadError
 from ..index import PathIndex
 from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from ..transforms import Transform as Pipeline
-from ..transforms import check_pipeline, record_rng
+from ..transforms import check_pipeline, plan_rng
 from ._crop import decode_into, load_cropped, require_simplejpeg
 from ._torch.deaths import surface_worker_death
 from ._torch.private import drop_persistent_iterator
@@ -143,7 +143,7 @@ class PathIndexDataset(torch.utils.data.Dataset):
             hwc = load_cropped(
                 path,
                 cast(Pipeline, self.transform),
-                record_rng(self.seed, epoch, i),
+                plan_rng(cast(Pipeline, self.transform), self.seed, epoch, i),
                 channels=c,
                 record_id=i,
                 data=data,
