@@ -213,3 +213,14 @@ def test_a_loader_fault_names_the_library_error_and_how_to_resume():
     assert str(e).startswith("LoaderWorkerError: a loader worker process died; resume")
     assert "python train.py hydra.run.dir=/runs/x trainer.resume=auto" in str(e)
     assert "no checkpoints" in str(LoaderFault(LoaderWorkerError("x"), "/runs/x", 0))
+
+
+def test_loader_jpeg_dct_is_a_loader_setting_that_reaches_make_loader():
+    cfg = compose_cfg(["loader=tf", "loader.jpeg_dct=fast"])
+    assert cfg.loader.jpeg_dct == "fast" and validate(cfg) == []
+    assert compose_cfg([]).loader.jpeg_dct == "accurate"  # Pillow's pixels by default
+    import inspect
+
+    from tfpathloader import make_loader
+
+    assert "jpeg_dct" in inspect.signature(make_loader).parameters  # what train.py calls
