@@ -171,7 +171,8 @@ def _row_main(name: str, spec: RowSpec, conn: Any) -> None:
         epoch, memory = request  # memory: sample it (an untimed epoch, NOTE [bench method])
         try:
             cpu0 = cpu_s(os.getpid())
-            with _PeakUSS() if memory else contextlib.nullcontext(_PeakUSS()) as mem:
+            mem = _PeakUSS()  # its peaks stay None unless it samples
+            with mem if memory else contextlib.nullcontext():
                 images, first, seconds = run(epoch)
             cpu1 = cpu_s(os.getpid())
             cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
