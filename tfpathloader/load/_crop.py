@@ -79,7 +79,8 @@ def _jpeg_header(data: bytes) -> tuple[int, int, bool] | None:
 # exactly (checked on the photo set and by test_jpeg_dct.py). Pillow has no such choice, so in
 # the torch backend "fast" needs simplejpeg (the ``jpeg`` extra; a clear error without it), and
 # the JPEGs that simplejpeg leaves to Pillow (CMYK, and files libjpeg warns about) decode
-# accurately there. Cost and pixels: ``benchmarks/crop.py --micro`` and test_jpeg_dct.py.
+# accurately there. Over 300 photos (``benchmarks/jpeg_dct.py``): mean difference 0.96 grey
+# levels from the accurate IDCT, at most 20; decode 0.80-0.82 against 0.83-0.84 ms, 2-3% less.
 
 
 def require_simplejpeg() -> None:

@@ -292,9 +292,9 @@ def make_loader(
             image is not yielded but counted, see NOTE [all-skipped batch]).
         jpeg_dct: How JPEGs are decoded, the same in both backends: ``"accurate"`` (default;
             libjpeg's accurate integer IDCT, Pillow's pixels) or ``"fast"`` (its fast integer
-            IDCT, what TensorFlow's ``decode_jpeg`` does by default: about a sixth less decode
-            time per photo, pixels off by 0.96 grey levels on average, at most 16, over 300
-            photos; needs ``simplejpeg`` in the torch backend).
+            IDCT, what TensorFlow's ``decode_jpeg`` does by default: tf.data's pixels, about a
+            grey level off Pillow's, 2-3% less decode time; needs ``simplejpeg`` in the torch
+            backend).
             See NOTE [jpeg dct] in ``tfpathloader/load/_crop.py``.
         transform: A :mod:`tfpathloader.transforms` pipeline (e.g.
             ``Compose([RandomResizedCrop(224), RandomHorizontalFlip()])``): planned from the
