@@ -35,6 +35,7 @@ _EXPORTS = {
     "OrderSpec": "order.spec",
     "StateError": "order.state",
     "make_loader": "load.loader",
+    "Loader": "load.loader",
     "audit_ids": "tools.audit",
 }
 
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from .index import PathIndex, build_index, encode_example, write_index
     from .index.tfrecord_interop import enable_tfrecord_interop
     from .load.decode import decode_image, load_image
-    from .load.loader import make_loader
+    from .load.loader import Loader, make_loader
     from .order.sampler import GlobalShuffleSampler
     from .order.spec import OrderSpec
     from .order.state import StateError

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .decode import decode_image, load_image
-from .loader import make_loader
+from .loader import Loader, make_loader
 
-__all__ = ["decode_image", "load_image", "make_loader"]
+__all__ = ["Loader", "decode_image", "load_image", "make_loader"]

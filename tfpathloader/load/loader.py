@@ -1,90 +1,44 @@
-"""make_loader: one front door to both backends, and the epoch bookkeeping they share.
+"""make_loader: one typed front door to both backends, and the epoch bookkeeping they share.
 
 Both backends take their ids from one :class:`~tfpathloader.GlobalShuffleSampler` built from one
-:class:`~tfpathloader.OrderSpec`, so the same configuration delivers the same batches in PyTorch
-and in tf.data, and the sampler's position is the one resume counter: a loader counts a batch as
-consumed when it hands it to the caller (not when workers prefetch it), and its state is the
-sampler's (NOTE [resume state] in :mod:`tfpathloader.order.state`) plus the epoch's skips.
+:class:`~tfpathloader.OrderSpec`, and decode them with one function (NOTE [one decode path] in
+:mod:`.decode`), so the same configuration delivers the same batches in PyTorch and in tf.data.
+The sampler's position is the one resume counter: a loader counts a batch as consumed when it
+hands it to the caller (not when it was decoded ahead), and its state is the sampler's (NOTE
+[resume state] in :mod:`tfpathloader.order.state`) plus the epoch's skips.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
-import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 
-from .._utils import optional_import
+from ..errors import ImageLoadError
 from ..index import PathIndex
 from ..order.sampler import GlobalShuffleSampler
-from ..order.spec import OrderSpec, Stream
+from ..order.spec import OrderSpec, check_int
 from ..storage import RemoteOptions
-from .checks import check_load_args, infer_channels
-from .files import DEFAULT_MAX_FILE_BYTES
+from ..transforms import Resize, Transform, check_pipeline
+from .batches import DecodeJob
+from .decode import Recipe
+from .files import DEFAULT_MAX_FILE_BYTES, FileReader, check_max_file_bytes
 
-__all__ = ["BACKENDS", "LoaderConfig", "make_loader"]
+__all__ = ["Backend", "Loader", "LoaderConfig", "make_loader"]
 
-BACKENDS = ("torch", "tf")
-
-# The per-record transform generators' streams (every stream is named in order/spec.py).
-TRANSFORM_STREAM = int(Stream.TRANSFORM)
-# Stream of the seed given to torch's global generator around a user callable.
-TORCH_SEED_STREAM = int(Stream.TORCH_SEED)
-
-Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray] | Any
-
-# NOTE [user transform]: a user callable gets the decoded image as a CxHxW *view* of an HxWxC
-# buffer (``image.transpose(2, 0, 1)``: strides, not a copy), writable, and a numpy generator
-# seeded from (seed, epoch, record id, TRANSFORM_STREAM). Until this change it got a contiguous
-# CxHxW copy, a strided transpose that cost 2 ms per 400x500 photo, as much as decoding it;
-# the view keeps every callable that worked working (shape and values are the same), and one
-# that crops first now copies only its crop. A callable that draws from torch's global
-# generator (torchvision's v1/v2 random transforms do) is reproducible too: it runs with that
-# generator seeded from (seed, epoch, record id, TORCH_SEED_STREAM) inside
-# ``torch.random.fork_rng``, so the draws depend on the record, not the worker or the order of
-# work, and the caller's own generator state is left as it was. The tf backend runs callables
-# in tf.data threads, so there the seeding and the call hold one lock.
-_TORCH_RNG_LOCK = threading.Lock()
-
-
-def torch_seed(seed: int, epoch: int, record_id: int) -> int:
-    """The seed of torch's global generator for one record's user transform."""
-    ss = np.random.SeedSequence([int(seed), int(epoch), int(record_id), TORCH_SEED_STREAM])
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def call_user_transform(
-    transform: Transform,
-    pixels: bytes | np.ndarray,
-    shape: tuple[int, ...],
-    seed: int,
-    epoch: int,
-    record_id: int,
-) -> np.ndarray:
-    """Run a user callable on one decoded image (see NOTE [user transform])."""
-    if isinstance(pixels, bytes):
-        hwc = np.frombuffer(bytearray(pixels), dtype=np.uint8).reshape(shape)  # writable
-    else:
-        hwc = pixels if pixels.flags.writeable else pixels.copy()
-    rng = np.random.default_rng([int(seed), int(epoch), int(record_id), TRANSFORM_STREAM])
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return np.asarray(transform(hwc.transpose(2, 0, 1), rng))
-    with _TORCH_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(torch_seed(seed, epoch, record_id))
-        out = transform(hwc.transpose(2, 0, 1), rng)
-        return out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
-
-
-class UnknownArgumentError(TypeError, ValueError):
-    """An argument name make_loader does not know (a TypeError and a ValueError)."""
+Backend = Literal["torch", "tf"]
+OnError = Literal["raise", "skip"]
+JpegDct = Literal["accurate", "fast"]
+Shuffle = Literal["global", "buffer", "tf-buffer", "none"]
+Permutation = Literal["exact", "stateless"]
+UserTransform = Callable[[np.ndarray, np.random.Generator], Any]
 
 
 @dataclass(frozen=True)
@@ -93,10 +47,10 @@ class LoaderConfig:
 
     order: OrderSpec
     rank: int = 0
-    channels: int | None = None
+    channels: int = 3
     size: tuple[int, int] | None = None
-    on_error: str = "raise"
-    jpeg_dct: str = "accurate"
+    on_error: OnError = "raise"
+    jpeg_dct: JpegDct = "accurate"
     num_workers: int = 0
     prefetch_factor: int | None = None
     persistent_workers: bool | None = None
@@ -107,7 +61,6 @@ class LoaderConfig:
     allow_outside_root: bool = False
     remote: RemoteOptions = RemoteOptions()  # noqa: RUF009 (frozen, so one shared default is safe)
 
-    # Read-only views of the order's fields that the backends use.
     @property
     def batch_size(self) -> int:
         return self.order.batch_size
@@ -116,28 +69,22 @@ class LoaderConfig:
     def seed(self) -> int:
         return self.order.seed
 
-    @property
-    def world_size(self) -> int:
-        return self.order.world_size
 
+class Loader:
+    """What :func:`make_loader` returns, in either backend.
 
-def _check_config(cfg: LoaderConfig, n: int) -> None:
-    check_load_args(cfg)  # the order's fields were checked when its OrderSpec was made
-    if not isinstance(cfg.remote, RemoteOptions):
-        raise ValueError(f"remote must be a RemoteOptions, got {type(cfg.remote).__name__}")
-    if n == 0:
-        raise ValueError("the index is empty: nothing to load")
+    Iterate it for one epoch of ``{"image", "label", "index"}`` batches of torch tensors; call
+    :meth:`set_epoch` before each epoch; :meth:`state_dict` / :meth:`load_state_dict` resume
+    mid-epoch exactly; :meth:`close` (or ``with``) stops its workers.
+    """
 
+    backend: str = "base"
 
-class LoaderBase:
-    """Epochs, consumed batches, skip reports and resume state, for both backends."""
-
-    backend = "base"
-
-    def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Transform | None):
+    def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, shape: tuple[int, ...]):
         self.index = index
         self.config = cfg
         self.transform = transform
+        self.image_shape = shape  # (H, W, C) of every image a batch holds
         self.sampler = GlobalShuffleSampler(
             len(index), spec=cfg.order, rank=cfg.rank, fingerprint=index.fingerprint
         )
@@ -186,7 +133,9 @@ class LoaderBase:
             self.skipped = []
         return self.sampler.steps_consumed
 
-    def _delivered(self) -> None:
+    def _delivered(self, skipped: list[tuple[int, str, str]] = ()) -> None:  # type: ignore[assignment]
+        for rid, path, cause in skipped:
+            self.skipped.append({"record_id": int(rid), "path": path, "cause": cause})
         self.sampler.consume_step()
 
     def _finish(self) -> None:
@@ -198,10 +147,6 @@ class LoaderBase:
     # not yielded (an empty batch breaks a training step: batch norm, a mean over nothing), in
     # either backend. It still counts as consumed (batches_consumed, the resume state), its
     # records are listed in `skipped`, and the epoch yields fewer than len(loader) batches.
-    def _record_skips(self, skipped: list[tuple[int, str, str]]) -> None:
-        for rid, path, cause in skipped:
-            self.skipped.append({"record_id": int(rid), "path": path, "cause": cause})
-
     def skip_report(self) -> str:
         """One line per skipped record of this epoch (``on_error="skip"``)."""
         if not self.skipped:
@@ -216,8 +161,8 @@ class LoaderBase:
         """JSON-able state: the position in the epoch's global order that the caller consumed.
 
         Loaded into a fresh loader (either backend, any world size, batch size or number of
-        workers), it delivers exactly the rest of the epoch, whatever workers had prefetched.
-        See NOTE [resume state] and NOTE [elastic resume] in :mod:`tfpathloader.order.state`.
+        workers), it delivers exactly the rest of the epoch, whatever was decoded ahead. See
+        NOTE [resume state] and NOTE [elastic resume] in :mod:`tfpathloader.order.state`.
         """
         return {**self.sampler.state_dict(), "skipped": [dict(s) for s in self.skipped]}
 
@@ -230,32 +175,172 @@ class LoaderBase:
         got = self.sampler.load_state_dict(state)
         self.skipped = got.skipped
 
+    # -- the rest is the backend's ---------------------------------------------------------
+
     def __iter__(self) -> Iterator[dict[str, Any]]:  # pragma: no cover - backends override
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Stop the loader's workers (or free its tf.data iterator) now; iterating again
+        starts them anew."""
 
-_MAKE_LOADER_NAMES: tuple[str, ...] = ()
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
+# -- the factory --------------------------------------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _did_you_mean(fn: Callable[P, R]) -> Callable[P, R]:
+    """Keyword-only ``fn`` whose unknown argument names raise a TypeError with the closest."""
+    names = [p for p in inspect.signature(fn).parameters]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if args:
+            raise TypeError(f"{fn.__name__}() takes keyword arguments only (e.g. index=..., batch_size=...)")
+        for name in kwargs:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(
+                    f"{fn.__name__}() got an unknown argument {name!r}{hint}; valid: {', '.join(names)}"
+                )
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
+
+
+def _check_flag(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True, False or None (automatic), got {value!r}")
+
+
+# NOTE [argument types]: a bool is an int and a str is truthy in Python, so `num_workers=True`
+# once ran one worker and `pin_memory="no"` pinned. Every argument is checked by type (a bool is
+# not an int, a string is not a bool) and by range, naming the value.
+def _check_args(cfg: LoaderConfig, backend: str) -> None:
+    _check_choice("backend", backend, ("torch", "tf"))
+    check_int("num_workers", cfg.num_workers)
+    if cfg.channels not in (1, 3) or isinstance(cfg.channels, bool):
+        raise ValueError(f"channels must be 1, 3 or None (as stored), got {cfg.channels!r}")
+    if cfg.size is not None and (
+        len(cfg.size) != 2 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size)
+    ):
+        raise ValueError(f"size must be (height, width) with positive ints, got {cfg.size!r}")
+    _check_choice("on_error", cfg.on_error, ("raise", "skip"))
+    _check_choice("jpeg_dct", cfg.jpeg_dct, ("accurate", "fast"))
+    if cfg.prefetch_factor is not None:
+        check_int("prefetch_factor", cfg.prefetch_factor, minimum=1)
+    for name in ("pin_memory", "persistent_workers", "allow_outside_root"):
+        _check_flag(name, getattr(cfg, name))
+    t = cfg.timeout
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not 0 <= t < float("inf"):
+        raise ValueError(f"timeout must be a finite number of seconds >= 0, got {t!r}")
+    if cfg.device is not None and not isinstance(cfg.device, str):
+        raise ValueError(f"device must be a device name such as 'cuda' or None, got {cfg.device!r}")
+    check_max_file_bytes(cfg.max_file_bytes)
+    if not isinstance(cfg.remote, RemoteOptions):
+        raise ValueError(f"remote must be a RemoteOptions, got {type(cfg.remote).__name__}")
+    # NOTE [one meaning]: an argument a backend cannot honour is an error, never ignored.
+    if backend == "tf":
+        for name in ("persistent_workers", "timeout"):
+            if getattr(cfg, name) not in (None, 0, 0.0):
+                raise ValueError(
+                    f"{name}= applies to the torch backend's worker processes; the tf backend "
+                    "decodes in tf.data's threads (leave it unset)"
+                )
+    if cfg.num_workers == 0:
+        for name in ("prefetch_factor", "persistent_workers"):
+            if getattr(cfg, name) is not None:
+                raise ValueError(f"{name}= needs num_workers > 0 (batches decoded ahead)")
+
+
+@overload
 def make_loader(
     *,
-    backend: str = "torch",
-    index: PathIndex | None = None,
+    index: PathIndex,
+    batch_size: int,
+    backend: Backend = ...,
+    shuffle: Shuffle = ...,
+    seed: int = ...,
+    permutation: Permutation = ...,
+    buffer_size: int | None = ...,
+    drop_last: bool = ...,
+    rank: int = ...,
+    world_size: int = ...,
+    num_workers: int = ...,
+    channels: Literal[1, 3] | None = ...,
+    size: tuple[int, int] | None = ...,
+    transform: Transform | UserTransform | None = ...,
+    on_error: OnError = ...,
+    jpeg_dct: JpegDct = ...,
+    prefetch_factor: int | None = ...,
+    persistent_workers: bool | None = ...,
+    pin_memory: bool | None = ...,
+    device: str | None = ...,
+    timeout: float = ...,
+    max_file_bytes: int = ...,
+    allow_outside_root: bool | None = ...,
+    remote: RemoteOptions | None = ...,
+) -> Loader: ...
+
+
+@overload
+def make_loader(
+    *,
+    index: PathIndex,
+    order: OrderSpec,
+    backend: Backend = ...,
+    rank: int = ...,
+    num_workers: int = ...,
+    channels: Literal[1, 3] | None = ...,
+    size: tuple[int, int] | None = ...,
+    transform: Transform | UserTransform | None = ...,
+    on_error: OnError = ...,
+    jpeg_dct: JpegDct = ...,
+    prefetch_factor: int | None = ...,
+    persistent_workers: bool | None = ...,
+    pin_memory: bool | None = ...,
+    device: str | None = ...,
+    timeout: float = ...,
+    max_file_bytes: int = ...,
+    allow_outside_root: bool | None = ...,
+    remote: RemoteOptions | None = ...,
+) -> Loader: ...
+
+
+@_did_you_mean
+def make_loader(  # type: ignore[misc]
+    *,
+    index: PathIndex,
     batch_size: int | None = None,
-    shuffle: str | None = None,
+    order: OrderSpec | None = None,
+    backend: Backend = "torch",
+    shuffle: Shuffle | None = None,
     seed: int | None = None,
-    num_workers: int = 0,
-    permutation: str | None = None,
+    permutation: Permutation | None = None,
     buffer_size: int | None = None,
     drop_last: bool | None = None,
     rank: int = 0,
     world_size: int | None = None,
-    order: OrderSpec | None = None,
-    channels: int | None = None,
+    num_workers: int = 0,
+    channels: Literal[1, 3] | None = None,
     size: tuple[int, int] | None = None,
-    on_error: str = "raise",
-    jpeg_dct: str = "accurate",
-    transform: Transform | None = None,
+    transform: Transform | UserTransform | None = None,
+    on_error: OnError = "raise",
+    jpeg_dct: JpegDct = "accurate",
     prefetch_factor: int | None = None,
     persistent_workers: bool | None = None,
     pin_memory: bool | None = None,
@@ -264,90 +349,81 @@ def make_loader(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     allow_outside_root: bool | None = None,
     remote: RemoteOptions | None = None,
-    **unknown: Any,
-) -> LoaderBase:
+) -> Loader:
     """A loader over ``index``: batches of ``{"image", "label", "index"}`` torch tensors.
 
-    The order is one :class:`~tfpathloader.OrderSpec`: pass ``order=`` or its fields
-    (``batch_size``, ``shuffle``, ``seed``, ``permutation``, ``buffer_size``, ``drop_last``,
-    ``world_size``; their defaults and checks are the spec's), not both.
+    The order is one :class:`~tfpathloader.OrderSpec`: give ``batch_size`` and the order's
+    other fields (``shuffle``, ``seed``, ``permutation``, ``buffer_size``, ``drop_last``,
+    ``world_size``; their defaults and checks are the spec's), or ``order=`` alone.
 
     Args:
-        backend: ``"torch"`` (Dataset + Sampler + DataLoader workers) or ``"tf"`` (tf.data).
         index: The :class:`~tfpathloader.PathIndex`.
-        batch_size: Per-rank batch size (required unless ``order`` is given).
-        shuffle: ``"global"`` (uniform, per epoch; the default), ``"buffer"`` (biased
+        batch_size: Per-rank batch size.
+        order: The whole order as an :class:`~tfpathloader.OrderSpec` (e.g. from Hydra).
+        backend: ``"torch"`` (worker processes, shared-memory batches) or ``"tf"`` (tf.data);
+            both give the same batches.
+        shuffle: ``"global"`` (uniform, per epoch; the default), ``"buffer"`` (the biased
             baseline), ``"tf-buffer"`` (TensorFlow's own shuffle, for comparison) or ``"none"``.
         seed: Seed of every random choice (default 0); the same config, the same batches.
-        num_workers: Worker processes (torch) / parallel decode calls (tf; 0 = autotune).
         permutation: ``"exact"`` (default) or ``"stateless"`` (constant memory, 100M+ records).
         buffer_size: Shuffle buffer size, for the buffer orders.
         drop_last: Drop the incomplete last global batch (NOTE [tail rule]; default False).
         rank, world_size: This process's share of a distributed epoch.
-        order: The whole order as an :class:`~tfpathloader.OrderSpec` (e.g. from Hydra).
+        num_workers: How many batches are decoded at once: worker processes (torch) or
+            tf.data's parallel calls (tf). 0 decodes in the iterating thread.
         channels: 1 or 3; ``None`` takes the first readable record's (grey 1, else 3).
         size: ``(height, width)`` to resize every image to (needed for mixed sizes).
+        transform: A :mod:`tfpathloader.transforms` pipeline (e.g.
+            ``Compose([RandomResizedCrop(224), RandomHorizontalFlip()])``), planned from each
+            image's header: only the box is decoded, resized straight into the batch. Or a
+            callable ``f(image, rng) -> image`` given a writable CxHxW uint8 view of the whole
+            decoded image and a generator seeded from (seed, epoch, record id) (NOTE [user
+            transform]); it must return a CxHxW uint8 array, else a TransformOutputError.
         on_error: ``"raise"`` (an ImageLoadError naming record, path and cause) or ``"skip"``
             (skip, count, and report per epoch in ``loader.skipped``; a batch left with no
             image is not yielded but counted, see NOTE [all-skipped batch]).
-        jpeg_dct: How JPEGs are decoded, the same in both backends: ``"accurate"`` (default;
-            libjpeg's accurate integer IDCT, Pillow's pixels) or ``"fast"`` (its fast integer
-            IDCT, what TensorFlow's ``decode_jpeg`` does by default: tf.data's pixels, about a
-            grey level off Pillow's, 2-3% less decode time; needs ``simplejpeg`` in the torch
-            backend).
-            See NOTE [jpeg dct] in ``tfpathloader/load/_crop.py``.
-        transform: A :mod:`tfpathloader.transforms` pipeline (e.g.
-            ``Compose([RandomResizedCrop(224), RandomHorizontalFlip()])``): planned from the
-            image header, only the box decoded, resized straight into the batch, natively in
-            both backends. Or a callable ``f(image, rng) -> array`` that gets a writable
-            CxHxW uint8 view (not a copy) of the decoded image and a numpy generator seeded
-            from (seed, epoch, record id), with torch's global generator seeded the same way
-            (NOTE [user transform]): reproducible and independent of the worker count. Its
-            output must be a CxHxW uint8 array, else a TransformOutputError (NOTE
-            [transform dtype]).
-        prefetch_factor, persistent_workers, timeout: As for ``DataLoader`` (torch backend);
-            workers persist across epochs, and keep 4 batches queued each (2 when that would
-            hold over 512 MiB), by default.
-        pin_memory: Pin batches for fast CUDA copies; default: on when CUDA is available.
+        jpeg_dct: ``"accurate"`` (default; libjpeg's accurate integer IDCT, Pillow's pixels)
+            or ``"fast"`` (its fast integer IDCT, TensorFlow's ``decode_jpeg`` default).
+        prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 for batches
+            over 16 MiB) or in all (tf; default: tf.data's autotuning).
+        persistent_workers: Keep the torch backend's workers between epochs (default True).
+        pin_memory: Deliver batches in pinned memory (default: when CUDA is available).
         device: Deliver batches on this device (e.g. ``"cuda"``), copied with
             ``non_blocking=True`` from pinned memory.
+        timeout: Seconds a torch worker may take for one batch before the loader gives up
+            (LoaderWorkerError; default 0: no limit). A dead worker is found within a second
+            whatever this is.
         max_file_bytes: Refuse image files larger than this (checked before reading; default
             256 MiB). Only regular files are read: a FIFO, device or socket is refused.
         allow_outside_root: Follow paths and symlinks that lead outside the index root;
-            ``None`` (default) takes the index's own setting (``PathIndex.read(...,
-            allow_outside_root=)``), which is off unless it was allowed there.
+            ``None`` (default) takes the index's own setting.
         remote: For an index whose root is a URL: reads in flight per worker (default 256),
             timeouts and retries (see :class:`~tfpathloader.storage.RemoteOptions`).
 
     Raises:
-        ValueError: for an unknown argument name or a bad value, naming the valid ones.
+        TypeError: for an unknown argument name (naming the closest) or a missing one.
+        ValueError: for a bad value, naming the valid ones, or an argument the backend
+            cannot honour.
     """
-    if unknown:
-        name = next(iter(unknown))
-        close = difflib.get_close_matches(name, _MAKE_LOADER_NAMES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UnknownArgumentError(
-            f"make_loader() got an unknown argument {name!r}{hint}; valid: "
-            f"{', '.join(_MAKE_LOADER_NAMES)}"
-        )
-    # NOTE [required arguments]: index and batch_size are required but default to None, so
-    # that a misspelt name (batchsize=256) is reported as such above, instead of Python's
-    # "missing 1 required keyword-only argument" hiding the typo.
-    required = (("index", index), ("batch_size", batch_size if order is None else order))
-    missing = [n for n, v in required if v is None]
-    if missing:
-        raise UnknownArgumentError(
-            f"make_loader() needs {' and '.join(f'{n}=' for n in missing)} (e.g. "
-            "make_loader(index=PathIndex.read('data/index.tfrecord'), batch_size=256))"
-        )
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if not isinstance(index, PathIndex):
         raise ValueError(f"index must be a PathIndex, got {type(index).__name__}")
-    from ..transforms import Transform as Pipeline
-    from ..transforms import check_pipeline
-
-    if isinstance(transform, Pipeline):
+    fields = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed, "permutation": permutation,
+              "buffer_size": buffer_size, "drop_last": drop_last, "world_size": world_size}  # fmt: skip
+    given = {k: v for k, v in fields.items() if v is not None}
+    if order is not None:
+        if given:
+            raise ValueError(f"give order= or the order's fields, not both (got {sorted(given)})")
+        if not isinstance(order, OrderSpec):
+            raise ValueError(f"order must be an OrderSpec, got {type(order).__name__}")
+        spec = order
+    elif batch_size is None:
+        raise TypeError(
+            "make_loader() needs batch_size= (or order=), e.g. "
+            "make_loader(index=PathIndex.read('data/index.tfrecord'), batch_size=256)"
+        )
+    else:
+        spec = OrderSpec(**given)
+    if isinstance(transform, Transform):
         check_pipeline(transform)
         if size is not None:
             raise ValueError(
@@ -356,33 +432,12 @@ def make_loader(
             )
     elif transform is not None and not callable(transform):
         raise ValueError(
-            "transform must be a tfpathloader.transforms pipeline or a callable "
-            "f(image, rng) -> image"
+            "transform must be a tfpathloader.transforms pipeline or a callable f(image, rng) -> image"
         )
-    fields: dict[str, Any] = {
-        "batch_size": batch_size,
-        "shuffle": shuffle,
-        "seed": seed,
-        "permutation": permutation,
-        "buffer_size": buffer_size,
-        "drop_last": drop_last,
-        "world_size": world_size,
-    }
-    given = {k: v for k, v in fields.items() if v is not None}
-    if order is not None:
-        if given:
-            raise ValueError(f"give order= or the order's fields, not both (got {sorted(given)})")
-        if not isinstance(order, OrderSpec):
-            raise ValueError(f"order must be an OrderSpec, got {type(order).__name__}")
-        spec = order
-    else:
-        spec = OrderSpec(**given)
-    if allow_outside_root is None:
-        allow_outside_root = index.allow_outside_root
     cfg = LoaderConfig(
         order=spec,
         rank=rank,
-        channels=channels,
+        channels=3 if channels is None else channels,
         size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
         on_error=on_error,
         jpeg_dct=jpeg_dct,
@@ -393,20 +448,62 @@ def make_loader(
         device=device,
         timeout=timeout,
         max_file_bytes=max_file_bytes,
-        allow_outside_root=allow_outside_root,
+        allow_outside_root=index.allow_outside_root if allow_outside_root is None else allow_outside_root,
         remote=remote if remote is not None else RemoteOptions(),
     )
-    _check_config(cfg, len(index))
-    if cfg.channels is None:
-        cfg = dataclasses.replace(cfg, channels=infer_channels(index, cfg))
+    _check_args(cfg, backend)
+    if len(index) == 0:
+        raise ValueError("the index is empty: nothing to load")
+    job = _job(index, cfg, transform, channels)
+    cfg = dataclasses.replace(cfg, channels=job.channels)
     if backend == "torch":
-        optional_import("torch", "torch", 'backend="torch"')
         from .torch_backend import TorchLoader
 
-        return TorchLoader(index, cfg, transform)
+        return TorchLoader(index, cfg, transform, job)
     from .tf_backend import TFLoader
 
-    return TFLoader(index, cfg, transform)
+    return TFLoader(index, cfg, transform, job)
 
 
-_MAKE_LOADER_NAMES = tuple(p for p in inspect.signature(make_loader).parameters if p != "unknown")
+# NOTE [first readable record]: a loader learns the channel count (as stored, unless given) and
+# the shape of its batches from one image. Record 0 may be the bad one; in skip mode that must
+# not stop the loader, so the first readable record among the first few hundred is used. In
+# raise mode the error of record 0 is raised at once (the loader would raise it at the first
+# batch).
+_PROBE_RECORDS = 256
+
+
+def _job(index: PathIndex, cfg: LoaderConfig, transform: Any, channels: int | None) -> DecodeJob:
+    """The loader's :class:`DecodeJob`, its row shape taken from the first readable record."""
+    reader = FileReader(
+        root=index.root,
+        allow_outside_root=bool(cfg.allow_outside_root),
+        max_file_bytes=int(cfg.max_file_bytes),
+    )
+    pipeline = transform if isinstance(transform, Transform) else None
+    if pipeline is None and cfg.size is not None:
+        pipeline = Resize(cfg.size)  # size= is this pipeline, in both backends
+    callback = transform if transform is not None and pipeline is not transform else None
+    recipe = Recipe(channels, pipeline, callback, cfg.jpeg_dct, cfg.seed)
+    skip = cfg.on_error == "skip"
+    first: ImageLoadError | None = None
+    for i in range(min(len(index), _PROBE_RECORDS)):
+        try:
+            if recipe.channels is None:  # as stored: the first readable record's
+                plain = dataclasses.replace(recipe, pipeline=None, callback=None)
+                stored = DecodeJob(index, plain, (), reader, skip=False, remote=cfg.remote)
+                recipe = dataclasses.replace(recipe, channels=stored.shape_of(i)[2])
+            probe = DecodeJob(index, recipe, (), reader, skip=False, remote=cfg.remote)
+            shape = probe.shape_of(i)
+        except ImageLoadError as e:
+            if not skip:
+                raise
+            first = first or e
+            continue
+        return DecodeJob(index, recipe, shape, reader, skip=skip, remote=cfg.remote)
+    assert first is not None
+    raise ValueError(
+        f"none of the first {min(len(index), _PROBE_RECORDS)} records could be read (record "
+        f"{first.record_id}: {first.cause}); check the index's paths with "
+        "`tfpathloader index verify INDEX`"
+    )

@@ -1,0 +1,105 @@
+"""Every private or undocumented API the loaders use, in one place; each fails loudly, by name.
+
+NOTE [private API]: what the public APIs cannot do, each checked here at the call (never by an
+``assert``, which ``python -O`` removes, nor by a ``getattr`` default that would turn a rename
+into a silent no-op) and guarded by ``tests/unit/test_private.py``:
+
+- ``torch.ops.aten._upsample_bilinear2d_aa.out`` (and ``upsample_bilinear2d.out``): the kernel
+  behind ``F.interpolate(mode="bilinear", antialias=...)``, writing into a given tensor, so a
+  crop is resized straight into its HWC batch row. ``F.interpolate`` has no ``out=``, and its
+  result is NCHW-contiguous even for a channels-last input, so the copy into the row was a
+  transposing one: per 224px crop of a photo, 0.14 ms with ``out=`` against 0.31 ms for
+  ``interpolate`` + ``copy_`` (one core, CPU time). An ``out=`` op may reallocate a tensor of
+  the wrong shape instead of writing it: that would leave stale pixels in the row, so the data
+  pointer is checked after every call.
+- nvImageCodec's log: the ``nvimgcodec`` wheel loads its GPU extensions at import and prints a
+  line for each CUDA library it cannot find (NOTE [quiet nvImageCodec]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PrivateAPIError", "import_nvimgcodec", "resize_into"]
+
+
+class PrivateAPIError(RuntimeError):
+    """A private API of torch or nvImageCodec changed: names the API and what was expected."""
+
+
+def _resize_op(antialias: bool) -> Any:
+    import torch
+
+    name = "_upsample_bilinear2d_aa" if antialias else "upsample_bilinear2d"
+    try:
+        return getattr(torch.ops.aten, name).out
+    except (AttributeError, RuntimeError) as e:
+        raise PrivateAPIError(
+            f"torch {torch.__version__} has no torch.ops.aten.{name}.out, the resize kernel "
+            "tfpathloader writes batch rows with; please report it with your torch version"
+        ) from e
+
+
+def resize_into(box: np.ndarray, dst: np.ndarray, antialias: bool) -> None:
+    """Bilinear resize of an HxWxC uint8 array into ``dst`` (HxWxC, contiguous), in place.
+
+    The pixels are ``F.interpolate(mode="bilinear", align_corners=False, antialias=...)``'s.
+
+    Raises:
+        PrivateAPIError: if the kernel is missing or wrote somewhere other than ``dst``.
+    """
+    import torch
+
+    src = torch.from_numpy(box).permute(2, 0, 1)[None]
+    d = torch.from_numpy(dst).permute(2, 0, 1)[None]
+    ptr = d.data_ptr()
+    _resize_op(antialias)(src, list(dst.shape[:2]), False, None, None, out=d)
+    if d.data_ptr() != ptr:
+        raise PrivateAPIError(
+            f"torch {torch.__version__}: the resize kernel reallocated its out= tensor instead "
+            "of writing the batch row; please report it with your torch version"
+        )
+
+
+# NOTE [quiet nvImageCodec]: importing ``nvidia.nvimgcodec`` without CUDA prints, on the C
+# stderr, a line per GPU extension whose CUDA library is missing (nvjpeg, nvjpeg2k, nvtiff) and
+# OpenCV warnings; a decode that fails prints an [ERROR] line. A training log is not the place:
+# the import runs with file descriptor 2 pointed at /dev/null, and the Python-side verbosity is
+# set to errors only (``PYNVIMGCODEC_VERBOSITY``, ``OPENCV_LOG_LEVEL``, unless the user set
+# them). ``TFPATHLOADER_NVIMGCODEC=0`` turns nvImageCodec off (then simplejpeg decodes alone).
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_nvimgcodec() -> Any:
+    """``nvidia.nvimgcodec``, imported quietly (NOTE [quiet nvImageCodec]); None if missing."""
+    os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+    try:
+        with _quiet_stderr():
+            from nvidia import nvimgcodec
+    except ImportError:
+        return None
+    if not hasattr(nvimgcodec, "NVIMGCODEC_DEVICE_CPU_ONLY"):
+        raise PrivateAPIError(
+            f"nvImageCodec {getattr(nvimgcodec, '__version__', '?')} has no "
+            "NVIMGCODEC_DEVICE_CPU_ONLY; tfpathloader needs nvImageCodec >= 0.9 (or set "
+            "TFPATHLOADER_NVIMGCODEC=0)"
+        )
+    return nvimgcodec
