@@ -30,9 +30,9 @@ def test_index_build_says_where_and_info_on_a_folder_names_the_index(tmp_path, c
 
 def test_make_loader_names_a_misspelt_required_argument(image_dir):
     _, index = image_dir
-    with pytest.raises(ValueError, match="did you mean 'batch_size'"):
+    with pytest.raises(TypeError, match="did you mean .batch_size."):
         make_loader(index=index, batchsize=256)
-    with pytest.raises(ValueError, match="needs batch_size="):
+    with pytest.raises(TypeError, match="needs batch_size="):
         make_loader(index=index)
 
 

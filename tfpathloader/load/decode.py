@@ -262,14 +262,14 @@ def _png_pixels(src: Source) -> np.ndarray:
     depth, colour = png_header(src.data)[2:4]
     if _pyspng is None or depth != 8 or colour == 3:
         return _pillow_pixels(src)
-    try:
-        arr = _pyspng.load(src.data)
+    try:  # libspng's RGB drops alpha (no compositing), and expands grey+alpha to RGB
+        arr = _pyspng.load(src.data, "L" if colour == 0 else "RGB")
     except (RuntimeError, ValueError) as e:
         cause = str(e).removeprefix("pyspng: ")
-        raise ImageLoadError(src.record_id, src.path, f"image is corrupt or truncated: {cause}") from None
-    if arr.ndim == 2:
-        return arr[:, :, None]
-    return arr[:, :, :1] if colour == 4 else arr[:, :, :3]  # alpha dropped
+        raise ImageLoadError(
+            src.record_id, src.path, f"image is corrupt or truncated: {cause}"
+        ) from None
+    return arr[:, :, None] if colour == 0 else arr[:, :, :1] if colour == 4 else arr
 
 
 def _pixels(src: Source, fast_dct: bool) -> tuple[np.ndarray, Plan]:

@@ -219,7 +219,7 @@ def _did_you_mean(fn: Callable[P, R]) -> Callable[P, R]:
 
 def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
 
 
 def _check_flag(name: str, value: object) -> None:
@@ -233,7 +233,7 @@ def _check_flag(name: str, value: object) -> None:
 def _check_args(cfg: LoaderConfig, backend: str) -> None:
     _check_choice("backend", backend, ("torch", "tf"))
     check_int("num_workers", cfg.num_workers)
-    if cfg.channels not in (1, 3) or isinstance(cfg.channels, bool):
+    if isinstance(cfg.channels, bool) or not isinstance(cfg.channels, (int, np.integer)) or cfg.channels not in (1, 3):
         raise ValueError(f"channels must be 1, 3 or None (as stored), got {cfg.channels!r}")
     if cfg.size is not None and (
         len(cfg.size) != 2 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size)
@@ -486,6 +486,9 @@ def _job(index: PathIndex, cfg: LoaderConfig, transform: Any, channels: int | No
     callback = transform if transform is not None and pipeline is not transform else None
     recipe = Recipe(channels, pipeline, callback, cfg.jpeg_dct, cfg.seed)
     skip = cfg.on_error == "skip"
+    fixed = pipeline.output_size if pipeline is not None else None
+    if fixed is not None and channels is not None and callback is None:  # nothing to read
+        return DecodeJob(index, recipe, (*fixed, channels), reader, skip=skip, remote=cfg.remote)
     first: ImageLoadError | None = None
     for i in range(min(len(index), _PROBE_RECORDS)):
         try:

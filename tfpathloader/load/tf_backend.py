@@ -181,6 +181,8 @@ class TFLoader(Loader):
         options = tf.data.Options()
         options.deterministic = True
         options.experimental_warm_start = False  # nothing is read before the first next()
+        # The consumer-side map must stay on the consumer's side: no prefetch injected after it.
+        options.experimental_optimization.inject_prefetch = False
         ds = ds.with_options(options)
         self._pipelines[advance] = ds
         return ds

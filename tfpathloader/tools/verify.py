@@ -2,9 +2,9 @@
 
 NOTE [verify = loaders]: verify opens every file with the loaders' own FileReader (regular files
 only, the size limit, the root rule on resolved paths) and, with ``decode``, reads and decodes
-it with the loaders' own read_file + Pillow path (PNG checksums, animated GIFs, the
-decompression-bomb limit). The tf backend names a bad record with that same path, so what
-verify flags is exactly what either loader refuses.
+it with the loaders' one decode path (NOTE [one decode path]: the PNG checks, animated GIFs, the
+decompression-bomb limit, the decoders themselves), so what verify flags is exactly what either
+loader refuses.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from .._utils import progress_bar
 from ..errors import ImageLoadError
 from ..index import PathIndex
-from ..load.decode import check_bytes, decode_image, load_image
+from ..load.decode import decode_image, load_image
 from ..load.files import DEFAULT_MAX_FILE_BYTES, FileReader
 from ..storage import FetchError, is_url, redact, shared_fetcher
 
@@ -157,8 +157,7 @@ def _verify_remote(index: PathIndex, report: VerifyReport, progress: bool | None
                     report.failures.append(Failure(i, redact(path), r.cause))
                 elif isinstance(r, bytes):
                     try:
-                        check_bytes(r, path, i)  # what the loaders check of fetched bytes
-                        decode_image(r, path=path, record_id=i)
+                        decode_image(r, path=redact(path), record_id=i)
                     except ImageLoadError as e:
                         report.failures.append(Failure(i, e.path, e.cause))
             bar.update(len(ids))

@@ -264,12 +264,11 @@ def run_bench(
     if unknown:
         raise ValueError(f"unknown bench rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
     from ...load.decode import load_image
-    from ...load.loader import infer_channels
     from ...order.sampler import GlobalShuffleSampler
 
     n = len(index)
     m = min(n, images or 50_000)
-    channels = infer_channels(index) if channels is None else channels
+    channels = load_image(index.path(0)).shape[2] if channels is None else channels
     files = GlobalShuffleSampler(n, seed=seed, batch_size=batch_size).ids(0, m).tolist()
     paths = index.paths(files)
     for p in paths:  # warm the page cache once, for every row alike
