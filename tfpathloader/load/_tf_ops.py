@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..index.tfrecord_interop import enable_tfrecord_interop
+from .._tf import import_tensorflow
 from .decode import read_file
 from .files import FileReader
 
 __all__ = ["checked", "grey", "headers", "import_tensorflow", "map_grouped", "read_files"]
 
 _GROUP = 8  # images per step of the read, header and decode loops (see map_grouped)
-
-
-def import_tensorflow() -> Any:
-    """``import tensorflow``, quietly, with errors that say what to do."""
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        # TensorFlow enters the process: from here on a later `import tfrecord` must not
-        # register its messages globally (NOTE [protobuf clash]).
-        enable_tfrecord_interop()
-    try:
-        import tensorflow as tf
-    except TypeError as e:  # protobuf: duplicate symbol
-        if "duplicate symbol" in str(e):
-            raise ImportError(
-                "TensorFlow cannot be imported: the 'tfrecord' package was imported on its own "
-                "first and registered the same protobuf messages. Call "
-                "tfpathloader.enable_tfrecord_interop() before importing tfrecord (see NOTE "
-                "[protobuf clash] in tfpathloader/index/_proto.py)."
-            ) from e
-        raise
-    except ImportError as e:
-        raise ImportError(
-            "the tf backend needs TensorFlow: pip install 'tfpathloader[tf-cpu]' (or [tf])"
-        ) from e
-    return tf
 
 
 # NOTE [bomb check]: Pillow refuses an image over its decompression-bomb limit from the
