@@ -7,13 +7,13 @@ import gc
 import numpy as np
 import pytest
 import torch
+from photos import make_photo_set
 from PIL import Image
 
 from tfpathloader import ImageLoadError, make_loader, write_index
 from tfpathloader.load._crop import decode_into
 from tfpathloader.load._torch.workers import default_prefetch
 from tfpathloader.load.decode import as_array, decode_image, load_image
-from tfpathloader.tools.photos import make_photo_set
 
 pytest.importorskip("simplejpeg")
 

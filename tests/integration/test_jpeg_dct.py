@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from photos import make_photo_set
 
 from tfpathloader import make_loader
 from tfpathloader import transforms as T
-from tfpathloader.tools.photos import make_photo_set
 
 pytest.importorskip("simplejpeg")
 
