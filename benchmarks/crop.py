@@ -314,7 +314,7 @@ def main() -> None:
     if args.row:
         return _child(args)
     if not os.path.exists(os.path.join(args.photos, "index.tfrecord")):
-        from tfpathloader.tools.photos import make_photo_set
+        from photos import make_photo_set
 
         make_photo_set(args.photos, args.images, SEED)
     if args.micro:

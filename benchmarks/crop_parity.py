@@ -41,9 +41,10 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from photos import make_photo_set
+
     from tfpathloader import PathIndex
     from tfpathloader import transforms as T
-    from tfpathloader.tools.photos import make_photo_set
 
     path = os.path.join(args.photos, "index.tfrecord")
     index = (

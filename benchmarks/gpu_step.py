@@ -195,8 +195,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     transform = None
     if args.photos or args.crop:
         # The ImageNet-style workload: photos of varied size through the training crop.
+        from photos import make_photo_set
+
         from tfpathloader import transforms as T
-        from tfpathloader.tools.photos import make_photo_set
 
         crop = tuple(args.size) if args.size else (224, 224)
         transform = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip()])

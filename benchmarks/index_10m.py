@@ -18,14 +18,7 @@ import time
 import numpy as np
 
 from tfpathloader import PathIndex, write_index
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+from tfpathloader.tools.procstats import status
 
 
 def synthetic_paths(n: int, classes: int) -> tuple[list[str], np.ndarray]:
@@ -73,11 +66,11 @@ def main() -> None:
     assert len(first) == n
     del first
 
-    base = rss_bytes()
+    base = status(os.getpid(), "VmRSS")
     t = time.perf_counter()
     index = PathIndex.read(out)
     result["cached_open_s"] = round(time.perf_counter() - t, 4)
-    result["rss_after_cached_open_mb"] = round((rss_bytes() - base) / 2**20, 1)
+    result["rss_after_cached_open_mb"] = round((status(os.getpid(), "VmRSS") - base) / 1024, 1)
     # Touch every byte (as a full epoch would), then count what the index holds.
     checksum = (
         int(index.labels.sum()) + int(index.offsets[-1]) + int(index.path_buffer[::4096].sum())

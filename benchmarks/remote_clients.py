@@ -1,6 +1,6 @@
 """Which HTTP/object-store client reads small files fastest per core at high concurrency?
 
-Serves N small PNGs from tfpathloader's FaultyHTTPServer in a separate process on 127.0.0.1
+Serves N small PNGs from the tests' FaultyHTTPServer (tests/http_server.py) in a separate process on 127.0.0.1
 (with added latency, so that concurrency matters), then fetches them all with each client,
 ``--in-flight`` requests at a time. Reports wall-clock requests/s and the client's own CPU time
 per request (user + sys of this process, all threads): requests per client core-second is the
@@ -23,6 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
+
+SERVER = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "http_server.py"
+)
 
 
 def _cpu() -> float:
@@ -109,7 +113,7 @@ def main() -> None:
         for i in range(a.files):
             Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(f"{d}/{i}.png")
         srv = subprocess.Popen(
-            [sys.executable, "-m", "tfpathloader.storage.server", d, "--latency", str(a.latency)],
+            [sys.executable, SERVER, d, "--latency", str(a.latency)],
             stdout=subprocess.PIPE,
             text=True,
         )

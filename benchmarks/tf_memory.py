@@ -15,13 +15,11 @@ import argparse
 import json
 import os
 
+from tfpathloader.tools.procstats import status
+
 
 def _mib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) // 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    return status(os.getpid(), field) // 1024
 
 
 def main() -> None:

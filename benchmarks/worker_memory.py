@@ -20,22 +20,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 
 import numpy as np
 import torch
 import torch.utils.data
 
 from tfpathloader import PathIndex
-
-
-def smaps(pid: int) -> dict[str, float]:
-    out = {}
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            parts = line.split()
-            if parts[0] in ("Rss:", "Pss:", "Private_Dirty:"):
-                out[parts[0][:-1].lower() + "_mb"] = round(int(parts[1]) / 1024, 1)
-    return out
+from tfpathloader.tools.procstats import proc_stats
 
 
 class IndexPaths(torch.utils.data.Dataset):
@@ -74,9 +66,9 @@ def run(dataset, workers: int, batch: int) -> dict:
     )
     total = sum(dl)
     it = dl._iterator
-    procs = {"main": smaps(__import__("os").getpid())}
+    procs = {"main": proc_stats(os.getpid())}
     for k, w in enumerate(it._workers):
-        procs[f"worker{k}"] = smaps(w.pid)
+        procs[f"worker{k}"] = proc_stats(w.pid)
     del it, dl
     gc.collect()
     workers_pss = sum(v["pss_mb"] for k, v in procs.items() if k.startswith("worker"))

@@ -28,6 +28,7 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+BENCHMARKS = os.path.join(ROOT, "benchmarks")  # peers.py: the Speed table's rows
 _BLOCK = re.compile(r"<!-- docs:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /docs:(?P=name) -->", re.S)
 _MARK = re.compile(r"<!-- (/?)docs:([\w-]+) -->")
 
@@ -170,9 +171,9 @@ def audit_table(orders: dict[str, dict[str, Any]], *, draws: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The four image sets of the Speed table: (file name under docs/bench, column title, bench
-# arguments after the index / set options). BENCH_ARGS is how much of each is measured.
-# The JPEG sets also run the rows of equal pixel quality (NOTE [equal pixels] in
+# The four image sets of the Speed table: (file name under docs/bench, column title, arguments of
+# benchmarks/peers.py: the index or set options, then rows). BENCH_ARGS is how much of each is
+# measured. The JPEG sets also run the rows of equal pixel quality (NOTE [equal pixels] in
 # tfpathloader/tools/bench/rows.py); on the PNGs they would repeat their defaults' rows.
 _EQUAL = (
     "--rows",
@@ -197,7 +198,9 @@ def _bench(ctx: Context) -> str:
     results = {}
     for name, _, args in _BENCH_SETS:
         argv = [a.format(data=ctx.data, work=ctx.work) for a in args]
-        res = json.loads(ctx.cli("bench", *argv, *BENCH_ARGS, "--json", "-q"))
+        res = json.loads(
+            ctx.run(sys.executable, "benchmarks/peers.py", *argv, *BENCH_ARGS, "--json", "-q")
+        )
         results[name] = res
         with open(os.path.join(ROOT, "docs", "bench", f"{name}.md"), "w") as f:
             f.write(format_bench_table(res) + "\n")
@@ -206,7 +209,9 @@ def _bench(ctx: Context) -> str:
 
 def bench_table(results: dict[str, dict[str, Any]]) -> str:
     """The README's Speed table: per set, x raw (median) / CPU ms per image, per row."""
-    from tfpathloader.tools.bench.driver import ROW_TITLES  # every row, in the bench's order
+    if BENCHMARKS not in sys.path:
+        sys.path.append(BENCHMARKS)
+    from peers import CATALOG  # every row, in the bench's order
 
     sets = [s for s in _BENCH_SETS if s[0] in results]
     any_res = results[sets[0][0]]
@@ -224,7 +229,7 @@ def bench_table(results: dict[str, dict[str, Any]]) -> str:
         + " |",
         "|---|" + "---|" * len(sets),
     ]
-    for key in ROW_TITLES:
+    for key, row in CATALOG.items():
         cells = []
         for name, _, _ in sets:
             r = results[name]["rows"].get(key)
@@ -234,8 +239,7 @@ def bench_table(results: dict[str, dict[str, Any]]) -> str:
                 cells.append("skipped")
             else:
                 cells.append(f"{r['ratio_to_raw']:.2f} / {r['cpu_ms_per_image']:.2f}")
-        title = ROW_TITLES.get(key, key)
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row.title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -292,7 +296,7 @@ BLOCKS = {
         ),
         Block(
             "bench",
-            "tfpathloader bench data/index.tfrecord, --make-jpeg DIR, --make-photos DIR, "
+            "python benchmarks/peers.py data/index.tfrecord, --make-jpeg DIR, --make-photos DIR, "
             "--make-photos DIR --crop, each with --repeat 5, the three JPEG sets with every row",
             _bench,
         ),

@@ -15,6 +15,9 @@ import tfpathloader
 from tfpathloader import PathIndex, write_index
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The benchmarks' helpers (photos.py, peers.py, remote_bench.py) live beside the package, not in
+# it; the tests import them by name, as the benchmark scripts do.
+sys.path.append(os.path.join(ROOT, "benchmarks"))
 
 
 def make_images(folder, n, *, classes=3, size=(8, 8), mode="L", ext=".png", seed=0):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .storage.urls import redact
+from ._redact import redact
 
 __all__ = [
     "BatchShapeError",

@@ -1,4 +1,5 @@
-"""`tfpathloader bench`: every row over the same files, each in its own process, ratios to raw."""
+"""`tfpathloader bench` and benchmarks/peers.py: every row over the same files, each in its own
+process, ratios to raw; the image-set makers of benchmarks/photos.py."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import json
 import os
 
 import numpy as np
+import peers
 import pytest
 from conftest import make_images
+from photos import make_jpeg_set, make_photo_set
 
 from tfpathloader import write_index
-from tfpathloader.tools.bench import format_bench_table, make_jpeg_set, make_photo_set, run_bench
-from tfpathloader.tools.bench.driver import _tabulate, cpu_s, uss_mib
+from tfpathloader.tools.bench import ROWS, format_bench_table, run_bench
+from tfpathloader.tools.bench.driver import _tabulate, memory_mib
 from tfpathloader.tools.cli import main
+from tfpathloader.tools.procstats import cpu_s, descendants, proc_stats
 
 
 def _check_columns_agree(result):
@@ -48,6 +52,28 @@ def test_bench_cli_every_row(tmp_path, capsys):
     assert main([*argv, "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     rows = result["rows"]
+    assert list(rows) == ["raw", "raw-lean", "torch", "tf"]  # the package's rows: no peers
+    for name, r in rows.items():
+        assert r["images_per_s"] > 0 and len(r["runs"]) == 1
+        assert r["mem_mib"] > 0 and r["uss_mib"] > 0  # from the untimed memory epoch
+        if name not in ("raw", "raw-lean"):
+            assert r["first_batch_s"] > 0 and r["cold_start_s"] > 0
+    _check_columns_agree(result)
+
+
+def test_the_package_holds_only_our_rows():
+    assert list(ROWS) == ["raw", "raw-lean", "torch", "tf", "torch-fast", "tf-fast"]
+    assert list(peers.CATALOG)[: len(ROWS)] == list(ROWS)  # the peers come after ours
+
+
+@pytest.mark.slow
+def test_peers_script_every_row(tmp_path, capsys):
+    paths, labels = make_images(tmp_path, 48, size=(16, 16))
+    index = write_index(tmp_path / "index.tfrecord", paths, labels)
+    argv = [index.files[0], "--workers", "1", "--batch-size", "16", "--repeat", "1"]
+    assert peers.main([*argv, "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = result["rows"]
     assert list(rows) == [
         "raw",
         "raw-lean",
@@ -77,6 +103,7 @@ def test_skipped_rows_say_why_in_the_table():
         {"torch": 0.5},
         {"grain": "the grain row needs the 'grain' package: pip install 'tfpathloader[bench]'"},
         ["raw", "torch", "grain"],
+        {name: peers.CATALOG[name].title for name in ("raw", "torch", "grain")},
     )
     assert table["torch"]["ratio_to_raw"] == 0.5 and table["torch"]["images_per_s"] == 10
     result = {
@@ -98,10 +125,23 @@ def test_bench_rejects_unknown_rows(image_dir):
 
 
 def test_memory_and_cpu_of_a_process_tree():
+    import subprocess
+    import sys
+
     if not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"):
         pytest.skip("needs Linux /proc")
-    assert uss_mib(os.getpid()) > 1
+    uss, own = memory_mib(os.getpid())
+    assert uss > 1 and own > 1
     assert cpu_s(os.getpid()) > 0
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert descendants(os.getpid())[0] == os.getpid() and child.pid in descendants(os.getpid())
+        stats = proc_stats(child.pid)
+        assert stats["threads"] >= 1 and stats["fds"] >= 3 and stats["rss_mb"] > 0
+        assert set(stats) == {"fds", "rss_mb", "pss_mb", "private_dirty_mb", "threads"}
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_make_jpeg_set(tmp_path):
@@ -163,6 +203,7 @@ def test_bench_crop_rows_deliver_the_crop(tmp_path):
     result = run_bench(
         index,
         rows=rows,
+        catalog=peers.CATALOG,
         workers=1,
         batch_size=8,
         repeat=1,

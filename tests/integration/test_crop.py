@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from photos import make_photo_set
 from PIL import Image
 
 from tfpathloader import ImageLoadError, write_index
 from tfpathloader import transforms as T
 from tfpathloader.load.loader import make_loader
-from tfpathloader.tools.photos import make_photo_set
 from tfpathloader.transforms import plan_batch
 
 

@@ -14,11 +14,11 @@ import warnings
 
 import numpy as np
 import pytest
+from http_server import FaultyHTTPServer
 
 from tests.conftest import has_module, make_images
 from tfpathloader import ImageLoadError, PathIndex, make_loader, write_index
 from tfpathloader.storage import RemoteOptions
-from tfpathloader.storage.server import FaultyHTTPServer
 
 pytestmark = pytest.mark.skipif(not has_module("obstore"), reason="needs tfpathloader[remote]")
 
@@ -297,7 +297,7 @@ def test_s3_build_read_and_load(s3, tmp_path):
 
 @pytest.mark.slow  # a server process and spawned workers: ~10 s
 def test_remote_bench_rows(tmp_path):
-    from tfpathloader.tools.remote_bench import format_remote_table, run_remote_bench
+    from remote_bench import format_remote_table, run_remote_bench
 
     paths, labels = make_images(tmp_path, 64)
     write_index(tmp_path / "index.tfrecord", paths, labels)

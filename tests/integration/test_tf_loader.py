@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_images, run_python
+from photos import make_jpeg_set
 from PIL import Image
 
 from tfpathloader import ImageLoadError, OrderSpec, PathIndex, write_index
 from tfpathloader.load.loader import make_loader
 from tfpathloader.tools.audit import audit_ids, delivered_ids
-from tfpathloader.tools.bench import make_jpeg_set
 
 pytestmark = pytest.mark.tf
 

@@ -308,14 +308,9 @@ def test_kill_and_resume_loses_nothing(small_data, tmp_path, loader, kill_steps,
 
 def _kill_tree(pid):
     """SIGKILL a process and all its descendants, the deepest first."""
-    from tfpathloader.tools.procstats import children
+    from tfpathloader.tools.procstats import descendants
 
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo += children(p)
-    for p in reversed(tree):
+    for p in reversed(descendants(pid)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
 

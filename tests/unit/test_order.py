@@ -315,6 +315,16 @@ def test_make_order_by_name():
         make_order(OrderSpec(shuffle="nope"), 5, 0)
 
 
+def test_an_order_nothing_registered_fails_at_once_naming_its_module(monkeypatch):
+    from tfpathloader.order import orders
+
+    monkeypatch.delitem(orders._ORDERS, "tf-buffer")  # as if tfpathloader.tf_shuffle never ran
+    with pytest.raises(LookupError, match=r"import tfpathloader\.tf_shuffle"):
+        GlobalShuffleSampler(10, shuffle="tf-buffer", buffer_size=4)
+    with pytest.raises(ValueError, match="valid: global, buffer, tf-buffer, none"):
+        orders.register_order("random", orders.order_function("none"))
+
+
 def test_layout_documented_tail_rule():
     lay = Layout(10, 4, 2, drop_last=False)  # global batch 8: one full step, then 2 records
     assert (lay.steps, lay.padding, lay.total) == (2, 0, 10)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from .build import IMAGE_EXTENSIONS, build_index
 from .names import resolve_index_files, shard_names
 from .parse import encode_example
 from .path_index import PathIndex
-from .write import IMAGE_EXTENSIONS, build_index, write_index
+from .write import write_index
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -1,4 +1,4 @@
-"""Remote path indexes (s3://, gs://, https://): shards cached by content; built by listing."""
+"""Remote path indexes (s3://, gs://, https://): shards fetched into a local cache by content."""
 
 from __future__ import annotations
 
@@ -101,77 +101,3 @@ def download_index(
             os.replace(tmp, path)
         local.append(path)
     return local, roots.pop()
-
-
-def build_remote_index(
-    image_root: str,
-    out: str | None,
-    *,
-    shards: int,
-    compression: str | None,
-    extensions: Sequence[str],
-    unlabeled: bool,
-    progress: bool | None,
-    options: RemoteOptions | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """:func:`~tfpathloader.index.build_index` over a listable URL prefix (class sub-folders).
-
-    The same rules as for a local folder: class folders and files in sorted order, labels by
-    class position, names starting with ``.`` left out.
-    """
-    import tempfile
-
-    from ..storage.clients import put
-    from .path_index import PathIndex
-    from .write import build_report, write_index
-
-    options = options or RemoteOptions()
-    root = image_root.rstrip("/")
-    exts = tuple(e.lower() for e in extensions)
-    skipped = {"not an image extension": 0, "not in a class folder": 0}
-    examples: dict[str, list[str]] = {k: [] for k in skipped}
-    found: list[tuple[str, str]] = []  # (class, relpath)
-    for url, _ in list_prefix(root, options):
-        rel = url[len(root) + 1 :]
-        parts = rel.split("/")
-        if any(p.startswith(".") for p in parts) or rel.endswith((".tfrecord", ".tfrecord.gz")):
-            continue
-        reason = None
-        if not unlabeled and len(parts) < 2:
-            reason = "not in a class folder"
-        elif not parts[-1].lower().endswith(exts):
-            reason = "not an image extension"
-        if reason:
-            skipped[reason] += 1
-            if len(examples[reason]) < 5:
-                examples[reason].append(redact(url))
-            continue
-        found.append(("" if unlabeled else parts[0], rel))
-    if not found:
-        raise ValueError(f"no images found under {redact(root)!r} (looked for {', '.join(exts)})")
-    classes = None if unlabeled else sorted({c for c, _ in found})
-    label_of = {c: k for k, c in enumerate(classes or [])}
-    found.sort(key=lambda cr: (label_of.get(cr[0], -1), cr[1]))
-    rels = [r for _, r in found]
-    labels = [label_of.get(c, -1) for c, _ in found]
-    kw: dict[str, Any] = {"root": root, "shards": shards, "compression": compression,
-                          "classes": classes, "progress": progress}  # fmt: skip
-    if out is not None and not is_url(out):
-        index = write_index(out, rels, labels, **kw)
-    else:
-        target = out or root + "/index.tfrecord"
-        if parent(target) != root:
-            raise ValueError(
-                f"a remote index must sit in the image prefix {redact(root)!r} (its paths are "
-                f"relative to its folder), not at {redact(target)!r}"
-            )
-        with tempfile.TemporaryDirectory() as tmp:
-            local = write_index(
-                os.path.join(tmp, target.rsplit("/", 1)[1]), rels, labels, cache=False, **kw
-            )
-            for f in local.files:
-                with open(f, "rb") as fh:
-                    put(root + "/" + os.path.basename(f), fh.read(), options)
-            names = [root + "/" + os.path.basename(f) for f in local.files]
-        index = PathIndex.read(names if len(names) > 1 else names[0])
-    return index, build_report(len(rels), classes, skipped, examples, index)

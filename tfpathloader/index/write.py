@@ -1,4 +1,4 @@
-"""Writing path indexes: write_index (atomic, sharded, parallel) and build_index (class folders)."""
+"""Writing path indexes: write_index (atomic, sharded, parallel)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,6 @@ from .parse import (
     encode_example,
 )
 from .path_index import PathIndex
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 # --------------------------------------------------------------------------- writing
 
@@ -208,130 +206,3 @@ def _open_fresh(
 
 def _shard_of(i: int, bounds: list[int]) -> int:
     return int(np.searchsorted(bounds, i, side="right")) - 1
-
-
-# --------------------------------------------------------------------------- building
-
-
-def build_index(
-    image_root: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
-    *,
-    shards: int = 1,
-    compression: str | None = None,
-    extensions: Sequence[str] = IMAGE_EXTENSIONS,
-    unlabeled: bool = False,
-    progress: bool | None = None,
-) -> tuple[PathIndex, dict[str, Any]]:
-    """Index the images under ``image_root``: one class per sub-folder, in sorted order.
-
-    Class sub-folders are visited in sorted order and files within them in sorted order
-    (recursively), so the same tree always gives the same index. Labels are the positions of
-    the class folders in that order; their names travel with the index.
-
-    Args:
-        image_root: Folder with one sub-folder per class (or any tree, with ``unlabeled``), or
-            a listable URL prefix (``s3://bucket/train``, ``gs://...``): then the index is
-            written to ``IMAGE_ROOT/index.tfrecord`` in the store, or to a local ``out``
-            (read it with ``root=IMAGE_ROOT``).
-        out: Index file; defaults to ``IMAGE_ROOT/index.tfrecord``. Paths are stored relative
-            to its folder, which must therefore contain the images.
-        shards, compression, progress: As for :func:`write_index`.
-        extensions: File name endings counted as images (case-insensitive).
-        unlabeled: Index every image under ``image_root`` with label -1.
-
-    Returns:
-        The opened index, and a report: counts of images and of files left out and why.
-    """
-    if is_url(os.fspath(image_root)):  # s3://bucket/train: list the prefix instead
-        from .remote import build_remote_index
-
-        return build_remote_index(
-            os.fspath(image_root),
-            None if out is None else os.fspath(out),
-            shards=shards,
-            compression=compression,
-            extensions=extensions,
-            unlabeled=unlabeled,
-            progress=progress,
-        )
-    image_root = os.path.abspath(os.fspath(image_root))
-    if not os.path.isdir(image_root):
-        raise FileNotFoundError(f"image folder {image_root!r} does not exist")
-    out = (
-        os.path.abspath(os.fspath(out))
-        if out is not None
-        else os.path.join(image_root, "index.tfrecord")
-    )
-    index_dir = os.path.dirname(out)
-    if os.path.commonpath([index_dir, image_root]) != index_dir:
-        raise ValueError(
-            f"the index folder {index_dir!r} does not contain the images under {image_root!r}; "
-            "paths are stored relative to the index folder, so write the index inside the "
-            "image folder (the default) or one of its parents"
-        )
-    exts = tuple(e.lower() for e in extensions)
-    paths: list[str] = []
-    labels: list[int] = []
-    skipped: dict[str, int] = {"not an image extension": 0, "not in a class folder": 0}
-    examples: dict[str, list[str]] = {k: [] for k in skipped}
-
-    def skip(reason: str, path: str) -> None:
-        skipped[reason] += 1
-        if len(examples[reason]) < 5:
-            examples[reason].append(path)
-
-    with progress_bar(progress, desc="finding images", unit=" files") as bar:
-        if unlabeled:
-            groups = [(-1, image_root)]
-            classes: list[str] | None = None
-        else:
-            entries = sorted(os.scandir(image_root), key=lambda e: e.name)
-            classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-            for e in entries:
-                if e.is_file() and not e.name.startswith("."):
-                    skip("not in a class folder", e.path)
-            groups = [(k, os.path.join(image_root, c)) for k, c in enumerate(classes)]
-        for label, folder in groups:
-            for dirpath, dirnames, filenames in os.walk(folder):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for fname in sorted(filenames):
-                    if fname.startswith("."):
-                        continue
-                    full = os.path.join(dirpath, fname)
-                    if not fname.lower().endswith(exts):
-                        if not full.endswith((".tfrecord", ".tfrecord.gz")):
-                            skip("not an image extension", full)
-                        continue
-                    paths.append(full)
-                    labels.append(label)
-                    bar.update(1)
-    if not paths:
-        raise ValueError(
-            f"no images found under {image_root!r} (looked for {', '.join(exts)} files"
-            + ("" if unlabeled else " inside class sub-folders")
-            + ")"
-        )
-    index = write_index(
-        out,
-        paths,
-        labels,
-        shards=shards,
-        compression=compression,
-        classes=classes,
-        progress=progress,
-    )
-    return index, build_report(len(paths), classes, skipped, examples, index)
-
-
-def build_report(
-    images: int, classes: Any, skipped: Any, examples: Any, index: PathIndex
-) -> dict[str, Any]:
-    """What ``index build`` tells the user: images, classes, skips, the files written."""
-    return {
-        "images": images,
-        "classes": len(classes) if classes is not None else 0,
-        "skipped": skipped,
-        "skipped_examples": examples,
-        "files": list(index.files),
-    }

@@ -11,7 +11,8 @@ from .orders import (
     buffer_order,
     exact_permutation,
     make_order,
-    tf_buffer_order,
+    order_function,
+    register_order,
 )
 from .sampler import GlobalShuffleSampler
 from .spec import ORDERS, OrderSpec, Stream, epoch_rng
@@ -33,5 +34,6 @@ __all__ = [
     "epoch_rng",
     "exact_permutation",
     "make_order",
-    "tf_buffer_order",
+    "order_function",
+    "register_order",
 ]

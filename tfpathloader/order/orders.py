@@ -13,9 +13,8 @@ Orders (``DESIGN.md`` §4), chosen by name from :data:`ORDERS`:
 - ``"buffer"``: the bounded-buffer shuffle of the stored order (:func:`buffer_order`), with
   tf.data ``shuffle`` semantics: the biased baseline the article starts from.
 - ``"none"``: stored order.
-
-- ``"tf-buffer"``: TensorFlow's own ``Dataset.shuffle`` over the stored order
-  (:func:`tf_buffer_order`), for comparison; TensorFlow is imported only when it is asked for.
+- ``"tf-buffer"``: TensorFlow's own ``Dataset.shuffle`` over the stored order, for comparison:
+  implemented in :mod:`tfpathloader.tf_shuffle`, which registers it here (NOTE [order registry]).
 
 Random streams and the validation of every field: :mod:`tfpathloader.order.spec`.
 """
@@ -37,7 +36,8 @@ __all__ = [
     "buffer_order",
     "exact_permutation",
     "make_order",
-    "tf_buffer_order",
+    "order_function",
+    "register_order",
 ]
 
 
@@ -187,45 +187,67 @@ def buffer_order(n: int, buffer_size: int, seed: int, epoch: int) -> np.ndarray:
     return out
 
 
-def tf_buffer_order(n: int, buffer_size: int, seed: int, epoch: int) -> np.ndarray:
-    """TensorFlow's own ``Dataset.shuffle(buffer_size)`` over the stored order.
-
-    The same bounded-buffer algorithm as :func:`buffer_order` with TensorFlow's generator: offered
-    as a separately named order so that both backends (and the audit) can show tf.data's own
-    shuffle, delivering identical ids. Its seed comes from (seed, epoch) like every other order;
-    the sequence is TensorFlow's, so it may change between TensorFlow versions.
-    """
-    check_int("n", n)
-    check_int("buffer_size", buffer_size, minimum=1)
-    from ..load.tf_backend import import_tensorflow
-
-    tf = import_tensorflow()
-    tf_seed = int(epoch_rng(seed, epoch, Stream.TF_BUFFER).integers(0, 2**63 - 1))
-    ds = tf.data.Dataset.range(n).shuffle(buffer_size, seed=tf_seed, reshuffle_each_iteration=False)
-    parts = [b.numpy() for b in ds.batch(1 << 16)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-
-
 PERMUTATIONS: dict[str, Callable[[int, int, int], Order]] = {
     "exact": lambda n, seed, epoch: ArrayOrder(exact_permutation(n, seed, epoch)),
     "stateless": StatelessPermutation,
 }
-_BUFFERS: dict[str, Callable[[int, int, int, int], np.ndarray]] = {
-    "buffer": buffer_order,
-    "tf-buffer": tf_buffer_order,
+OrderFunction = Callable[[OrderSpec, int, int], Order]
+"""(spec, number of records, epoch) -> that epoch's global order."""
+
+
+def _buffer(spec: OrderSpec, n: int, epoch: int) -> Order:
+    assert spec.buffer_size is not None  # OrderSpec checked it
+    return ArrayOrder(buffer_order(n, spec.buffer_size, spec.seed, epoch))
+
+
+# NOTE [order registry]: the orders by name. `order` imports numpy and nothing above it
+# (DESIGN.md §2), yet "tf-buffer" is TensorFlow's own Dataset.shuffle. So its implementation lives
+# a layer up, in tfpathloader.tf_shuffle, which registers it here with register_order() when it is
+# imported; it imports TensorFlow only when an epoch of it is asked for. tfpathloader/__init__
+# imports tf_shuffle, and Python runs a package's __init__ before any of its modules, so every way
+# in (tfpathloader.order, make_loader, the CLI, a worker process unpickling a sampler) finds it
+# registered: no user step, and no hidden import of a higher layer from here. The name itself
+# stays in spec.ORDERS, so an OrderSpec validates it without TensorFlow. Were it ever missing,
+# order_function() raises a LookupError that says which module registers it.
+_ORDERS: dict[str, OrderFunction] = {
+    "global": lambda spec, n, epoch: PERMUTATIONS[spec.permutation](n, spec.seed, epoch),
+    "buffer": _buffer,
+    "none": lambda spec, n, epoch: _Arange(n),
 }
-# The names OrderSpec validates are the ones implemented here (spec.py needs no import of this).
+_REGISTERED_BY = {"tf-buffer": "tfpathloader.tf_shuffle"}
+# The names OrderSpec validates are the ones implemented here or registered (spec.py needs no
+# import of this).
 assert tuple(PERMUTATIONS) == spec.PERMUTATIONS
-assert set(_BUFFERS) | {"global", "none"} == set(spec.ORDERS)
+assert set(_ORDERS) | set(_REGISTERED_BY) == set(spec.ORDERS)
+
+
+def register_order(name: str, function: OrderFunction) -> None:
+    """Make ``function`` the implementation of the order ``name`` (one of ``ORDERS``).
+
+    Args:
+        name: The order's name, as ``OrderSpec(shuffle=name)`` validates it.
+        function: ``(spec, n, epoch)`` -> the epoch's global :class:`Order` of ``n`` records.
+    """
+    if name not in spec.ORDERS:
+        raise ValueError(f"unknown order {name!r}; valid: {', '.join(spec.ORDERS)}")
+    _ORDERS[name] = function
+
+
+def order_function(name: str) -> OrderFunction:
+    """The implementation of the order ``name`` (see NOTE [order registry])."""
+    try:
+        return _ORDERS[name]
+    except KeyError:
+        if name not in spec.ORDERS:
+            raise ValueError(f"unknown order {name!r}; valid: {', '.join(spec.ORDERS)}") from None
+        raise LookupError(
+            f"the order {name!r} is not registered: import {_REGISTERED_BY[name]} first "
+            "(importing tfpathloader does)"
+        ) from None
 
 
 def make_order(spec: OrderSpec, n: int, epoch: int) -> Order:
     """The global order of one epoch of ``n`` records under ``spec``."""
     check_int("n", n)
     check_int("epoch", epoch)
-    if spec.shuffle == "global":
-        return PERMUTATIONS[spec.permutation](n, spec.seed, epoch)
-    if spec.shuffle in _BUFFERS:
-        assert spec.buffer_size is not None  # OrderSpec checked it
-        return ArrayOrder(_BUFFERS[spec.shuffle](n, spec.buffer_size, spec.seed, epoch))
-    return _Arange(n)
+    return order_function(spec.shuffle)(spec, n, epoch)

@@ -31,7 +31,7 @@ class RemoteOptions:
             files are requested together, up to this many at once, and decoded in order. The
             default, 256, puts a whole 256-image batch in flight: at 50 ms per request that is
             up to ~5,000 images/s per worker (64 measured 0.45-0.58x of the 0 ms rate at 50 ms
-            with 2 workers, 256 measured 0.87-1.00x: see tools/remote_bench.py).
+            with 2 workers, 256 measured 0.87-1.00x: see benchmarks/remote_bench.py).
         timeout: Seconds one request may take, body included: a stalled connection fails
             after this long (and is retried).
         connect_timeout: Seconds to establish a connection.

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .._version import __version__
 from ..errors import TFPathLoaderError
 from .commands import (
     cmd_audit,
@@ -17,7 +18,7 @@ from .commands import (
     cmd_index_verify,
 )
 
-__all__ = ["main"]
+__all__ = ["add_bench_arguments", "build_parser", "main"]
 
 _DESCRIPTION = """\
 Shuffle millions of training images evenly, then load them fast.
@@ -41,6 +42,45 @@ def _add_index_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_bench_arguments(p: argparse.ArgumentParser, *, rows: str, rows_help: str) -> None:
+    """The options of ``tfpathloader bench``, shared with ``benchmarks/peers.py``."""
+    # NOTE [bench defaults]: the defaults are the README's Speed table's settings (2 workers,
+    # batch 256, 9 rounds, the index's first 50,000 images), so the plain command reproduces it.
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize every image to H x W in every row (needed for images of varied sizes)",
+    )
+    p.add_argument(
+        "--crop",
+        action="store_true",
+        help="every row applies the training crop instead of a resize: RandomResizedCrop to "
+        "--size (default 224 224) + horizontal flip, each the way its own users write it "
+        "(Pillow for the raw rows and the PyTorch peers, decode_and_crop_jpeg for tf.data, "
+        "tfpathloader.transforms for ours)",
+    )
+    p.add_argument("--rows", default=rows, help=rows_help)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes per row (default 2, as in the README table)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images per measurement (default: the index, at most 50,000)",
+    )
+    p.add_argument("--repeat", type=int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -48,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -191,81 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="images/s of the loaders against the machine's decode limit",
-        description="Measure, in one run and over the same files: the raw decode limit (the "
-        "files decoded flat out by as many processes as the loaders use), this project's "
-        "loaders, and the loaders users would otherwise write. Prints each row's ratio to the "
-        "raw limit.",
-        epilog="examples: tfpathloader bench data/index.tfrecord  |  tfpathloader bench "
-        "--make-jpeg bench-jpeg  (makes 224x224 JPEGs from scikit-learn's sample photos, then "
-        "benchmarks them)",
+        description="Measure, in one run and over the same files of INDEX: the raw decode "
+        "limit (the files decoded flat out by as many processes as the loaders use) and this "
+        "project's loaders. Prints each row's ratio to the raw limit. The loaders people write "
+        "instead are measured beside these by the repository's benchmarks/peers.py.",
+        epilog="example: tfpathloader bench data/index.tfrecord --rows raw,torch,tf",
     )
-    p.add_argument(
-        "index", nargs="?", help="index to benchmark (or use --make-jpeg / --make-photos)"
-    )
-    p.add_argument("--root", help="folder the stored paths are relative to")
-    p.add_argument("--allow-outside-root", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--make-jpeg",
-        metavar="DIR",
-        help="make the 224x224 RGB JPEG set in DIR (if missing) and benchmark it",
-    )
-    # NOTE [bench defaults]: the defaults are the README's Speed table's settings (2 workers,
-    # batch 256, 9 rounds, 50,000 PNGs / 10,000 JPEGs), so the plain command reproduces it.
-    p.add_argument("--jpeg-count", type=int, default=10000, help="JPEGs to make (default 10000)")
-    p.add_argument(
-        "--make-photos",
-        metavar="DIR",
-        help="make the ImageNet-like photo set in DIR (if missing; short side 300-500 px) and "
-        "benchmark it, resized to --size (default 224 224)",
-    )
-    p.add_argument("--photo-count", type=int, default=3000, help="photos to make (default 3000)")
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="resize every image to H x W in every row (needed for images of varied sizes)",
-    )
-    p.add_argument(
-        "--crop",
-        action="store_true",
-        help="every row applies the training crop instead of a resize: RandomResizedCrop to "
-        "--size (default 224 224) + horizontal flip, each the way its own users write it "
-        "(Pillow for the PyTorch peers, decode_and_crop_jpeg for tf.data, "
-        "tfpathloader.transforms for ours)",
-    )
-    p.add_argument(
-        "--rows",
-        default="raw,raw-lean,torch,tf,baseline,stateful,grain,tf-hand",
-        help="comma-separated rows: raw, raw-lean, torch, tf, baseline (plain DataLoader), "
-        "stateful (torchdata), grain, tf-hand (default: these; a peer whose package is missing "
-        "is skipped: pip install 'tfpathloader[bench]'); and for equal pixels: torch-fast, "
-        "tf-fast (ours at tf.data's defaults: fast IDCT, no antialiasing), tf-hand-exact "
-        "(hand-written tf.data at ours: accurate IDCT, antialiasing)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="processes per row (default 2, as in the README table)",
-    )
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument(
-        "--images",
-        type=int,
-        default=None,
-        help="images per measurement (default: the index, at most 50,000)",
-    )
-    p.add_argument("--repeat", type=int, default=9, help="interleaved rounds (default 9)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--remote",
-        action="store_true",
-        help="serve INDEX's folder over HTTP on 127.0.0.1 with 0, 10 and 50 ms added latency and "
-        "compare both backends' images/s to local disk (tools/remote_bench.py; 2 workers "
-        "unless --workers, 30 batches per row)",
+    _add_index_args(p)
+    add_bench_arguments(
+        p,
+        rows="raw,raw-lean,torch,tf",
+        rows_help="comma-separated rows: raw, raw-lean, torch, tf (the default); and for "
+        "equal pixels: torch-fast, tf-fast (ours at tf.data's defaults: fast IDCT, no "
+        "antialiasing)",
     )
     p.set_defaults(func=cmd_bench)
 
@@ -288,12 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     return parser
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

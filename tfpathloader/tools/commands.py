@@ -6,7 +6,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bench import Row
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -260,50 +264,24 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..index import PathIndex
-    from .bench import format_bench_table, make_jpeg_set, make_photo_set, run_bench
+    return bench_index(args, _open(args))
 
-    if getattr(args, "remote", False):  # the remote rows: their own module
-        from .remote_bench import format_remote_table, run_remote_bench
 
-        if not args.index:
-            raise ValueError("--remote needs an INDEX (e.g. the demo's index.tfrecord)")
-        workers = args.workers if "--workers" in sys.argv else 2
-        result = run_remote_bench(args.index, num_workers=workers, batch_size=args.batch_size)
-        if args.json:
-            _print_json(result)
-        else:
-            print(format_remote_table(result))
-        return 0
+def bench_index(
+    args: argparse.Namespace, index: Any, catalog: Mapping[str, Row] | None = None
+) -> int:
+    """Run the bench's rows (of ``catalog``; default: ours) on ``index`` and print the table.
+
+    ``args`` holds the options of :func:`~tfpathloader.tools.cli.add_bench_arguments`;
+    ``benchmarks/peers.py`` calls this with the peer rows in ``catalog``.
+    """
+    from .bench import ROWS, format_bench_table, run_bench
+
     size: tuple[int, int] | None = (args.size[0], args.size[1]) if args.size else None
-    if args.make_photos:
-        path = os.path.join(args.make_photos, "index.tfrecord")
-        if os.path.isfile(path):
-            index = PathIndex.read(path)
-        else:
-            index = make_photo_set(args.make_photos, args.photo_count, progress=_progress(args))
-        size = size or (224, 224)
-    elif args.make_jpeg:
-        path = os.path.join(args.make_jpeg, "index.tfrecord")
-        if os.path.isfile(path):
-            index = PathIndex.read(path)
-            print(f"reusing the {len(index):,} JPEGs indexed in {path}", file=sys.stderr)
-        elif os.path.isdir(args.make_jpeg) and os.listdir(args.make_jpeg):
-            raise ValueError(
-                f"--make-jpeg {args.make_jpeg}: the folder holds other files and no "
-                "index.tfrecord; give a new folder (nothing there is overwritten)"
-            )
-        else:
-            index = make_jpeg_set(args.make_jpeg, count=args.jpeg_count, progress=_progress(args))
-            print(f"made {len(index):,} JPEGs and their index in {path}", file=sys.stderr)
-    elif args.index:
-        index = _open(args)
-    else:
-        raise ValueError("give an INDEX to benchmark, or --make-jpeg DIR, or --make-photos DIR")
-    rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     result = run_bench(
         index,
-        rows=rows,
+        rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()),
+        catalog=ROWS if catalog is None else catalog,
         workers=args.workers,
         batch_size=args.batch_size,
         images=args.images,

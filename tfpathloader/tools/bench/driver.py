@@ -36,87 +36,30 @@ import statistics
 import threading
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..._utils import progress_bar
 from ...index import PathIndex
-from .rows import ROW_FACTORIES, RowSpec
+from ..procstats import cpu_s, tree_rollup
+from .rows import ROWS, Row, RowSpec
 
-__all__ = ["ROWS", "cpu_s", "format_bench_table", "own_mib", "run_bench", "uss_mib"]
+__all__ = ["DEFAULT_ROWS", "format_bench_table", "memory_mib", "run_bench"]
 
-ROWS = tuple(ROW_FACTORIES)
-ROW_TITLES = {
-    "raw": "raw: Pillow decode, N processes",
-    "raw-lean": "lean raw: os.read + decode",
-    "torch": "**tfpathloader, torch**",
-    "tf": "**tfpathloader, tf**",
-    "torch-fast": "tfpathloader, torch, at tf.data's pixel defaults",
-    "tf-fast": "tfpathloader, tf, at tf.data's pixel defaults",
-    "baseline": "plain DataLoader over a list of paths",
-    "stateful": "torchdata StatefulDataLoader",
-    "grain": "Grain MapDataset + mp_prefetch",
-    "tf-hand": "hand-written tf.data",
-    "tf-hand-exact": "hand-written tf.data at our pixel defaults",
-}
+DEFAULT_ROWS = ("raw", "raw-lean", "torch", "tf")
+
+_USS = ("Private_Clean", "Private_Dirty")
+_OWN = ("Pss_Anon", "Pss_Shmem")
 
 
-# --------------------------------------------------------------------------- memory
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            continue
-    return out
-
-
-_USS = ("Private_Clean:", "Private_Dirty:")
-_OWN = ("Pss_Anon:", "Pss_Shmem:")
-
-
-def _smaps_mib(pid: int, keys: tuple[str, ...]) -> float | None:
-    total, seen = 0, False
-    for p in _descendants(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith(keys):
-                        total += int(line.split()[1])
-                        seen = True
-        except OSError:
-            continue
-    return round(total / 1024, 1) if seen else None
-
-
-def uss_mib(pid: int) -> float | None:
-    """USS (private clean + dirty) of ``pid`` and all its descendants, MiB; None off Linux."""
-    return _smaps_mib(pid, _USS)
-
-
-def own_mib(pid: int) -> float | None:
-    """Anonymous + shared-memory PSS of ``pid`` and its descendants, MiB (NOTE [bench method])."""
-    return _smaps_mib(pid, _OWN)
-
-
-def cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system, reaped children included) of ``pid`` and its descendants."""
-    total, seen = 0, False
-    for p in _descendants(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-        seen = True
-    return total / os.sysconf("SC_CLK_TCK") if seen else None
+def memory_mib(pid: int) -> tuple[float | None, float | None]:
+    """USS (private clean + dirty) and anonymous + shared-memory PSS of ``pid`` and all its
+    descendants, MiB (NOTE [bench method]); ``(None, None)`` off Linux."""
+    tree = tree_rollup(pid)
+    if tree is None:
+        return None, None
+    uss, own = (round(sum(tree.get(k, 0) for k in keys) / 1024, 1) for keys in (_USS, _OWN))
+    return uss, own
 
 
 class _PeakUSS:
@@ -131,7 +74,7 @@ class _PeakUSS:
 
     def _sample(self) -> None:
         while True:
-            v, w = uss_mib(os.getpid()), own_mib(os.getpid())
+            v, w = memory_mib(os.getpid())
             if v is not None and (self.peak is None or v > self.peak):
                 self.peak = v
             if w is not None and (self.peak_own is None or w > self.peak_own):
@@ -151,7 +94,7 @@ class _PeakUSS:
 # --------------------------------------------------------------------------- row processes
 
 
-def _row_main(name: str, spec: RowSpec, conn: Any) -> None:
+def _row_main(row: Row, spec: RowSpec, conn: Any) -> None:
     """A row's process: build the row, then run one epoch per request."""
     # A spawned process starts its own children by spawn too; a user's script on Linux forks
     # them (Python < 3.14), so DataLoader workers would re-import torch every epoch here.
@@ -159,7 +102,7 @@ def _row_main(name: str, spec: RowSpec, conn: Any) -> None:
         mp.set_start_method("fork", force=True)
     try:
         t0 = time.perf_counter()
-        run = ROW_FACTORIES[name](spec)
+        run = row.make(spec)
         conn.send({"built_s": time.perf_counter() - t0})
     except ImportError as e:
         conn.send({"skipped": f"{e}"})
@@ -192,10 +135,10 @@ def _row_main(name: str, spec: RowSpec, conn: Any) -> None:
 
 
 class _Row:
-    def __init__(self, ctx: Any, name: str, spec: RowSpec):
+    def __init__(self, ctx: Any, name: str, row: Row, spec: RowSpec):
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_row_main, args=(name, spec, child))
+        self.proc = ctx.Process(target=_row_main, args=(row, spec, child))
         self.proc.start()
         child.close()
         self.info: dict[str, Any] = {}
@@ -228,7 +171,8 @@ class _Row:
 def run_bench(
     index: PathIndex,
     *,
-    rows: tuple[str, ...] = ROWS,
+    rows: Sequence[str] = DEFAULT_ROWS,
+    catalog: Mapping[str, Row] = ROWS,
     workers: int = 2,
     batch_size: int = 256,
     images: int | None = None,
@@ -246,8 +190,10 @@ def run_bench(
 
     Args:
         index: The images to load.
-        rows: Which rows (:data:`ROWS`); ``raw`` is always measured. A peer whose package is
-            not installed is reported as skipped.
+        rows: Which rows of ``catalog``, measured in the catalog's order; ``raw`` is always
+            measured. A row whose package is not installed is reported as skipped.
+        catalog: The rows by name: ours (:data:`~.rows.ROWS`), or more beside them (the peers
+            of ``benchmarks/peers.py``).
         workers: Processes of every row (loader workers, tf.data parallel calls, raw decoders).
         batch_size: Batch size of the loader rows.
         images: Images per measurement (default: the whole index, at most 50,000).
@@ -260,9 +206,9 @@ def run_bench(
     """
     if crop and size is None:
         raise ValueError("crop needs the crop's output size (--size H W)")
-    unknown = set(rows) - set(ROWS)
+    unknown = set(rows) - set(catalog)
     if unknown:
-        raise ValueError(f"unknown bench rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
+        raise ValueError(f"unknown bench rows {sorted(unknown)}; valid: {', '.join(catalog)}")
     from ...load.decode import load_image
     from ...order.sampler import GlobalShuffleSampler
 
@@ -286,7 +232,7 @@ def run_bench(
         size=size,
         crop=crop,
     )
-    order = ["raw", *[r for r in ROWS if r in rows and r != "raw"]]
+    order = ["raw", *[r for r in catalog if r in rows and r != "raw"]]
     ctx = mp.get_context("spawn")
     runs: dict[str, list[dict[str, Any]]] = {r: [] for r in order}
     skipped: dict[str, str] = {}
@@ -298,7 +244,7 @@ def run_bench(
             cold: dict[str, float] = {}
             memory: dict[str, dict[str, Any]] = {}
             for r in order:  # built one at a time: start-up is measured alone too
-                row = _Row(ctx, r, spec)
+                row = _Row(ctx, r, catalog[r], spec)
                 info = row.wait()
                 if "skipped" in info:
                     skipped[r] = info["skipped"]
@@ -320,7 +266,8 @@ def run_bench(
     finally:
         for row in live.values():
             row.close()
-    table = _tabulate(runs, cold, skipped, order, memory)
+    titles = {r: catalog[r].title for r in order}
+    table = _tabulate(runs, cold, skipped, order, titles, memory)
     first = load_image(paths[0], channels=channels, size=size)
     return {
         "crop": crop,
@@ -341,6 +288,7 @@ def _tabulate(
     cold: dict[str, float],
     skipped: dict[str, str],
     order: list[str],
+    titles: Mapping[str, str],
     memory: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Each row's median rate and ratio to the raw rate of the same round (NOTE [bench method])."""
@@ -354,7 +302,7 @@ def _tabulate(
     table: dict[str, Any] = {}
     for r in order:
         if r in skipped:
-            table[r] = {"skipped": skipped[r]}
+            table[r] = {"title": titles[r], "skipped": skipped[r]}
             continue
         ratios = [x / raw for x, raw in zip(rate[r], rate["raw"], strict=True)]
         firsts = [x["first_s"] for x in runs[r] if x["first_s"] is not None]
@@ -363,6 +311,7 @@ def _tabulate(
         owns = [x["mem_mib"] for x in sampled if x.get("mem_mib") is not None]
         cpus = [x["cpu_ms_per_image"] for x in runs[r] if x["cpu_ms_per_image"] is not None]
         table[r] = {
+            "title": titles[r],
             "images_per_s": round(statistics.median(rate[r]), 1),
             "ratio_to_raw": round(statistics.median(rate[r]) / raw_median, 3),
             "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
@@ -400,7 +349,7 @@ def format_bench_table(result: dict[str, Any]) -> str:
         return "" if v is None else format(v, fmt)
 
     for name, r in result["rows"].items():
-        title = ROW_TITLES.get(name, name)
+        title = r.get("title", name)
         if "skipped" in r:
             lines.append(f"| {title} | skipped: {r['skipped']} | | | | | | | |")
             continue

@@ -1,4 +1,10 @@
-"""A local HTTP file server with injectable latency and faults, for tests and the remote bench."""
+"""A local HTTP file server with injectable latency and faults, for tests and the remote bench.
+
+    python tests/http_server.py FOLDER [--port P] [--latency S]   # prints its URL, serves FOLDER
+
+Not part of the package: the tests import it (``from http_server import FaultyHTTPServer``),
+``benchmarks/remote_bench.py`` and ``benchmarks/remote_clients.py`` run it as a process.
+"""
 
 from __future__ import annotations
 
@@ -187,7 +193,7 @@ class FaultyHTTPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tfpathloader.storage.server FOLDER [--port P] [--latency S]``: serve a folder."""
+    """``python tests/http_server.py FOLDER [--port P] [--latency S]``: serve a folder."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)

@@ -1,4 +1,8 @@
-"""Benchmark image sets: 224px JPEG crops of two sample photos, and an ImageNet-like photo set."""
+"""Benchmark image sets: 224px JPEG crops of two sample photos, and an ImageNet-like photo set.
+
+Imported by the benchmarks beside it (``peers.py``, ``crop.py`` ...) and by the tests (which put
+this folder on ``sys.path``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import os
 
 import numpy as np
 
-from .._utils import optional_import, progress_bar
-from ..index import PathIndex, write_index
+from tfpathloader._utils import optional_import, progress_bar
+from tfpathloader.index import PathIndex, write_index
 
 __all__ = ["make_jpeg_set", "make_photo_set"]
 

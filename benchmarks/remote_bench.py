@@ -1,4 +1,10 @@
-"""``tfpathloader bench --remote``: images/s over HTTP from 127.0.0.1 with added latency."""
+"""The remote bench: images/s of both backends over HTTP from 127.0.0.1 with added latency.
+
+    python benchmarks/remote_bench.py data/index.tfrecord [--in-flight 256] [--workers 2]
+
+Serves the index's folder with the test server (``tests/http_server.py``, its own process) and
+times each backend on local disk, then over HTTP at 0, 10 and 50 ms added per request.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,15 @@ import time
 import urllib.request
 from typing import Any
 
+from tfpathloader import PathIndex, make_loader
+from tfpathloader.storage import RemoteOptions
+from tfpathloader.tools.procstats import cpu_s
+
 __all__ = ["format_remote_table", "run_remote_bench"]
 
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), 0 elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+SERVER = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "http_server.py"
+)
 
 
 def _rate(loader: Any, epoch: int, batches: int) -> float:
@@ -50,14 +54,10 @@ def run_remote_bench(
     Per backend: the local-disk rate, then the same loader's rate over HTTP at each added
     latency (the server changes latency between rows; the loader and its workers stay).
     """
-    from ..index import PathIndex
-    from ..load.loader import make_loader
-    from ..storage import RemoteOptions
-
     folder = os.path.dirname(os.path.abspath(index_file))
     name = os.path.basename(index_file)
     srv = subprocess.Popen(
-        [sys.executable, "-m", "tfpathloader.storage.server", folder],
+        [sys.executable, SERVER, folder],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -81,9 +81,9 @@ def run_remote_bench(
             zero = None
             for k, ms in enumerate(latencies_ms):
                 urllib.request.urlopen(f"{url}/_control/latency/{ms / 1000}").read()
-                c0, t0 = _cpu_seconds(srv.pid), time.perf_counter()
+                c0, t0 = (cpu_s(srv.pid) or 0.0), time.perf_counter()
                 rate = _rate(loader, k + 1, batches)
-                server_cores = (_cpu_seconds(srv.pid) - c0) / (time.perf_counter() - t0)
+                server_cores = ((cpu_s(srv.pid) or 0.0) - c0) / (time.perf_counter() - t0)
                 zero = rate if zero is None else zero
                 rows.append(
                     {
@@ -137,7 +137,7 @@ def format_remote_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tfpathloader.tools.remote_bench INDEX``: print the remote bench table."""
+    """``python benchmarks/remote_bench.py INDEX``: print the remote bench table."""
     import argparse
     import json
 
