@@ -256,7 +256,7 @@ def cases() -> list[Case]:
             "truncated while listed (NFS, half-synced: header only)",
             "half.png",
             _bytes(good[:33]),
-            "cannot identify image file",
+            "ends without its IEND chunk",
         ),
         Case("truncated JPEG", "trunc.jpg", _bytes(jpeg(rgb(2))[:200]), "corrupt or truncated"),
         Case("text file named .png", "notes.png", _bytes(b"text\n" * 50), "not a recognized"),
@@ -345,7 +345,7 @@ def cases() -> list[Case]:
             "PNG with a wrong zlib checksum (Adler-32), its chunk CRCs right",
             "adler.png",
             _bytes(png_bad_adler(rgb(10))),
-            "corrupt or truncated",
+            "ok",  # libspng skips the Adler-32 (its IDAT CRCs hold); Pillow alone refuses it
         ),
         Case(
             "PNG one byte short of its pixel data, its chunk CRCs right",
@@ -384,7 +384,7 @@ def cases() -> list[Case]:
             "PNG whose zlib stream lacks its Adler-32",
             "noadler.png",
             _bytes(crafted_png(rgb(16), idats=(zlib.compress(_rows(rgb(16)))[:-4],))),
-            "ends before its end code and Adler-32",
+            "ok",  # every row is there (libspng; Pillow alone refuses it)
         ),
         Case(
             "PNG whose Adler-32 is cut short in an IDAT of its own (libpng and Pillow load it)",
@@ -396,19 +396,19 @@ def cases() -> list[Case]:
             "PNG a row short of its pixel data",
             "rowshort.png",
             _bytes(png_from_rows(rgb(18), _rows(rgb(18))[: -(1 + 3 * SIZE[1])])),
-            "image data ends after",
+            "IDAT stream too short",
         ),
         Case(
             "PNG header taller than its pixel data",
             "tall.png",
             _bytes(crafted_png(rgb(19), ihdr=struct.pack(">IIBBBBB", 8, 16, 8, 2, 0, 0, 0))),
-            "image data ends after",
+            "IDAT stream too short",
         ),
         Case(
             "PNG with an unknown critical chunk",
             "critical.png",
             _bytes(crafted_png(rgb(20), before=((b"ABCD", b"x"),))),
-            "is critical (uppercase first letter) and unknown",
+            "unknown critical chunk",
         ),
         Case(
             "PNG with a second IHDR",
@@ -418,13 +418,13 @@ def cases() -> list[Case]:
                     rgb(21), before=((b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)),)
                 )
             ),
-            "second IHDR",
+            "invalid chunk position",
         ),
         Case(
             "PNG with IHDR compression method 1",
             "method.png",
             _bytes(crafted_png(rgb(22), ihdr=struct.pack(">IIBBBBB", 8, 8, 8, 2, 1, 0, 0))),
-            "compression method 1: expected 0",
+            "invalid compression method",
         ),
         Case(
             "PNG with an IDAT length field of 2^31",
@@ -433,22 +433,22 @@ def cases() -> list[Case]:
             "expected at most 2^31-1",
         ),
         Case(
-            "PNG with a tRNS chunk too short for its colour type",
+            "PNG with a tRNS chunk too short for its colour type (alpha is dropped anyway)",
             "trns.png",
             _bytes(crafted_png(rgb(24), before=((b"tRNS", b"\x00\x01"),))),
-            "chunk 'tRNS' has length 2: expected 6",
+            "ok",
         ),
         Case(
             "PNG with an iCCP chunk ending after its name's NUL, before IDAT",
             "iccp.png",
             _bytes(crafted_png(rgb(25), before=((b"iCCP", b"name\x00"),))),
-            "chunk 'iCCP' ends before its compression method",
+            "ok",  # colour profiles are not applied
         ),
         Case(
             "PNG with an iCCP chunk ending after its name's NUL, after IDAT",
             "iccp2.png",
             _bytes(crafted_png(rgb(26), after=((b"iCCP", b"name\x00"),))),
-            "chunk 'iCCP' ends before its compression method",
+            "ok",
         ),
         Case("animated GIF", "anim.gif", _bytes(animated_gif()), "animated GIF"),
         Case(

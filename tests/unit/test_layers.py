@@ -40,14 +40,6 @@ MAY_IMPORT[""] = set(MAY_IMPORT)
 # backends (function level), they import loader's LoaderBase and LoaderConfig, checks imports
 # LoaderConfig. Listed so that any other cycle fails, and so that this test fails once the
 # rewrite removes it: delete the entry then.
-KNOWN_CYCLES = [
-    [
-        "tfpathloader.load.checks",
-        "tfpathloader.load.loader",
-        "tfpathloader.load.tf_backend",
-        "tfpathloader.load.torch_backend",
-    ]
-]
 
 
 def _module_name(path: Path) -> str:
@@ -146,15 +138,12 @@ def test_every_module_imports_only_its_own_part_and_the_layers_below():
 def test_no_import_cycle_between_modules():
     graph = import_graph()
     cycles = strongly_connected(graph)
-    new = [c for c in cycles if c not in KNOWN_CYCLES]
     described = [
         " <-> ".join(c)
         + "".join(f"\n    {v} -> {w}" for v in c for w in sorted(graph[v]) if w in c)
-        for c in new
+        for c in cycles
     ]
-    assert not new, "import cycles:\n" + "\n".join(described)
-    gone = [c for c in KNOWN_CYCLES if c not in cycles]
-    assert not gone, f"these cycles are gone: remove them from KNOWN_CYCLES: {gone}"
+    assert not cycles, "import cycles:\n" + "\n".join(described)
 
 
 def test_the_graph_sees_function_level_and_relative_imports():

@@ -104,7 +104,14 @@ class DecodeJob:
             out = array = np.empty((len(ids), *self.shape), np.uint8)
         paths = self.index.paths(ids)
         data, remote = self._read(ids.tolist(), paths)
-        records = list(zip(ids.tolist(), [redact(p) for p in paths] if self.remote_root else paths, data, strict=True))
+        records = list(
+            zip(
+                ids.tolist(),
+                [redact(p) for p in paths] if self.remote_root else paths,
+                data,
+                strict=True,
+            )
+        )
         got = decode_batch(records, self.recipe, out, epoch=int(epoch), skip=self.skip)
         kept = np.asarray(got.kept, dtype=np.int64)
         labels = np.asarray(self.index.labels[kept], dtype=np.int64)

@@ -265,9 +265,9 @@ def _png_pixels(src: Source) -> np.ndarray:
     try:  # libspng's RGB drops alpha (no compositing), and expands grey+alpha to RGB
         arr = _pyspng.load(src.data, "L" if colour == 0 else "RGB")
     except (RuntimeError, ValueError) as e:
-        cause = str(e).removeprefix("pyspng: ")
+        why = str(e).rsplit(": ", 1)[-1]  # "pyspng: could not decode image: <libspng's reason>"
         raise ImageLoadError(
-            src.record_id, src.path, f"image is corrupt or truncated: {cause}"
+            src.record_id, src.path, f"image is corrupt or truncated: PNG {why} (libspng)"
         ) from None
     return arr[:, :, None] if colour == 0 else arr[:, :, :1] if colour == 4 else arr
 
@@ -275,13 +275,16 @@ def _png_pixels(src: Source) -> np.ndarray:
 def _pixels(src: Source, fast_dct: bool) -> tuple[np.ndarray, Plan]:
     """The pixels the plan needs and the plan within them (a region, or a DCT-scaled image)."""
     if src.kind == "jpeg":
-        return jpeg.decode(src.data, src.height, src.width, src.grey, src.plan, fast_dct, src)
+        got = jpeg.decode(src.data, src.height, src.width, src.grey, src.plan, fast_dct)
+        return got if got is not None else (_pillow_pixels(src), src.plan)
     if src.kind == "png":
         return _png_pixels(src), src.plan
     return _pillow_pixels(src), src.plan
 
 
-def render(src: Source, recipe: Recipe, out: np.ndarray | None = None, *, epoch: int = 0) -> np.ndarray:
+def render(
+    src: Source, recipe: Recipe, out: np.ndarray | None = None, *, epoch: int = 0
+) -> np.ndarray:
     """Step two of NOTE [one decode path]: decode ``src`` as planned, into ``out`` if given.
 
     ``out`` is the HxWxC batch row; it must have the shape the plan gives (a mismatch is a
@@ -297,8 +300,11 @@ def render(src: Source, recipe: Recipe, out: np.ndarray | None = None, *, epoch:
         whole = Plan((0, 0, src.height, src.width), (src.height, src.width))
         hwc, _ = _pixels(Source(**{**src.__dict__, "plan": whole}), fast)
         return call_user_transform(recipe, _to_channels(hwc, channels), src, epoch, out)
-    if src.kind == "jpeg" and jpeg.into_row(src, channels, out):
-        jpeg.decode_into(src.data, channels, out, fast)  # the decoder's pixels are the row
+    if (
+        src.kind == "jpeg"
+        and jpeg.into_row(src.plan, src.height, src.width, src.grey, channels, out)
+        and jpeg.decode_into(src.data, channels, out, fast)  # the decoder's pixels: the row
+    ):
         return out  # type: ignore[return-value]
     pixels, plan = _pixels(src, fast)
     return finish(pixels, plan, channels, out)

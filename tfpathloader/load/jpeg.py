@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import simplejpeg
 
 from ..transforms import Plan
-
-if TYPE_CHECKING:
-    from .decode import Source
 
 __all__ = ["SOI", "dct_scale", "decode", "decode_into", "header", "into_row", "region_decoder"]
 
@@ -62,36 +59,38 @@ def dct_scale(plan: Plan, h: int, w: int) -> tuple[int, Plan]:
     return r, Plan(box, plan.size, plan.flip, plan.antialias)
 
 
-def into_row(src: Source, channels: int, out: np.ndarray | None) -> bool:
+def into_row(plan: Plan, h: int, w: int, grey: bool, channels: int, out: np.ndarray | None) -> bool:
     """Whether the decoder's own pixels are the result, so it can decode into the row."""
-    p = src.plan
     return (
         out is not None
-        and not p.flip
-        and p.box == (0, 0, src.height, src.width)
-        and p.size == (src.height, src.width)
-        and (channels == 3 or src.grey)
-        and out.shape == (src.height, src.width, channels)
+        and not plan.flip
+        and plan.box == (0, 0, h, w)
+        and plan.size == (h, w)
+        and (channels == 3 or grey)
+        and out.shape == (h, w, channels)
         and out.flags.c_contiguous
     )
 
 
-def decode_into(data: bytes, channels: int, out: np.ndarray, fast: bool) -> None:
-    """Decode a whole JPEG straight into ``out`` (see :func:`into_row`)."""
-    cs = "GRAY" if channels == 1 else "RGB"
-    simplejpeg.decode_jpeg(data, colorspace=cs, fastdct=fast, buffer=out)
+def decode_into(data: bytes, channels: int, out: np.ndarray, fast: bool) -> bool:
+    """Decode a whole JPEG straight into ``out`` (see :func:`into_row`); False if refused."""
+    try:
+        simplejpeg.decode_jpeg(
+            data, colorspace="GRAY" if channels == 1 else "RGB", fastdct=fast, buffer=out
+        )
+    except ValueError:
+        return False
+    return True
 
 
 def decode(
-    data: bytes, h: int, w: int, grey: bool, plan: Plan, fast: bool, src: Source
-) -> tuple[np.ndarray, Plan]:
+    data: bytes, h: int, w: int, grey: bool, plan: Plan, fast: bool
+) -> tuple[np.ndarray, Plan] | None:
     """The pixels ``plan`` needs (its region, or a DCT-scaled image) and the plan within them.
 
-    A file libjpeg-turbo refuses, or warns about, goes to Pillow, which decodes it or names the
-    error (the same in both backends: this is their one path).
+    None for a file libjpeg-turbo refuses or warns about: the caller hands it to Pillow, which
+    decodes it or names the error (the same in both backends: this is their one path).
     """
-    from .decode import _pillow_pixels
-
     cs = "GRAY" if grey else "RGB"
     r, scaled = dct_scale(plan, h, w)
     try:
@@ -109,7 +108,7 @@ def decode(
         arr = simplejpeg.decode_jpeg(data, colorspace=cs, fastdct=fast)
         return arr.reshape(*arr.shape[:2], -1), plan
     except ValueError:
-        return _pillow_pixels(src), plan
+        return None
 
 
 # -- nvImageCodec (optional) -----------------------------------------------------------------
@@ -145,7 +144,9 @@ class _Regions:
         )
         self.grey = nv.DecodeParams(color_spec=nv.ColorSpec.GRAY)
 
-    def __call__(self, data: bytes, box: tuple[int, int, int, int], grey: bool) -> np.ndarray | None:
+    def __call__(
+        self, data: bytes, box: tuple[int, int, int, int], grey: bool
+    ) -> np.ndarray | None:
         top, left, bh, bw = box
         region = self.nv.Region(top, left, top + bh, left + bw)
         stream = self.nv.CodeStream(data).get_sub_code_stream(region=region)

@@ -3,9 +3,6 @@
 Both backends take their ids from one :class:`~tfpathloader.GlobalShuffleSampler` built from one
 :class:`~tfpathloader.OrderSpec`, and decode them with one function (NOTE [one decode path] in
 :mod:`.decode`), so the same configuration delivers the same batches in PyTorch and in tf.data.
-The sampler's position is the one resume counter: a loader counts a batch as consumed when it
-hands it to the caller (not when it was decoded ahead), and its state is the sampler's (NOTE
-[resume state] in :mod:`tfpathloader.order.state`) plus the epoch's skips.
 """
 
 from __future__ import annotations
@@ -14,181 +11,27 @@ import dataclasses
 import difflib
 import functools
 import inspect
-import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 
 from ..errors import ImageLoadError
 from ..index import PathIndex
-from ..order.sampler import GlobalShuffleSampler
 from ..order.spec import OrderSpec, check_int
 from ..storage import RemoteOptions
 from ..transforms import Resize, Transform, check_pipeline
+from .base import JpegDct, Loader, LoaderConfig, OnError
 from .batches import DecodeJob
 from .decode import Recipe
 from .files import DEFAULT_MAX_FILE_BYTES, FileReader, check_max_file_bytes
 
-__all__ = ["Backend", "Loader", "LoaderConfig", "make_loader"]
+__all__ = ["Backend", "Loader", "make_loader"]
 
 Backend = Literal["torch", "tf"]
-OnError = Literal["raise", "skip"]
-JpegDct = Literal["accurate", "fast"]
 Shuffle = Literal["global", "buffer", "tf-buffer", "none"]
 Permutation = Literal["exact", "stateless"]
 UserTransform = Callable[[np.ndarray, np.random.Generator], Any]
-
-
-@dataclass(frozen=True)
-class LoaderConfig:
-    """A loader's settings: the order (one :class:`OrderSpec`), the rank, and how to load."""
-
-    order: OrderSpec
-    rank: int = 0
-    channels: int = 3
-    size: tuple[int, int] | None = None
-    on_error: OnError = "raise"
-    jpeg_dct: JpegDct = "accurate"
-    num_workers: int = 0
-    prefetch_factor: int | None = None
-    persistent_workers: bool | None = None
-    pin_memory: bool | None = None
-    device: str | None = None
-    timeout: float = 0.0
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
-    allow_outside_root: bool = False
-    remote: RemoteOptions = RemoteOptions()  # noqa: RUF009 (frozen, so one shared default is safe)
-
-    @property
-    def batch_size(self) -> int:
-        return self.order.batch_size
-
-    @property
-    def seed(self) -> int:
-        return self.order.seed
-
-
-class Loader:
-    """What :func:`make_loader` returns, in either backend.
-
-    Iterate it for one epoch of ``{"image", "label", "index"}`` batches of torch tensors; call
-    :meth:`set_epoch` before each epoch; :meth:`state_dict` / :meth:`load_state_dict` resume
-    mid-epoch exactly; :meth:`close` (or ``with``) stops its workers.
-    """
-
-    backend: str = "base"
-
-    def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, shape: tuple[int, ...]):
-        self.index = index
-        self.config = cfg
-        self.transform = transform
-        self.image_shape = shape  # (H, W, C) of every image a batch holds
-        self.sampler = GlobalShuffleSampler(
-            len(index), spec=cfg.order, rank=cfg.rank, fingerprint=index.fingerprint
-        )
-        self.skipped: list[dict[str, Any]] = []  # this epoch's skipped records
-        # Remote reads (root is a URL): requests, retries and failures by kind, summed over
-        # every worker since the loader was made (NOTE [retry counts] in storage/fetch.py).
-        self.remote_stats: dict[str, int] = {}
-
-    def _add_remote_stats(self, delta: dict[str, int] | None) -> None:
-        for k, v in (delta or {}).items():
-            self.remote_stats[k] = self.remote_stats.get(k, 0) + v
-
-    # -- epochs ----------------------------------------------------------------------------
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next (or current) iteration delivers."""
-        return self.sampler.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch the next iteration delivers, from its first batch.
-
-        Call it before every epoch; otherwise every epoch repeats the same order.
-        """
-        self.sampler.set_epoch(epoch)
-        self.skipped = []
-
-    def __len__(self) -> int:
-        """Batches per epoch on this rank (a whole epoch, under the current layout)."""
-        return self.sampler.steps_per_epoch
-
-    @property
-    def batches_left(self) -> int:
-        """Batches this rank still delivers in the current epoch (after a resume: fewer)."""
-        return self.sampler.num_steps - self.sampler.steps_consumed
-
-    @property
-    def batches_consumed(self) -> int:
-        """Batches of the current epoch delivered to the caller since it (or a resume) began."""
-        return self.sampler.steps_consumed
-
-    def _start(self) -> int:
-        """Called when an iteration begins; returns the first batch to deliver."""
-        self.sampler.start_iteration()
-        if self.sampler.steps_consumed == 0 and self.sampler.layout.start == 0:
-            self.skipped = []
-        return self.sampler.steps_consumed
-
-    def _delivered(self, skipped: list[tuple[int, str, str]] = ()) -> None:  # type: ignore[assignment]
-        for rid, path, cause in skipped:
-            self.skipped.append({"record_id": int(rid), "path": path, "cause": cause})
-        self.sampler.consume_step()
-
-    def _finish(self) -> None:
-        self.sampler.mark_epoch_done()
-        if self.skipped:
-            warnings.warn(self.skip_report(), RuntimeWarning, stacklevel=3)
-
-    # NOTE [all-skipped batch]: with on_error="skip", a batch whose every record is unreadable is
-    # not yielded (an empty batch breaks a training step: batch norm, a mean over nothing), in
-    # either backend. It still counts as consumed (batches_consumed, the resume state), its
-    # records are listed in `skipped`, and the epoch yields fewer than len(loader) batches.
-    def skip_report(self) -> str:
-        """One line per skipped record of this epoch (``on_error="skip"``)."""
-        if not self.skipped:
-            return f"epoch {self.epoch}: nothing skipped"
-        lines = [f"epoch {self.epoch}: skipped {len(self.skipped)} unreadable image(s):"]
-        lines += [f"  record {s['record_id']} ({s['path']}): {s['cause']}" for s in self.skipped]
-        return "\n".join(lines)
-
-    # -- resume ----------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able state: the position in the epoch's global order that the caller consumed.
-
-        Loaded into a fresh loader (either backend, any world size, batch size or number of
-        workers), it delivers exactly the rest of the epoch, whatever was decoded ahead. See
-        NOTE [resume state] and NOTE [elastic resume] in :mod:`tfpathloader.order.state`.
-        """
-        return {**self.sampler.state_dict(), "skipped": [dict(s) for s in self.skipped]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict` (of either backend, of any layout).
-
-        Raises:
-            StateError: naming the field, for a state that cannot be resumed exactly.
-        """
-        got = self.sampler.load_state_dict(state)
-        self.skipped = got.skipped
-
-    # -- the rest is the backend's ---------------------------------------------------------
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:  # pragma: no cover - backends override
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Stop the loader's workers (or free its tf.data iterator) now; iterating again
-        starts them anew."""
-
-    def __enter__(self) -> Loader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- the factory --------------------------------------------------------------------------------
@@ -204,7 +47,9 @@ def _did_you_mean(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if args:
-            raise TypeError(f"{fn.__name__}() takes keyword arguments only (e.g. index=..., batch_size=...)")
+            raise TypeError(
+                f"{fn.__name__}() takes keyword arguments only (e.g. index=..., batch_size=...)"
+            )
         for name in kwargs:
             if name not in names:
                 close = difflib.get_close_matches(name, names, n=1)
@@ -233,10 +78,17 @@ def _check_flag(name: str, value: object) -> None:
 def _check_args(cfg: LoaderConfig, backend: str) -> None:
     _check_choice("backend", backend, ("torch", "tf"))
     check_int("num_workers", cfg.num_workers)
-    if isinstance(cfg.channels, bool) or not isinstance(cfg.channels, (int, np.integer)) or cfg.channels not in (1, 3):
+    if (
+        isinstance(cfg.channels, bool)
+        or not isinstance(cfg.channels, (int, np.integer))
+        or cfg.channels not in (1, 3)
+    ):
         raise ValueError(f"channels must be 1, 3 or None (as stored), got {cfg.channels!r}")
     if cfg.size is not None and (
-        len(cfg.size) != 2 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size)
+        len(cfg.size) != 2
+        or any(
+            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in cfg.size
+        )
     ):
         raise ValueError(f"size must be (height, width) with positive ints, got {cfg.size!r}")
     _check_choice("on_error", cfg.on_error, ("raise", "skip"))
@@ -246,7 +98,11 @@ def _check_args(cfg: LoaderConfig, backend: str) -> None:
     for name in ("pin_memory", "persistent_workers", "allow_outside_root"):
         _check_flag(name, getattr(cfg, name))
     t = cfg.timeout
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not 0 <= t < float("inf"):
+    if (
+        isinstance(t, bool)
+        or not isinstance(t, (int, float, np.integer, np.floating))
+        or not 0 <= t < float("inf")
+    ):
         raise ValueError(f"timeout must be a finite number of seconds >= 0, got {t!r}")
     if cfg.device is not None and not isinstance(cfg.device, str):
         raise ValueError(f"device must be a device name such as 'cuda' or None, got {cfg.device!r}")
@@ -448,7 +304,9 @@ def make_loader(  # type: ignore[misc]
         device=device,
         timeout=timeout,
         max_file_bytes=max_file_bytes,
-        allow_outside_root=index.allow_outside_root if allow_outside_root is None else allow_outside_root,
+        allow_outside_root=index.allow_outside_root
+        if allow_outside_root is None
+        else allow_outside_root,
         remote=remote if remote is not None else RemoteOptions(),
     )
     _check_args(cfg, backend)

@@ -39,7 +39,15 @@ _CHUNK = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
 _MAX = 0x7FFFFFFF  # the spec's limit on a chunk's length, a width and a height
 _SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each colour type
-_ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (0, 4, 8, 8),
+    (4, 0, 8, 4),
+    (0, 2, 4, 4),
+    (2, 0, 4, 2),
+    (0, 1, 2, 2),
+    (1, 0, 2, 1),
+)
 _STEP = 1 << 22  # the row check's output per inflate call: its memory, whatever the image size
 
 
@@ -69,7 +77,9 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
         length, kind = unpack(data, pos)
         end = pos + 8 + length
         if length > _MAX:
-            raise _corrupt(record_id, path, f"chunk {_name(kind)} has length {length}: expected at most 2^31-1")
+            raise _corrupt(
+                record_id, path, f"chunk {_name(kind)} has length {length}: expected at most 2^31-1"
+            )
         if end + 4 > n:
             raise _corrupt(
                 record_id,
@@ -81,15 +91,23 @@ def check_png(data: bytes, path: str, record_id: int) -> None:
             raise _corrupt(record_id, path, f"chunk {_name(kind)} fails its CRC checksum")
         if pos == 8:
             if kind != b"IHDR" or length != 13:
-                raise _corrupt(record_id, path, f"starts with chunk {_name(kind)} of length {length}: expected a 13-byte IHDR")
+                raise _corrupt(
+                    record_id,
+                    path,
+                    f"starts with chunk {_name(kind)} of length {length}: expected a 13-byte IHDR",
+                )
             h, w = png_header(data)[:2]
             if not (0 < w <= _MAX and 0 < h <= _MAX):
-                raise _corrupt(record_id, path, f"IHDR says {w}x{h} pixels: expected 1 to 2^31-1 on each side")
+                raise _corrupt(
+                    record_id, path, f"IHDR says {w}x{h} pixels: expected 1 to 2^31-1 on each side"
+                )
         elif kind == b"IEND":
             return
         pos = end + 4
     if pos == 8:
-        raise _corrupt(record_id, path, "ends inside its signature or header: expected an IHDR chunk")
+        raise _corrupt(
+            record_id, path, "ends inside its signature or header: expected an IHDR chunk"
+        )
     raise _corrupt(record_id, path, "ends without its IEND chunk: expected IEND last")
 
 

@@ -14,45 +14,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from .._tf import import_tensorflow
 from ..index import PathIndex
-from ..index.tfrecord_interop import enable_tfrecord_interop
+from .base import Loader, LoaderConfig
 from .batches import BatchOutcome, DecodeJob
-from .loader import Loader, LoaderConfig
 
 __all__ = ["TFLoader", "import_tensorflow"]
-
-
-def import_tensorflow() -> Any:
-    """``import tensorflow``, quietly, with errors that say what to do."""
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        # TensorFlow enters the process: from here on a later `import tfrecord` must not
-        # register its messages globally (NOTE [protobuf clash]).
-        enable_tfrecord_interop()
-    try:
-        import tensorflow as tf
-    except TypeError as e:  # protobuf: duplicate symbol
-        if "duplicate symbol" in str(e):
-            raise ImportError(
-                "TensorFlow cannot be imported: the 'tfrecord' package was imported on its own "
-                "first and registered the same protobuf messages. Call "
-                "tfpathloader.enable_tfrecord_interop() before importing tfrecord (see NOTE "
-                "[protobuf clash] in tfpathloader/index/_proto.py)."
-            ) from e
-        raise
-    except ImportError as e:
-        raise ImportError(
-            "the tf backend needs TensorFlow: pip install 'tfpathloader[tf-cpu]' (or [tf])"
-        ) from e
-    return tf
 
 
 class _Iteration:
@@ -168,13 +141,21 @@ class TFLoader(Loader):
             k = tf.numpy_function(self._consumed, [token, k], i64, stateful=True)
             fixed = cfg.order.drop_last and cfg.on_error == "raise"
             image = tf.ensure_shape(image, [cfg.batch_size if fixed else None, *self.image_shape])
-            batch = {"image": image, "label": tf.ensure_shape(label, [None]), "index": tf.ensure_shape(index, [None])}
+            batch = {
+                "image": image,
+                "label": tf.ensure_shape(label, [None]),
+                "index": tf.ensure_shape(index, [None]),
+            }
             return {**batch, "batch": k} if cfg.on_error == "skip" else batch
 
         parallel = cfg.num_workers or None
         ds = tf.data.Dataset.range(1).flat_map(one_iteration)
         ds = ds.map(decode, num_parallel_calls=parallel, deterministic=True if parallel else None)
-        ds = ds.prefetch(cfg.prefetch_factor * max(1, cfg.num_workers) if cfg.prefetch_factor else tf.data.AUTOTUNE)
+        ds = ds.prefetch(
+            cfg.prefetch_factor * max(1, cfg.num_workers)
+            if cfg.prefetch_factor
+            else tf.data.AUTOTUNE
+        )
         ds = ds.map(consumed)  # after the prefetch: runs when the consumer takes the batch
         if cfg.on_error == "skip":  # NOTE [all-skipped batch]: counted, not yielded
             ds = ds.filter(lambda x: tf.shape(x["index"])[0] > 0)
@@ -244,7 +225,9 @@ class TFLoader(Loader):
         out = {k: torch.from_dlpack(batch[k]) for k in ("image", "label", "index")}
         if self.job.channels_last:
             out["image"] = out["image"].permute(0, 3, 1, 2)  # NCHW, channels_last (as torch)
-        pin = torch.cuda.is_available() if self.config.pin_memory is None else self.config.pin_memory
+        pin = (
+            torch.cuda.is_available() if self.config.pin_memory is None else self.config.pin_memory
+        )
         if pin:
             out = {k: v.pin_memory() for k, v in out.items()}
         if self.config.device is not None:
@@ -277,7 +260,9 @@ class _Checkpointable:
                 return json.dumps(loader.state_dict())
 
             def deserialize(self, string_value: Any) -> None:
-                text = string_value.decode() if isinstance(string_value, bytes) else str(string_value)
+                text = (
+                    string_value.decode() if isinstance(string_value, bytes) else str(string_value)
+                )
                 loader.load_state_dict(json.loads(text))
 
         return LoaderState()

@@ -19,8 +19,8 @@ import torch
 
 from ..errors import LoaderWorkerError
 from ..index import PathIndex
+from .base import Loader, LoaderConfig
 from .batches import BatchOutcome, DecodeJob
-from .loader import Loader, LoaderConfig
 from .workers import Reply, WorkerPool, start_method
 
 __all__ = ["TorchLoader"]
@@ -69,7 +69,9 @@ class TorchLoader(Loader):
         self.device = torch.device(cfg.device) if cfg.device is not None else None
         batch_bytes = cfg.batch_size * int(np.prod(job.shape))
         workers = cfg.num_workers
-        self.prefetch = cfg.prefetch_factor or (default_prefetch(workers, batch_bytes) if workers else 0)
+        self.prefetch = cfg.prefetch_factor or (
+            default_prefetch(workers, batch_bytes) if workers else 0
+        )
         self.persistent = workers > 0 and cfg.persistent_workers is not False
         self._pool: WorkerPool | None = None
 
@@ -111,7 +113,9 @@ class TorchLoader(Loader):
             if not self.persistent:
                 self.close()
 
-    def _from_workers(self, batches: Iterator[np.ndarray]) -> Iterator[dict[str, torch.Tensor] | None]:
+    def _from_workers(
+        self, batches: Iterator[np.ndarray]
+    ) -> Iterator[dict[str, torch.Tensor] | None]:
         """Each batch from the workers, in order, ``prefetch`` per worker in flight."""
         try:
             pool = self._workers()

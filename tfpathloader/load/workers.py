@@ -210,7 +210,13 @@ class WorkerPool:
         inherited = [w.conn.fileno() for w in self._workers] + [ours.fileno()]
         process = self._ctx.Process(
             target=_worker_main,
-            args=(theirs, job, self._memory, self.slot_shape, inherited if self.method == "fork" else []),
+            args=(
+                theirs,
+                job,
+                self._memory,
+                self.slot_shape,
+                inherited if self.method == "fork" else [],
+            ),
             name=f"tfpathloader-worker-{len(self._workers)}",
             daemon=True,
         )

@@ -1,0 +1,174 @@
+"""What every loader is, in either backend: its settings, epochs, skip reports and resume state.
+
+The sampler's position is the one resume counter: a loader counts a batch as consumed when it
+hands it to the caller (not when it was decoded ahead), and its state is the sampler's (NOTE
+[resume state] in :mod:`tfpathloader.order.state`) plus the epoch's skips.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..index import PathIndex
+from ..order.sampler import GlobalShuffleSampler
+from ..order.spec import OrderSpec
+from ..storage import RemoteOptions
+from .files import DEFAULT_MAX_FILE_BYTES
+
+__all__ = ["JpegDct", "Loader", "LoaderConfig", "OnError"]
+
+OnError = Literal["raise", "skip"]
+JpegDct = Literal["accurate", "fast"]
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """A loader's settings: the order (one :class:`OrderSpec`), the rank, and how to load."""
+
+    order: OrderSpec
+    rank: int = 0
+    channels: int = 3
+    size: tuple[int, int] | None = None
+    on_error: OnError = "raise"
+    jpeg_dct: JpegDct = "accurate"
+    num_workers: int = 0
+    prefetch_factor: int | None = None
+    persistent_workers: bool | None = None
+    pin_memory: bool | None = None
+    device: str | None = None
+    timeout: float = 0.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    allow_outside_root: bool = False
+    remote: RemoteOptions = RemoteOptions()  # noqa: RUF009 (frozen, so one shared default is safe)
+
+    @property
+    def batch_size(self) -> int:
+        return self.order.batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.order.seed
+
+
+class Loader:
+    """What :func:`make_loader` returns, in either backend.
+
+    Iterate it for one epoch of ``{"image", "label", "index"}`` batches of torch tensors; call
+    :meth:`set_epoch` before each epoch; :meth:`state_dict` / :meth:`load_state_dict` resume
+    mid-epoch exactly; :meth:`close` (or ``with``) stops its workers.
+    """
+
+    backend: str = "base"
+
+    def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, shape: tuple[int, ...]):
+        self.index = index
+        self.config = cfg
+        self.transform = transform
+        self.image_shape = shape  # (H, W, C) of every image a batch holds
+        self.sampler = GlobalShuffleSampler(
+            len(index), spec=cfg.order, rank=cfg.rank, fingerprint=index.fingerprint
+        )
+        self.skipped: list[dict[str, Any]] = []  # this epoch's skipped records
+        # Remote reads (root is a URL): requests, retries and failures by kind, summed over
+        # every worker since the loader was made (NOTE [retry counts] in storage/fetch.py).
+        self.remote_stats: dict[str, int] = {}
+
+    def _add_remote_stats(self, delta: dict[str, int] | None) -> None:
+        for k, v in (delta or {}).items():
+            self.remote_stats[k] = self.remote_stats.get(k, 0) + v
+
+    # -- epochs ----------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next (or current) iteration delivers."""
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch the next iteration delivers, from its first batch.
+
+        Call it before every epoch; otherwise every epoch repeats the same order.
+        """
+        self.sampler.set_epoch(epoch)
+        self.skipped = []
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (a whole epoch, under the current layout)."""
+        return self.sampler.steps_per_epoch
+
+    @property
+    def batches_left(self) -> int:
+        """Batches this rank still delivers in the current epoch (after a resume: fewer)."""
+        return self.sampler.num_steps - self.sampler.steps_consumed
+
+    @property
+    def batches_consumed(self) -> int:
+        """Batches of the current epoch delivered to the caller since it (or a resume) began."""
+        return self.sampler.steps_consumed
+
+    def _start(self) -> int:
+        """Called when an iteration begins; returns the first batch to deliver."""
+        self.sampler.start_iteration()
+        if self.sampler.steps_consumed == 0 and self.sampler.layout.start == 0:
+            self.skipped = []
+        return self.sampler.steps_consumed
+
+    def _delivered(self, skipped: list[tuple[int, str, str]] = ()) -> None:  # type: ignore[assignment]
+        for rid, path, cause in skipped:
+            self.skipped.append({"record_id": int(rid), "path": path, "cause": cause})
+        self.sampler.consume_step()
+
+    def _finish(self) -> None:
+        self.sampler.mark_epoch_done()
+        if self.skipped:
+            warnings.warn(self.skip_report(), RuntimeWarning, stacklevel=3)
+
+    # NOTE [all-skipped batch]: with on_error="skip", a batch whose every record is unreadable is
+    # not yielded (an empty batch breaks a training step: batch norm, a mean over nothing), in
+    # either backend. It still counts as consumed (batches_consumed, the resume state), its
+    # records are listed in `skipped`, and the epoch yields fewer than len(loader) batches.
+    def skip_report(self) -> str:
+        """One line per skipped record of this epoch (``on_error="skip"``)."""
+        if not self.skipped:
+            return f"epoch {self.epoch}: nothing skipped"
+        lines = [f"epoch {self.epoch}: skipped {len(self.skipped)} unreadable image(s):"]
+        lines += [f"  record {s['record_id']} ({s['path']}): {s['cause']}" for s in self.skipped]
+        return "\n".join(lines)
+
+    # -- resume ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: the position in the epoch's global order that the caller consumed.
+
+        Loaded into a fresh loader (either backend, any world size, batch size or number of
+        workers), it delivers exactly the rest of the epoch, whatever was decoded ahead. See
+        NOTE [resume state] and NOTE [elastic resume] in :mod:`tfpathloader.order.state`.
+        """
+        return {**self.sampler.state_dict(), "skipped": [dict(s) for s in self.skipped]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (of either backend, of any layout).
+
+        Raises:
+            StateError: naming the field, for a state that cannot be resumed exactly.
+        """
+        got = self.sampler.load_state_dict(state)
+        self.skipped = got.skipped
+
+    # -- the rest is the backend's ---------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # pragma: no cover - backends override
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the loader's workers (or free its tf.data iterator) now; iterating again
+        starts them anew."""
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
