@@ -16,6 +16,7 @@ from ..index import PathIndex
 from ..order.sampler import GlobalShuffleSampler
 from ..order.spec import OrderSpec
 from ..storage import RemoteOptions
+from .batches import DecodeJob
 from .files import DEFAULT_MAX_FILE_BYTES
 
 __all__ = ["JpegDct", "Loader", "LoaderConfig", "OnError"]
@@ -63,11 +64,12 @@ class Loader:
 
     backend: str = "base"
 
-    def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, shape: tuple[int, ...]):
+    def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, job: DecodeJob):
         self.index = index
         self.config = cfg
         self.transform = transform
-        self.image_shape = shape  # (H, W, C) of every image a batch holds
+        self.job = job  # reads and decodes one batch (NOTE [one decode path])
+        self.image_shape = job.shape  # (H, W, C) of every image a batch holds
         self.sampler = GlobalShuffleSampler(
             len(index), spec=cfg.order, rank=cfg.rank, fingerprint=index.fingerprint
         )
@@ -75,6 +77,7 @@ class Loader:
         # Remote reads (root is a URL): requests, retries and failures by kind, summed over
         # every worker since the loader was made (NOTE [retry counts] in storage/fetch.py).
         self.remote_stats: dict[str, int] = {}
+        self._add_remote_stats(job.probe_stats)
 
     def _add_remote_stats(self, delta: dict[str, int] | None) -> None:
         for k, v in (delta or {}).items():

@@ -66,6 +66,7 @@ class DecodeJob:
         self.index, self.recipe, self.shape = index, recipe, tuple(shape)
         self.reader, self.skip, self.remote = reader, skip, remote
         self.remote_root = is_url(index.root)
+        self.probe_stats: dict[str, int] | None = None
         # A forkserver or spawned worker gets Pillow's decompression-bomb limit with the job.
         self.max_image_pixels = Image.MAX_IMAGE_PIXELS
 
@@ -85,7 +86,8 @@ class DecodeJob:
             ImageLoadError: when record ``i`` cannot be read or decoded.
         """
         path = self.index.path(i)
-        data, _ = self._read([i], [path])
+        data, stats = self._read([i], [path])
+        self.probe_stats = stats  # counted by the loader (its retries are the loader's)
         if isinstance(data[0], BaseException):
             raise data[0]
         src = inspect(data[0], self.recipe, record_id=i, path=path, epoch=0)

@@ -361,7 +361,9 @@ def _job(index: PathIndex, cfg: LoaderConfig, transform: Any, channels: int | No
                 raise
             first = first or e
             continue
-        return DecodeJob(index, recipe, shape, reader, skip=skip, remote=cfg.remote)
+        job = DecodeJob(index, recipe, shape, reader, skip=skip, remote=cfg.remote)
+        job.probe_stats = probe.probe_stats
+        return job
     assert first is not None
     raise ValueError(
         f"none of the first {min(len(index), _PROBE_RECORDS)} records could be read (record "

@@ -70,9 +70,8 @@ class TFLoader(Loader):
     backend = "tf"
 
     def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, job: DecodeJob):
-        super().__init__(index, cfg, transform, job.shape)
+        super().__init__(index, cfg, transform, job)
         self.tf = import_tensorflow()
-        self.job = job
         self._iterations: dict[int, _Iteration] = {}
         self._tokens = itertools.count(1)
         self._pipelines: dict[bool, Any] = {}

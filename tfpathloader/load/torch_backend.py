@@ -63,8 +63,7 @@ class TorchLoader(Loader):
     backend = "torch"
 
     def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, job: DecodeJob):
-        super().__init__(index, cfg, transform, job.shape)
-        self.job = job
+        super().__init__(index, cfg, transform, job)
         self.pin_memory = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
         self.device = torch.device(cfg.device) if cfg.device is not None else None
         batch_bytes = cfg.batch_size * int(np.prod(job.shape))
