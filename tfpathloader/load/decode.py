@@ -160,6 +160,7 @@ def _pillow_error(e: BaseException, record_id: int, path: str) -> ImageLoadError
 
 
 _PILLOW_ERRORS = (
+    Image.DecompressionBombError,
     OSError,
     SyntaxError,
     ValueError,
@@ -344,14 +345,29 @@ def finish(pixels: np.ndarray, plan: Plan, channels: int, out: np.ndarray | None
 
 def _resize_into(box: np.ndarray, dst: np.ndarray, plan: Plan) -> None:
     """``box`` resized (bilinear, antialiased as planned) and mirrored as planned, into ``dst``."""
-    if box.shape[:2] == dst.shape[:2]:
-        dst[...] = box[:, ::-1] if plan.flip else box
-        return
-    from ._private import resize_into
+    if box.shape[:2] != dst.shape[:2]:
+        from ._private import resize_into
 
-    resize_into(box, dst, plan.antialias)
-    if plan.flip:
-        dst[...] = dst[:, ::-1].copy()
+        resize_into(box, dst, plan.antialias)
+        if plan.flip:
+            _mirror(dst, dst)
+    elif plan.flip:
+        _mirror(box, dst)
+    else:
+        dst[...] = box
+
+
+def _mirror(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst`` = ``src`` mirrored left to right (``src`` may be ``dst``).
+
+    By torch when it is loaded: numpy copies a reversed HxWx3 view pixel by pixel (1.4 ms for a
+    224px crop, against 0.02 ms).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        dst[...] = src[:, ::-1].copy()
+    else:
+        torch.from_numpy(dst).copy_(torch.from_numpy(np.ascontiguousarray(src)).flip(1))
 
 
 # NOTE [user transform]: a user callable gets the decoded image as a CxHxW *view* of an HxWxC

@@ -142,7 +142,16 @@ class _Regions:
             backends=[nv.Backend(nv.BackendKind.CPU_ONLY)],
             options=options,
         )
-        self.grey = nv.DecodeParams(color_spec=nv.ColorSpec.GRAY)
+        # EXIF orientation is not applied (as libjpeg-turbo through simplejpeg and Pillow);
+        # grey stays one channel.
+        self.params = {
+            False: nv.DecodeParams(apply_exif_orientation=False),
+            True: nv.DecodeParams(
+                apply_exif_orientation=False,
+                color_spec=nv.ColorSpec.UNCHANGED,
+                sample_format=nv.SampleFormat.I_UNCHANGED,
+            ),
+        }
 
     def __call__(
         self, data: bytes, box: tuple[int, int, int, int], grey: bool
@@ -150,10 +159,10 @@ class _Regions:
         top, left, bh, bw = box
         region = self.nv.Region(top, left, top + bh, left + bw)
         stream = self.nv.CodeStream(data).get_sub_code_stream(region=region)
-        img = self.decoder.decode(stream, params=self.grey if grey else None)
+        img = self.decoder.decode(stream, params=self.params[grey])
         if img is None:
             return None  # libjpeg-turbo refused it: the caller decodes it another way
-        arr = np.asarray(img.cpu())
+        arr = np.asarray(img)
         return arr.reshape(*arr.shape[:2], -1)
 
 

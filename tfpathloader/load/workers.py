@@ -37,6 +37,7 @@ import collections
 import multiprocessing as mp
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
 import time
@@ -132,8 +133,6 @@ def _worker_main(
 
 
 def _picklable(e: BaseException) -> BaseException:
-    import pickle
-
     try:
         pickle.dumps(e)
         return e
@@ -222,6 +221,14 @@ class WorkerPool:
         )
         try:
             process.start()
+        except (pickle.PicklingError, AttributeError, TypeError) as e:  # only when not forked
+            ours.close()
+            theirs.close()
+            raise TypeError(
+                f"loader workers started by {self.method} (TensorFlow is imported, or the root "
+                f"is a URL) get the loader by pickle, and it cannot be pickled: {e}. Define a "
+                "transform at a module's top level, not as a lambda or a nested function"
+            ) from e
         except (EOFError, ConnectionError, OSError) as e:
             ours.close()
             theirs.close()
