@@ -76,7 +76,7 @@ class Context:
                 f"hydra.sweep.dir={folder}",
                 "trainer.progress=false",
             )
-            self.cli("compare", folder)
+            self.run(sys.executable, "-m", "train_app.compare", folder)
             with open(os.path.join(folder, "comparison.md")) as f:
                 table = f.read().strip()
             with open(os.path.join(folder, "comparison.json")) as f:
@@ -286,7 +286,8 @@ BLOCKS = {
         Block("accuracy", "python train.py (the sweep's torch/global run)", _accuracy),
         Block(
             "sweep",
-            "python train.py -m loader=torch,tf shuffle=global,buffer && tfpathloader compare",
+            "python train.py -m loader=torch,tf shuffle=global,buffer"
+            " && python -m train_app.compare",
             _sweep,
         ),
         Block(

@@ -10,6 +10,7 @@ from conftest import ROOT, make_images
 
 from tfpathloader import make_loader
 from tfpathloader.tools.cli import main as cli_main
+from train_app.compare import main as compare_main
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("scipy")
@@ -80,7 +81,7 @@ def test_compare_names_what_differs_and_keeps_an_earlier_comparison(tmp_path, ca
     _fake_run(sweep, "1-epochs", epochs=2)
     _fake_run(sweep, "2-ranks", world_size=2)
     _fake_run(sweep, "3-steps", steps=5)
-    assert cli_main(["compare", str(sweep)]) == 0
+    assert compare_main([str(sweep)]) == 0
     out = capsys.readouterr().out
     names = {ln.split(" | ")[0][2:]: ln.split(" | ")[1] for ln in out.splitlines() if "| " in ln}
     assert names["0-base"] == "torch / global, 1 epoch, 1 rank, full epochs"
@@ -90,7 +91,7 @@ def test_compare_names_what_differs_and_keeps_an_earlier_comparison(tmp_path, ca
     summary = json.loads((sweep / "comparison.json").read_text())
     assert summary["differ"] == ["epochs", "ranks", "max steps"]
     first = (sweep / "comparison.md").read_text()
-    assert cli_main(["compare", str(sweep)]) == 0
+    assert compare_main([str(sweep)]) == 0
     assert (sweep / "comparison.md").read_text() == first
     assert (sweep / "comparison-2.md").exists() and (sweep / "comparison-2.png").exists()
     assert "comparison-2.md" in capsys.readouterr().out

@@ -21,8 +21,8 @@ from omegaconf.errors import ValidationError
 sys.path.insert(0, ROOT)
 import train
 from tfpathloader.tools.audit import AUDIT_KEYS
-from tfpathloader.tools.cli import main as cli_main
 from tfpathloader.tools.demo import make_demo
+from train_app.compare import main as compare_main
 from train_app.errors import RunConfigError
 
 CONF = os.path.join(ROOT, "conf")
@@ -388,7 +388,7 @@ def test_sweep_and_compare(small_data, tmp_path, capsys):
     ]
     result = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert cli_main(["compare", str(sweep)]) == 0
+    assert compare_main([str(sweep)]) == 0
     table = capsys.readouterr().out
     rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "test acc" not in ln]
     assert len(rows) == 4

@@ -1,4 +1,4 @@
-"""The ``tfpathloader`` command line: demo data, index build/info/verify, audit, bench, compare."""
+"""The ``tfpathloader`` command line: demo data, index build/info/verify, audit, bench."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import TFPathLoaderError
-from .commands import (
-    cmd_audit,
-    cmd_bench,
-    cmd_compare,
-    cmd_demo,
-    cmd_index_build,
-    cmd_index_info,
-    cmd_index_verify,
-)
+from . import commands
 
 __all__ = ["add_bench_arguments", "build_parser", "main"]
 
@@ -29,7 +21,17 @@ Start with:  tfpathloader demo data  &&  tfpathloader index info data/index.tfre
 """
 
 
-def _add_index_args(p: argparse.ArgumentParser) -> None:
+def _output_options() -> argparse.ArgumentParser:
+    """``--json`` and ``--quiet``, which every command takes."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _index_options() -> argparse.ArgumentParser:
+    """The index to open, and how: the commands that read one take these."""
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("index", help="index file, glob ('data/index-*.tfrecord') or sharded name")
     p.add_argument(
         "--root", help="folder the stored paths are relative to (default: the index's folder)"
@@ -40,6 +42,7 @@ def _add_index_args(p: argparse.ArgumentParser) -> None:
         help="accept absolute paths, paths climbing out of the root with '..', and symlinks "
         "leading outside it",
     )
+    return p
 
 
 def add_bench_arguments(p: argparse.ArgumentParser, *, rows: str, rows_help: str) -> None:
@@ -63,17 +66,11 @@ def add_bench_arguments(p: argparse.ArgumentParser, *, rows: str, rows_help: str
     )
     p.add_argument("--rows", default=rows, help=rows_help)
     p.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="processes per row (default 2, as in the README table)",
+        "--workers", type=int, default=2, help="processes per row (default 2, as in the README)"
     )
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     p.add_argument(
-        "--images",
-        type=int,
-        default=None,
-        help="images per measurement (default: the index, at most 50,000)",
+        "--images", type=int, help="images per measurement (default: the index, at most 50,000)"
     )
     p.add_argument("--repeat", type=int, default=9, help="interleaved rounds (default 9)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -90,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    out, index = [_output_options()], [_output_options(), _index_options()]
 
     p = sub.add_parser(
         "demo",
+        parents=out,
         help="make the article's label-sorted digit dataset",
         description="Make 70,000 label-sorted 28x28 digit PNGs (7,000 per label) "
         "from scikit-learn's bundled digits, a held-out test split from other "
@@ -100,29 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out_dir", help="folder to write into (created if missing)")
     p.add_argument(
-        "--per-label",
-        type=int,
-        default=None,
-        help="training images per label (default 7000; with --mnist: all)",
+        "--per-label", type=int, help="training images per label (default 7000; with --mnist: all)"
     )
     p.add_argument(
-        "--test-per-label",
-        type=int,
-        default=None,
-        help="held-out images per label (default 200; with --mnist: all)",
+        "--test-per-label", type=int, help="held-out images per label (default 200; --mnist: all)"
     )
     p.add_argument(
         "--mnist",
         metavar="IDX_DIR",
         help="use real MNIST from this folder (train/t10k IDX files, plain or .gz)",
     )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the split and the jitter (default 0)"
-    )
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and jitter (default 0)")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.set_defaults(func=commands.cmd_demo)
 
     idx = sub.add_parser(
         "index",
@@ -133,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = isub.add_parser(
         "build",
+        parents=out,
         help="index an image folder (one sub-folder per class)",
         description="Walk IMAGE_ROOT's class sub-folders in sorted order and write "
         "a path index; labels are the folders' positions in that order.",
@@ -142,43 +132,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=1, help="number of TFRecord files (default 1)")
     p.add_argument("--gzip", action="store_true", help="GZIP-compress the shards")
     p.add_argument("--unlabeled", action="store_true", help="index every image with label -1")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_index_build)
+    p.set_defaults(func=commands.cmd_index_build)
 
     p = isub.add_parser(
         "info",
+        parents=index,
         help="records, shards, label histogram, root, size",
         description="Summarize a path index.",
     )
-    _add_index_args(p)
-    p.add_argument("--json", action="store_true", help="print as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_index_info)
+    p.set_defaults(func=commands.cmd_index_info)
 
     p = isub.add_parser(
         "verify",
+        parents=index,
         help="check every path exists (--decode: and decodes)",
         description="Check every file the index names; list every failure and "
         "exit with status 1 if there is any.",
     )
-    _add_index_args(p)
-    p.add_argument("--decode", action="store_true", help="also decode every image with Pillow")
+    p.add_argument("--decode", action="store_true", help="also decode every image")
     p.add_argument(
         "--max-file-bytes",
         type=int,
-        default=None,
         help="refuse files larger than this, as the loaders do (default: 256 MiB)",
     )
-    p.add_argument(
-        "--workers", type=int, default=None, help="decoding processes (default: all cores)"
-    )
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_index_verify)
+    p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    p.set_defaults(func=commands.cmd_index_verify)
 
     p = sub.add_parser(
         "audit",
+        parents=index,
         help="how evenly an order (or a real loader) shuffles: statistics and figure",
         description="Audit the shuffle quality of one or more orders side by side: rank "
         "correlation of draw and record id, label shares, first draw of each label, "
@@ -186,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: tfpathloader audit data/index.tfrecord --shuffle global,buffer "
         "--buffer-size 10000 --draws 50000",
     )
-    _add_index_args(p)
     p.add_argument(
         "--shuffle",
         default="global",
@@ -199,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=10000,
         help="shuffle buffer size for --shuffle buffer / tf-buffer (default 10000)",
     )
-    p.add_argument("--draws", type=int, default=None, help="draws to audit (default: one epoch)")
+    p.add_argument("--draws", type=int, help="draws to audit (default: one epoch)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--epoch", type=int, default=0, help="epoch (default 0)")
     p.add_argument(
@@ -224,12 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         "audit, ./audit-2 ...)",
     )
     p.add_argument("--force", action="store_true", help="replace an earlier audit in --out")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_audit)
+    p.set_defaults(func=commands.cmd_audit)
 
     p = sub.add_parser(
         "bench",
+        parents=[_index_options()],
         help="images/s of the loaders against the machine's decode limit",
         description="Measure, in one run and over the same files of INDEX: the raw decode "
         "limit (the files decoded flat out by as many processes as the loaders use) and this "
@@ -237,7 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
         "instead are measured beside these by the repository's benchmarks/peers.py.",
         epilog="example: tfpathloader bench data/index.tfrecord --rows raw,torch,tf",
     )
-    _add_index_args(p)
     add_bench_arguments(
         p,
         rows="raw,raw-lean,torch,tf",
@@ -245,33 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         "equal pixels: torch-fast, tf-fast (ours at tf.data's defaults: fast IDCT, no "
         "antialiasing)",
     )
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser(
-        "compare",
-        help="one table and one figure from a sweep of train.py runs",
-        description="Read every metrics.json under a Hydra multirun folder and write "
-        "comparison.md (accuracy, per-class extremes, images/s, audit statistics), "
-        "comparison.json and comparison.png beside them.",
-        epilog="example: python train.py -m loader=torch,tf shuffle=global,buffer && "
-        "tfpathloader compare multirun/<date>/<time>",
-    )
-    p.add_argument("folder", help="the multirun folder (or any folder holding run folders)")
-    p.add_argument(
-        "--out",
-        help="where to write the comparison (default: the folder itself; an earlier "
-        "comparison there is kept, the new one is comparison-2.md ...)",
-    )
-    p.add_argument("--force", action="store_true", help="replace an earlier comparison")
-    p.set_defaults(func=cmd_compare)
-
+    p.set_defaults(func=commands.cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (TFPathLoaderError, FileNotFoundError, ValueError, ImportError) as e:

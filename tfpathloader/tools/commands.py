@@ -23,39 +23,15 @@ def _print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def fresh_folder(
-    folder: str, outputs: tuple[str, ...], *, force: bool, numbered_files: bool = False
-) -> Any:
+def fresh_folder(folder: str, outputs: tuple[str, ...], *, force: bool) -> str:
     """Where a command writes ``outputs`` without silently replacing an earlier run's.
 
     NOTE [no silent overwrite]: when ``folder`` already holds one of ``outputs`` (and not
-    ``--force``), the command writes beside it instead and says so on stderr: into
-    ``folder-2``, ``folder-3`` ... or, with ``numbered_files`` (a sweep folder, which must stay
-    where it is), into files ``NAME-2.EXT`` ... in ``folder``.
-
-    Returns:
-        The folder; with ``numbered_files``, ``(folder, stem suffix)``.
+    ``--force``), the command writes into ``folder-2``, ``folder-3`` ... instead and says so
+    on stderr.
     """
-
-    def taken(where: str, suffix: str = "") -> bool:
-        return any(os.path.exists(os.path.join(where, _suffixed(name, suffix))) for name in outputs)
-
-    if numbered_files:
-        suffix = ""
-        k = 1
-        while not force and taken(folder, suffix):
-            k += 1
-            suffix = f"-{k}"
-        if suffix:
-            print(
-                f"{folder} already holds {outputs[0]}: writing {_suffixed(outputs[0], suffix)} "
-                "... beside it (--force replaces)",
-                file=sys.stderr,
-            )
-        os.makedirs(folder, exist_ok=True)
-        return folder, suffix
     chosen, k = folder, 1
-    while not force and taken(chosen):
+    while not force and any(os.path.exists(os.path.join(chosen, name)) for name in outputs):
         k += 1
         chosen = f"{folder.rstrip(os.sep)}-{k}"
     if chosen != folder:
@@ -66,11 +42,6 @@ def fresh_folder(
         )
     os.makedirs(chosen, exist_ok=True)
     return chosen
-
-
-def _suffixed(name: str, suffix: str) -> str:
-    stem, ext = os.path.splitext(name)
-    return f"{stem}{suffix}{ext}"
 
 
 # --------------------------------------------------------------------------- demo
@@ -296,19 +267,3 @@ def bench_index(
     else:
         print(format_bench_table(result))
     return 0
-
-
-# --------------------------------------------------------------------------- compare
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import OUTPUTS, compare_runs
-
-    out = fresh_folder(args.out or args.folder, OUTPUTS, force=args.force, numbered_files=True)
-    result = compare_runs(args.folder, out[0], stem=out[1])
-    print(result["table"])
-    print(f"\nwrote {result['markdown']}, {result['json']} and {result['figure']}")
-    return 0
-
-
-# --------------------------------------------------------------------------- parser

@@ -1,26 +1,30 @@
-"""``tfpathloader compare``: one table and one figure from a folder of training runs.
+"""One table and one figure from a sweep of train.py runs: ``python -m train_app.compare DIR``.
 
 Reads every ``metrics.json`` under a Hydra multirun folder (one per run) and writes
 ``comparison.md`` (a markdown table: accuracy, per-class extremes, images/s, audit statistics),
 ``comparison.json`` and ``comparison.png`` (test accuracy per run, and per-class accuracy).
 Each run is named by its loader and shuffle and by every setting that differs between the
 runs compared (epochs, ranks, steps, batch size, workers, seed, permutation, data).
+
+    python train.py -m loader=torch,tf shuffle=global,buffer
+    python -m train_app.compare multirun/<date>/<time>
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .._utils import optional_import
+__all__ = ["collect_runs", "compare_runs", "comparison_table", "main", "run_settings"]
 
-__all__ = ["OUTPUTS", "collect_runs", "compare_runs", "comparison_table", "run_settings"]
-
-OUTPUTS = ("comparison.md", "comparison.json", "comparison.png")
+OUTPUTS_EXT = (".md", ".json", ".png")
 
 # (setting, how to read it from metrics.json, how to show it) for the names of the runs.
 _SETTINGS: tuple[tuple[str, Any, Any], ...] = (
@@ -142,9 +146,11 @@ def comparison_table(runs: list[dict[str, Any]]) -> str:
 
 
 def _figure(runs: list[dict[str, Any]], path: str) -> str:
-    mpl = optional_import("matplotlib", "audit", "the comparison figure")
-    mpl.use("Agg", force=False)
-    plt = optional_import("matplotlib.pyplot", "audit", "the comparison figure")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(
         1, 2, figsize=(15, 0.8 + 0.45 * max(6, len(runs))), gridspec_kw={"width_ratios": [1, 1.6]}
     )
@@ -213,20 +219,33 @@ def compare_runs(
     folder: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     *,
-    stem: str = "",
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Write ``comparison{stem}.md``, ``.json`` and ``.png``; return the table and the paths.
+    """Write ``comparison.md``, ``.json`` and ``.png``; return the table and the paths.
+
+    NOTE [no silent overwrite]: a sweep folder must stay where it is, so when ``out_dir``
+    already holds a comparison (and not ``force``) the new one is ``comparison-2.md`` ...
+    beside it, and stderr says so.
 
     Args:
         folder: The multirun folder.
         out_dir: Where to write (default: ``folder``).
-        stem: Suffix of the file names (``"-2"``: ``comparison-2.md`` ...), so that an
-            earlier comparison stays (the CLI picks it).
+        force: Replace an earlier comparison.
     """
     runs = collect_runs(folder)
     out = os.fspath(out_dir if out_dir is not None else folder)
     os.makedirs(out, exist_ok=True)
-    md, js, png = (os.path.join(out, f"comparison{stem}{ext}") for ext in (".md", ".json", ".png"))
+    k = 1
+    while True:
+        stem = f"-{k}" if k > 1 else ""
+        md, js, png = (os.path.join(out, f"comparison{stem}{ext}") for ext in OUTPUTS_EXT)
+        if force or not any(os.path.exists(f) for f in (md, js, png)):
+            break
+        k += 1
+    if k > 1:
+        print(
+            f"{out} already holds comparison.md: writing {md} (--force replaces)", file=sys.stderr
+        )
     table = comparison_table(runs)
     with open(md, "w") as f:
         f.write(table + "\n")
@@ -252,3 +271,35 @@ def compare_runs(
         json.dump({"differ": run_settings(runs), "runs": summary}, f, indent=2)
     figure = _figure(runs, png)
     return {"table": table, "figure": figure, "markdown": md, "json": js, "runs": summary}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command: ``python -m train_app.compare MULTIRUN_DIR [--out DIR] [--force]``."""
+    p = argparse.ArgumentParser(
+        prog="python -m train_app.compare",
+        description="Read every metrics.json under a Hydra multirun folder and write "
+        "comparison.md (accuracy, per-class extremes, images/s, audit statistics), "
+        "comparison.json and comparison.png beside them.",
+        epilog="example: python train.py -m loader=torch,tf shuffle=global,buffer && "
+        "python -m train_app.compare multirun/<date>/<time>",
+    )
+    p.add_argument("folder", help="the multirun folder (or any folder holding run folders)")
+    p.add_argument(
+        "--out",
+        help="where to write the comparison (default: the folder itself; an earlier "
+        "comparison there is kept, the new one is comparison-2.md ...)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an earlier comparison")
+    args = p.parse_args(argv)
+    try:
+        result = compare_runs(args.folder, args.out, force=args.force)
+    except FileNotFoundError as e:
+        print(f"compare: error: {e}", file=sys.stderr)
+        return 2
+    print(result["table"])
+    print(f"\nwrote {result['markdown']}, {result['json']} and {result['figure']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
