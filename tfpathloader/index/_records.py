@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
 import struct
 import zlib
@@ -21,7 +20,7 @@ import crc32c
 
 from ..errors import IndexFormatError
 
-__all__ = ["RecordWriter", "atomic_replace", "is_gzip", "iter_records", "masked_crc"]
+__all__ = ["RecordWriter", "is_gzip", "iter_records", "masked_crc"]
 
 _HEADER = struct.Struct("<QI")
 _CRC = struct.Struct("<I")
@@ -57,53 +56,40 @@ def iter_records(path: str) -> Iterator[bytes]:
             file, a CRC mismatch, an absurd length, or a GZIP stream that does not decompress.
     """
     record = 0
+
+    def bad(reason: str) -> IndexFormatError:
+        return IndexFormatError(reason, file=path, record=record)
+
     with _open_for_read(path) as f:
         try:
-            while True:
-                header = f.read(12)
-                if not header:
-                    return
+            while header := f.read(12):
                 if len(header) < 12:
-                    raise IndexFormatError(
+                    raise bad(
                         f"file is truncated: expected a 12-byte record header, found "
-                        f"{len(header)} bytes",
-                        file=path,
-                        record=record,
+                        f"{len(header)} bytes"
                     )
                 length, length_crc = _HEADER.unpack(header)
                 if masked_crc(header[:8]) != length_crc:
-                    raise IndexFormatError(
-                        "CRC mismatch in the record length: the file is corrupt or not a TFRecord",
-                        file=path,
-                        record=record,
+                    raise bad(
+                        "CRC mismatch in the record length: the file is corrupt or not a TFRecord"
                     )
                 if length > _MAX_RECORD_BYTES:
-                    raise IndexFormatError(
-                        f"record length {length} bytes is implausible for a path index",
-                        file=path,
-                        record=record,
-                    )
+                    raise bad(f"record length {length} bytes is implausible for a path index")
                 body = _read_exactly(f, length + 4)
                 if len(body) < length + 4:
-                    raise IndexFormatError(
+                    raise bad(
                         f"file is truncated: expected {length} data bytes and a 4-byte CRC, "
-                        f"found {len(body)} bytes",
-                        file=path,
-                        record=record,
+                        f"found {len(body)} bytes"
                     )
                 data = body[:length]
                 if masked_crc(data) != _CRC.unpack_from(body, length)[0]:
-                    raise IndexFormatError(
-                        "CRC mismatch in the record data: the file is corrupt",
-                        file=path,
-                        record=record,
-                    )
+                    raise bad("CRC mismatch in the record data: the file is corrupt")
                 yield data
                 record += 1
         except (zlib.error, EOFError, gzip.BadGzipFile) as e:
-            raise IndexFormatError(f"GZIP stream is broken: {e}", file=path, record=record) from e
+            raise bad(f"GZIP stream is broken: {e}") from e
         except OSError as e:
-            raise IndexFormatError(f"could not read the file: {e}", file=path, record=record) from e
+            raise bad(f"could not read the file: {e}") from e
 
 
 def _read_exactly(f: BinaryIO, n: int, chunk: int = 1 << 20) -> bytes:
@@ -123,8 +109,8 @@ def _read_exactly(f: BinaryIO, n: int, chunk: int = 1 << 20) -> bytes:
 class RecordWriter:
     """Writes TFRecord records to ``path``, optionally GZIP-compressed.
 
-    Use as a context manager; the file appears complete or not at all (see
-    :func:`atomic_replace`).
+    Use as a context manager; the file appears complete or not at all: it is written under a
+    temporary name and renamed into place when closed.
     """
 
     def __init__(self, path: str, *, compression: str | None = None):
@@ -189,19 +175,3 @@ class RecordWriter:
 def _tmp_name(path: str) -> str:
     head, tail = os.path.split(path)
     return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
-
-
-@contextlib.contextmanager
-def atomic_replace(path: str, mode: str = "w") -> Iterator[io.IOBase]:
-    """Open a temporary sibling of ``path`` and move it over ``path`` only on success."""
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, mode) as f:
-            yield f  # type: ignore[misc]
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

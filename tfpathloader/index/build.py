@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._utils import progress_bar
@@ -14,7 +14,7 @@ from ..storage.urls import is_url, parent, redact
 from .path_index import PathIndex
 from .write import write_index
 
-__all__ = ["IMAGE_EXTENSIONS", "build_index", "build_report"]
+__all__ = ["IMAGE_EXTENSIONS", "build_index"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -33,7 +33,8 @@ def build_index(
 
     Class sub-folders are visited in sorted order and files within them in sorted order
     (recursively), so the same tree always gives the same index. Labels are the positions of
-    the class folders in that order; their names travel with the index.
+    the class folders in that order; their names travel with the index. Names starting with
+    ``.`` are left out.
 
     Args:
         image_root: Folder with one sub-folder per class (or any tree, with ``unlabeled``), or
@@ -49,122 +50,31 @@ def build_index(
     Returns:
         The opened index, and a report: counts of images and of files left out and why.
     """
-    if is_url(os.fspath(image_root)):  # s3://bucket/train: list the prefix instead
-        return _build_remote(
-            os.fspath(image_root),
-            None if out is None else os.fspath(out),
-            shards=shards,
-            compression=compression,
-            extensions=extensions,
-            unlabeled=unlabeled,
-            progress=progress,
-        )
-    image_root = os.path.abspath(os.fspath(image_root))
-    if not os.path.isdir(image_root):
-        raise FileNotFoundError(f"image folder {image_root!r} does not exist")
-    out = (
-        os.path.abspath(os.fspath(out))
-        if out is not None
-        else os.path.join(image_root, "index.tfrecord")
-    )
-    index_dir = os.path.dirname(out)
-    if os.path.commonpath([index_dir, image_root]) != index_dir:
-        raise ValueError(
-            f"the index folder {index_dir!r} does not contain the images under {image_root!r}; "
-            "paths are stored relative to the index folder, so write the index inside the "
-            "image folder (the default) or one of its parents"
-        )
+    root = os.fspath(image_root)
+    remote = is_url(root)
+    if remote:
+        root = root.rstrip("/")
+        target = os.fspath(out) if out is not None else root + "/index.tfrecord"
+        files = [url[len(root) + 1 :] for url, _ in list_prefix(root, RemoteOptions())]
+    else:
+        root = os.path.abspath(root)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"image folder {root!r} does not exist")
+        target = os.path.abspath(os.fspath(out if out is not None else f"{root}/index.tfrecord"))
+        index_dir = os.path.dirname(target)
+        if os.path.commonpath([index_dir, root]) != index_dir:
+            raise ValueError(
+                f"the index folder {index_dir!r} does not contain the images under {root!r}; "
+                "paths are stored relative to the index folder, so write the index inside the "
+                "image folder (the default) or one of its parents"
+            )
+        with progress_bar(progress, desc="finding images", unit=" files") as bar:
+            files = list(_walk(root, bar))
     exts = tuple(e.lower() for e in extensions)
-    paths: list[str] = []
-    labels: list[int] = []
+    found: list[tuple[str, str]] = []  # (class folder, path relative to root)
     skipped: dict[str, int] = {"not an image extension": 0, "not in a class folder": 0}
     examples: dict[str, list[str]] = {k: [] for k in skipped}
-
-    def skip(reason: str, path: str) -> None:
-        skipped[reason] += 1
-        if len(examples[reason]) < 5:
-            examples[reason].append(path)
-
-    with progress_bar(progress, desc="finding images", unit=" files") as bar:
-        if unlabeled:
-            groups = [(-1, image_root)]
-            classes: list[str] | None = None
-        else:
-            entries = sorted(os.scandir(image_root), key=lambda e: e.name)
-            classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-            for e in entries:
-                if e.is_file() and not e.name.startswith("."):
-                    skip("not in a class folder", e.path)
-            groups = [(k, os.path.join(image_root, c)) for k, c in enumerate(classes)]
-        for label, folder in groups:
-            for dirpath, dirnames, filenames in os.walk(folder):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for fname in sorted(filenames):
-                    if fname.startswith("."):
-                        continue
-                    full = os.path.join(dirpath, fname)
-                    if not fname.lower().endswith(exts):
-                        if not full.endswith((".tfrecord", ".tfrecord.gz")):
-                            skip("not an image extension", full)
-                        continue
-                    paths.append(full)
-                    labels.append(label)
-                    bar.update(1)
-    if not paths:
-        raise ValueError(
-            f"no images found under {image_root!r} (looked for {', '.join(exts)} files"
-            + ("" if unlabeled else " inside class sub-folders")
-            + ")"
-        )
-    index = write_index(
-        out,
-        paths,
-        labels,
-        shards=shards,
-        compression=compression,
-        classes=classes,
-        progress=progress,
-    )
-    return index, build_report(len(paths), classes, skipped, examples, index)
-
-
-def build_report(
-    images: int, classes: Any, skipped: Any, examples: Any, index: PathIndex
-) -> dict[str, Any]:
-    """What ``index build`` tells the user: images, classes, skips, the files written."""
-    return {
-        "images": images,
-        "classes": len(classes) if classes is not None else 0,
-        "skipped": skipped,
-        "skipped_examples": examples,
-        "files": list(index.files),
-    }
-
-
-def _build_remote(
-    image_root: str,
-    out: str | None,
-    *,
-    shards: int,
-    compression: str | None,
-    extensions: Sequence[str],
-    unlabeled: bool,
-    progress: bool | None,
-    options: RemoteOptions | None = None,
-) -> tuple[PathIndex, dict[str, Any]]:
-    """:func:`~tfpathloader.index.build_index` over a listable URL prefix (class sub-folders).
-
-    The same rules as for a local folder: class folders and files in sorted order, labels by
-    class position, names starting with ``.`` left out.
-    """
-    options = options or RemoteOptions()
-    root = image_root.rstrip("/")
-    exts = tuple(e.lower() for e in extensions)
-    skipped = {"not an image extension": 0, "not in a class folder": 0}
-    examples: dict[str, list[str]] = {k: [] for k in skipped}
-    found: list[tuple[str, str]] = []  # (class, relpath)
-    for url, _ in list_prefix(root, options):
-        rel = url[len(root) + 1 :]
+    for rel in files:
         parts = rel.split("/")
         if any(p.startswith(".") for p in parts) or rel.endswith((".tfrecord", ".tfrecord.gz")):
             continue
@@ -176,34 +86,73 @@ def _build_remote(
         if reason:
             skipped[reason] += 1
             if len(examples[reason]) < 5:
-                examples[reason].append(redact(url))
-            continue
-        found.append(("" if unlabeled else parts[0], rel))
+                examples[reason].append(redact(f"{root}/{rel}"))
+        else:
+            found.append((parts[0], rel))
     if not found:
-        raise ValueError(f"no images found under {redact(root)!r} (looked for {', '.join(exts)})")
-    classes = None if unlabeled else sorted({c for c, _ in found})
+        raise ValueError(
+            f"no images found under {redact(root)!r} (looked for {', '.join(exts)} files"
+            + ("" if unlabeled else " inside class sub-folders")
+            + ")"
+        )
+    classes = None
+    if not unlabeled:
+        if remote:
+            names = {c for c, _ in found}
+        else:  # a class folder counts even when it holds no image
+            names = {e.name for e in os.scandir(root) if e.is_dir()}
+        classes = sorted(c for c in names if not c.startswith("."))
     label_of = {c: k for k, c in enumerate(classes or [])}
-    found.sort(key=lambda cr: (label_of.get(cr[0], -1), cr[1]))
-    rels = [r for _, r in found]
-    labels = [label_of.get(c, -1) for c, _ in found]
-    kw: dict[str, Any] = {"root": root, "shards": shards, "compression": compression,
-                          "classes": classes, "progress": progress}  # fmt: skip
-    if out is not None and not is_url(out):
-        index = write_index(out, rels, labels, **kw)
-    else:
-        target = out or root + "/index.tfrecord"
-        if parent(target) != root:
-            raise ValueError(
-                f"a remote index must sit in the image prefix {redact(root)!r} (its paths are "
-                f"relative to its folder), not at {redact(target)!r}"
-            )
-        with tempfile.TemporaryDirectory() as tmp:
-            local = write_index(
-                os.path.join(tmp, target.rsplit("/", 1)[1]), rels, labels, cache=False, **kw
-            )
-            for f in local.files:
-                with open(f, "rb") as fh:
-                    put(root + "/" + os.path.basename(f), fh.read(), options)
-            names = [root + "/" + os.path.basename(f) for f in local.files]
-        index = PathIndex.read(names if len(names) > 1 else names[0])
-    return index, build_report(len(rels), classes, skipped, examples, index)
+    labeled = [(label_of.get(c, -1), r) for c, r in found]
+    if remote:
+        labeled.sort()  # by class, then path (local files keep the walk's order)
+    rels = [r for _, r in labeled]
+    labels = [label for label, _ in labeled]
+    kw: dict[str, Any] = {"shards": shards, "compression": compression, "classes": classes}
+    kw["progress"] = progress
+    if remote and is_url(target):
+        index = _write_remote(target, root, rels, labels, kw)
+    else:  # a local index: paths relative to its folder, or to the URL root
+        paths = rels if remote else [os.path.join(root, r) for r in rels]
+        index = write_index(target, paths, labels, root=root if remote else None, **kw)
+    report = {
+        "images": len(found),
+        "classes": len(classes) if classes is not None else 0,
+        "skipped": skipped,
+        "skipped_examples": examples,
+        "files": list(index.files),
+    }
+    return index, report
+
+
+def _walk(root: str, bar: Any) -> Iterator[str]:
+    """Every file under ``root`` (relative, ``/``-separated): a folder's files in sorted order,
+    then its sub-folders', each in sorted order; hidden folders left out."""
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    yield from (e.name for e in entries if e.is_file())
+    for e in entries:
+        if e.is_dir() and not e.name.startswith("."):
+            for dirpath, dirnames, filenames in os.walk(e.path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                yield from (f"{rel}/{f}" for f in sorted(filenames))
+                bar.update(len(filenames))
+
+
+def _write_remote(
+    target: str, root: str, rels: list[str], labels: list[int], kw: dict[str, Any]
+) -> PathIndex:
+    """Write the index beside remote images: locally first, then each shard uploaded."""
+    if parent(target) != root:
+        raise ValueError(
+            f"a remote index must sit in the image prefix {redact(root)!r} (its paths are "
+            f"relative to its folder), not at {redact(target)!r}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, target.rsplit("/", 1)[1])
+        index = write_index(local, rels, labels, root=root, cache=False, **kw)
+        names = [root + "/" + os.path.basename(f) for f in index.files]
+        for f, name in zip(index.files, names, strict=True):
+            with open(f, "rb") as fh:
+                put(name, fh.read(), RemoteOptions())
+    return PathIndex.read(names if len(names) > 1 else names[0])

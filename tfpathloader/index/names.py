@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 from ..errors import IndexFormatError
 
-_MAX_LABEL = 2**31 - 1  # class ids index per-class arrays; larger ones are corruption
 _SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.tfrecord(\.gz)?$")
 
 # --------------------------------------------------------------------------- file names

@@ -69,7 +69,10 @@ class _Parser:
         path_feature_used: str | None = None
         n = 0
         for n, data in enumerate(iter_records(file)):
-            path_feature_used = self._parse_record(file, n, data, path_feature_used)
+            try:
+                path_feature_used = self._parse_record(file, n, data, path_feature_used)
+            except _Bad as e:
+                raise IndexFormatError(str(e), file=file, record=n) from None
             if n & 1023 == 1023 and bar is not None:
                 bar.update(1024)
         count = n + 1 if path_feature_used is not None else 0
@@ -78,93 +81,48 @@ class _Parser:
         self.shard_records.append(count)
         self.path_features.append(path_feature_used or PATH_FEATURES[0])
 
-    def _int(self, feat: Any, name: str, file: str, n: int) -> int:
-        f = feat.get(name)
-        if f is None:
-            raise IndexFormatError(
-                f"missing feature {name!r}: expected an int64 feature {name!r} with one value",
-                file=file,
-                record=n,
-            )
-        if f.WhichOneof("kind") != "int64_list" or len(f.int64_list.value) != 1:
-            raise IndexFormatError(
-                f"feature {name!r} is {_describe(f)}: expected int64_list with exactly one value",
-                file=file,
-                record=n,
-            )
-        return f.int64_list.value[0]
-
     def _parse_record(self, file: str, n: int, data: bytes, path_feature: str | None) -> str:
         try:
             ex = Example.FromString(data)
         except Exception as e:  # protobuf raises its own DecodeError
-            raise IndexFormatError(
-                f"record is not a tf.train.Example ({e})", file=file, record=n
-            ) from None
+            raise _Bad(f"record is not a tf.train.Example ({e})") from None
         feat = ex.features.feature
         if path_feature is None or path_feature not in feat:
             path_feature = next((p for p in PATH_FEATURES if p in feat), None)
             if path_feature is None:
-                raise IndexFormatError(
+                raise _Bad(
                     f"missing feature 'path': expected a bytes feature 'path' (or the article's "
-                    f"'path_string'); the record has {sorted(feat.keys()) or 'no features'}",
-                    file=file,
-                    record=n,
+                    f"'path_string'); the record has {sorted(feat.keys()) or 'no features'}"
                 )
-        idx = self._int(feat, INDEX_FEATURE, file, n)
-        label = self._int(feat, LABEL_FEATURE, file, n)
-        f = feat[path_feature]
-        if f.WhichOneof("kind") != "bytes_list" or len(f.bytes_list.value) != 1:
-            raise IndexFormatError(
-                f"feature {path_feature!r} is {_describe(f)}: expected bytes_list with exactly "
-                "one value",
-                file=file,
-                record=n,
-            )
-        raw = f.bytes_list.value[0]
+        idx = _value(feat, INDEX_FEATURE, "int64_list")
+        label = _value(feat, LABEL_FEATURE, "int64_list")
+        raw = _value(feat, path_feature, "bytes_list")
         try:
             rel = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise IndexFormatError(
+            raise _Bad(
                 f"path {raw!r} is not valid UTF-8 ({e.reason} at byte {e.start}): paths must be "
-                "UTF-8 encoded",
-                file=file,
-                record=n,
+                "UTF-8 encoded"
             ) from None
         if not rel:
-            raise IndexFormatError("path is empty: expected a file path", file=file, record=n)
+            raise _Bad("path is empty: expected a file path")
         if "\x00" in rel:
-            raise IndexFormatError(f"path {rel!r} contains a NUL byte", file=file, record=n)
+            raise _Bad(f"path {rel!r} contains a NUL byte")
         if self.outside is None and _escapes_root(rel):
             self.outside = (file, n, rel)
         if label < -1:
-            raise IndexFormatError(
-                f"label {label} is negative: expected a class id >= 0, or -1 for unlabeled",
-                file=file,
-                record=n,
-            )
+            raise _Bad(f"label {label} is negative: expected a class id >= 0, or -1 for unlabeled")
         if label > _MAX_LABEL:
-            raise IndexFormatError(
-                f"label {label} is implausibly large: expected a class id below 2**31",
-                file=file,
-                record=n,
-            )
+            raise _Bad(f"label {label} is implausibly large: expected a class id below 2**31")
         if LABEL_NAME_FEATURE in feat:
-            self._label_name(feat[LABEL_NAME_FEATURE], label, file, n)
+            name = _value(feat, LABEL_NAME_FEATURE, "bytes_list")
+            name = name.decode("utf-8", errors="replace")
+            self._name(label, name, file, n)
         self.ids.append(idx)
         self.labels.append(label)
         self.paths += raw
         self.offsets.append(len(self.paths))
         return path_feature
-
-    def _label_name(self, f: Any, label: int, file: str, n: int) -> None:
-        if f.WhichOneof("kind") != "bytes_list" or len(f.bytes_list.value) != 1:
-            raise IndexFormatError(
-                f"feature 'label_name' is {_describe(f)}: expected bytes_list with one value",
-                file=file,
-                record=n,
-            )
-        self._name(label, f.bytes_list.value[0].decode("utf-8", errors="replace"), file, n)
 
     def _name(self, label: int, name: str, file: str, n: int) -> None:
         known = self.label_names.get(label)
@@ -189,11 +147,20 @@ class _Parser:
         self.path_features += later.path_features
 
 
-def _describe(f: Any) -> str:
-    kind = f.WhichOneof("kind")
-    if kind is None:
-        return "empty"
-    return f"{kind} with {len(getattr(f, kind).value)} values"
+class _Bad(Exception):
+    """What is wrong with a record; :meth:`_Parser.parse_file` names the file and record."""
+
+
+def _value(feat: Any, name: str, kind: str) -> Any:
+    """The one value of feature ``name``, of ``kind`` (``int64_list``, ``bytes_list``)."""
+    f = feat.get(name)
+    if f is None:
+        raise _Bad(f"missing feature {name!r}: expected {kind} feature {name!r} with one value")
+    got = f.WhichOneof("kind")
+    if got != kind or len(getattr(f, kind).value) != 1:
+        got = f"{got} with {len(getattr(f, got).value)} values" if got else "empty"
+        raise _Bad(f"feature {name!r} is {got}: expected {kind} with exactly one value")
+    return getattr(f, kind).value[0]
 
 
 def _locate(record: int, files: list[str], counts: list[int]) -> tuple[str, int]:
@@ -212,33 +179,27 @@ def _validate_ids(ids: np.ndarray, files: list[str], counts: list[int]) -> np.nd
             f"the index is empty: {', '.join(files)} hold no records; expected at least one"
         )
     bad = np.flatnonzero((ids < 0) | (ids >= n))
-    if len(bad) == 0:
-        counts_per_id = np.bincount(ids, minlength=n)
-        dup = np.flatnonzero(counts_per_id > 1)
-        if len(dup) == 0:
-            if np.all(ids[1:] > ids[:-1]):
-                return None
-            return np.argsort(ids, kind="stable")
-        where = [_locate(int(r), files, counts) for r in np.flatnonzero(ids == dup[0])[:2]]
-        missing = np.flatnonzero(counts_per_id == 0)
+    per_id = np.bincount(ids[(ids >= 0) & (ids < n)], minlength=n)
+    missing = np.flatnonzero(per_id == 0)
+    if len(bad):
+        f, r = _locate(int(bad[0]), files, counts)
         raise IndexFormatError(
-            f"duplicate id {int(dup[0])}: also in {where[0][0]}, record {where[0][1]} "
+            f"id {int(ids[bad[0]])} is out of range: {n} records need ids 0..{n - 1}, each once "
+            f"({len(missing)} ids are missing, first {missing[:5].tolist()})",
+            file=f,
+            record=r,
+        )
+    dup = np.flatnonzero(per_id > 1)
+    if len(dup):
+        first, again = (_locate(int(r), files, counts) for r in np.flatnonzero(ids == dup[0])[:2])
+        raise IndexFormatError(
+            f"duplicate id {int(dup[0])}: also in {first[0]}, record {first[1]} "
             f"({len(dup)} ids are duplicated, {len(missing)} of 0..{n - 1} are missing); "
             "ids must be unique and cover 0..N-1 across all shards",
-            file=where[1][0],
-            record=where[1][1],
+            file=again[0],
+            record=again[1],
         )
-    f, r = _locate(int(bad[0]), files, counts)
-    present = np.zeros(n, dtype=bool)
-    ok = ids[(ids >= 0) & (ids < n)]
-    present[ok] = True
-    missing = np.flatnonzero(~present)
-    raise IndexFormatError(
-        f"id {int(ids[bad[0]])} is out of range: {n} records need ids 0..{n - 1}, each once "
-        f"({len(missing)} ids are missing, first {missing[:5].tolist()})",
-        file=f,
-        record=r,
-    )
+    return None if np.all(ids[1:] > ids[:-1]) else np.argsort(ids, kind="stable")
 
 
 def _gather_paths(
@@ -370,39 +331,29 @@ def _labels_array(labels: Sequence[int] | np.ndarray | None, n: int) -> np.ndarr
 
 
 def _relative_paths(paths: Iterable[str], root: str, allow_outside_root: bool) -> list[str]:
-    if is_url(root):
-        return _relative_urls(paths, root)
-    root_abs = os.path.abspath(root)
+    """Paths as stored: relative to ``root``; absolute where one may leave a local root."""
+    url = is_url(root)
+    root = root.rstrip("/") if url else os.path.abspath(root)
     out = []
-    for i, p in enumerate(paths):
-        p = os.fspath(p)
-        if not p:
-            raise ValueError(f"path {i} is empty")
-        rel = os.path.relpath(p, root_abs) if os.path.isabs(p) else p
-        rel = rel.replace(os.sep, "/")
-        if _escapes_root(rel):
-            if not allow_outside_root:
+    for i, p in enumerate(map(os.fspath, paths)):
+        if url:  # a URL root is never left (see path_index)
+            rel = p[len(root) + 1 :] if p.startswith(root + "/") else p
+            if not rel or is_url(rel) or _escapes_root(rel):
                 raise ValueError(
-                    f"path {i} ({p!r}) is outside the index root {root_abs!r}; put the index in "
-                    "a folder that contains the images, or pass allow_outside_root=True"
+                    f"path {i} ({redact(p)!r}) is outside the index root {redact(root)!r}; with "
+                    "a URL root every path must be relative to it and stay inside it"
                 )
-            rel = os.path.abspath(os.path.join(root_abs, p)) if not os.path.isabs(p) else p
-        out.append(rel)
-    return out
-
-
-def _relative_urls(paths: Iterable[str], root: str) -> list[str]:
-    """Paths under a URL root, relative to it; a URL root is never left (see path_index)."""
-    prefix = root.rstrip("/") + "/"
-    out = []
-    for i, p in enumerate(paths):
-        p = os.fspath(p)
-        rel = p[len(prefix) :] if p.startswith(prefix) else p
-        if not rel or is_url(rel) or _escapes_root(rel):
-            raise ValueError(
-                f"path {i} ({redact(p)!r}) is outside the index root {redact(root)!r}; with a "
-                "URL root every path must be relative to it and stay inside it"
-            )
+        elif not p:
+            raise ValueError(f"path {i} is empty")
+        else:
+            rel = (os.path.relpath(p, root) if os.path.isabs(p) else p).replace(os.sep, "/")
+            if _escapes_root(rel):
+                if not allow_outside_root:
+                    raise ValueError(
+                        f"path {i} ({p!r}) is outside the index root {root!r}; put the index in "
+                        "a folder that contains the images, or pass allow_outside_root=True"
+                    )
+                rel = p if os.path.isabs(p) else os.path.abspath(os.path.join(root, p))
         out.append(rel)
     return out
 

@@ -112,45 +112,36 @@ class PathIndex:
                     "which folder their paths are relative to"
                 )
             root = dirs.pop()
+        hit: tuple[dict[str, np.ndarray], dict[str, Any], str | None] | None
         hit = _cache.load(files) if cache else None
-        folder: str | None
-        if hit is not None:
-            arrays, meta, folder = hit
-        else:
+        if hit is None:
             signature = _cache.shard_signature(files)
             arrays, meta = _parse(files, progress)
             folder = _cache.store(files, signature, arrays, meta) if cache else None
-            if folder is not None:
-                # Serve the memory-mapped copy: its pages are shared by worker processes.
-                hit = _cache.load(files)
-                if hit is not None:
-                    arrays, meta, folder = hit
-        outside = meta.get("outside")
-        if outside and (not allow_outside_root or is_url(os.fspath(root))):
-            f, r, rel = outside
-            shown = redact(os.fspath(root)) if is_url(os.fspath(root)) else os.path.abspath(root)
-            if is_url(os.fspath(root)):  # a URL root is never left (a server normalizes '..')
-                raise IndexFormatError(
-                    f"path {rel!r} leaves the index root {shown!r} (it is absolute or climbs "
-                    "out with '..'); with a URL root every path must stay inside it",
-                    file=f,
-                    record=r,
-                )
+            # Serve the memory-mapped copy: its pages are shared by worker processes.
+            hit = (_cache.load(files) if folder else None) or (arrays, meta, folder)
+        arrays, meta, folder = hit
+        root = os.fspath(root)
+        if meta.get("outside") and (not allow_outside_root or is_url(root)):
+            f, r, rel = meta["outside"]
+            if is_url(root):  # a URL root is never left (a server normalizes '..')
+                shown, how = redact(root), "with a URL root every path must stay inside it"
+            else:
+                shown = os.path.abspath(root)
+                how = "pass allow_outside_root=True (--allow-outside-root) if that is intended"
             raise IndexFormatError(
-                f"path {rel!r} leaves the index root {shown!r} (it is absolute "
-                "or climbs out with '..'); pass allow_outside_root=True "
-                "(--allow-outside-root) if that is intended",
+                f"path {rel!r} leaves the index root {shown!r} (it is absolute or climbs out "
+                f"with '..'); {how}",
                 file=f,
                 record=r,
             )
-        classes = meta.get("classes")
         return cls(
             labels=arrays["labels"],
             offsets=arrays["offsets"],
             paths=arrays["paths"],
-            root=os.fspath(root),
+            root=root,
             files=files,
-            classes=classes,
+            classes=meta.get("classes"),
             meta=meta,
             cache_folder=folder,
             allow_outside_root=allow_outside_root,
@@ -240,15 +231,12 @@ class PathIndex:
             return len(self.classes)
         return int(self._labels.max()) + 1 if len(self) else 0
 
-    def _check(self, i: int) -> int:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"record {i} is out of range for an index of {n} records")
-        return i % n
-
     def relpath(self, i: int) -> str:
         """Record ``i``'s path as stored (relative to :attr:`root`)."""
-        i = self._check(int(i))
+        i, n = int(i), len(self)
+        if not -n <= i < n:
+            raise IndexError(f"record {i} is out of range for an index of {n} records")
+        i %= n
         a, b = self._offsets[i : i + 2].tolist()
         return self._path_view[a:b].tobytes().decode("utf-8")
 

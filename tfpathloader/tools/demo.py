@@ -33,7 +33,7 @@ from PIL import Image
 from .._utils import optional_import, progress_bar
 from ..index import write_index
 from ..index._proto import Example
-from ..index._records import RecordWriter, atomic_replace
+from ..index._records import RecordWriter
 
 __all__ = ["DEMO_FILES", "demo_exists", "make_demo"]
 
@@ -335,6 +335,8 @@ def make_demo(
         "files": list(DEMO_FILES),
         "sorted_by_label": True,
     }
-    with atomic_replace(os.path.join(out, "demo.json")) as f:
+    tmp = os.path.join(out, f".demo.json.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(out, "demo.json"))  # last and whole: the set is complete
     return summary
