@@ -27,74 +27,26 @@ class IndexFormatError(TFPathLoaderError, ValueError):
         reason: What was wrong and what was expected.
     """
 
-    def __init__(self, reason: str, *, file: str | None = None, record: int | None = None):
+    def __init__(self, reason: str, file: str | None = None, record: int | None = None):
         self.file = file
         self.record = record
         self.reason = reason
-        where = []
-        if file is not None:
-            where.append(str(file))
+        where = [str(file)] if file is not None else []
         if record is not None:
             where.append(f"record {record}")
         super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
     def __reduce__(self):  # keeps the fields when the error crosses a worker process
-        return (_index_format_error, (type(self), self.reason, self.file, self.record))
+        return (type(self), (self.reason, self.file, self.record))
 
 
-def _index_format_error(
-    cls: type[IndexFormatError], reason: str, file: str | None, record: int | None
-) -> IndexFormatError:
-    return cls(reason, file=file, record=record)
-
-
-class ImageLoadError(TFPathLoaderError):
-    """An image named by the index could not be read or decoded.
+class _RecordError(TFPathLoaderError):
+    """A failure of one record: its id, its path and what went wrong.
 
     Attributes:
         record_id: The record id (``index`` feature) of the image.
-        path: The absolute path that was read (a URL without its credentials).
+        path: The absolute path that was read.
         cause: A short description of what failed.
-    """
-
-    def __init__(self, record_id: int, path: str, cause: str):
-        self.record_id = int(record_id)
-        self.path = redact(path)  # no credentials in errors (NOTE [redaction])
-        self.cause = cause
-        super().__init__(f"record {record_id} ({self.path}): {cause}")
-
-    def __reduce__(self):  # keeps the fields when the error crosses a worker process
-        return (type(self), (self.record_id, self.path, self.cause))
-
-
-class BatchShapeError(TFPathLoaderError, ValueError):
-    """Images of one batch decode to different shapes (pass ``size=(h, w)`` to resize them).
-
-    Attributes:
-        record_id: The first record whose shape differs from the batch's first image.
-        path: Its path.
-    """
-
-    def __init__(self, record_id: int, path: str, message: str):
-        self.record_id = int(record_id)
-        self.path = path
-        self.message = message
-        super().__init__(message)
-
-    def __reduce__(self):  # keeps the fields when the error crosses a worker process
-        return (type(self), (self.record_id, self.path, self.message))
-
-
-class TransformOutputError(TFPathLoaderError, TypeError):
-    """A loader's ``transform`` returned something other than a ``C x H x W`` uint8 array.
-
-    Raised the same way by both backends, in ``on_error="skip"`` mode too: it is a bug in the
-    transform, not a bad image.
-
-    Attributes:
-        record_id: The record whose image the transform was given.
-        path: That image's path.
-        cause: What it returned and what was expected.
     """
 
     def __init__(self, record_id: int, path: str, cause: str):
@@ -105,6 +57,50 @@ class TransformOutputError(TFPathLoaderError, TypeError):
 
     def __reduce__(self):  # keeps the fields when the error crosses a worker process
         return (type(self), (self.record_id, self.path, self.cause))
+
+
+class ImageLoadError(_RecordError):
+    """An image named by the index could not be read or decoded.
+
+    Attributes:
+        record_id: The record id (``index`` feature) of the image.
+        path: The absolute path that was read (a URL without its credentials).
+        cause: A short description of what failed.
+    """
+
+    def __init__(self, record_id: int, path: str, cause: str):
+        super().__init__(record_id, redact(path), cause)  # no credentials (NOTE [redaction])
+
+
+class BatchShapeError(_RecordError, ValueError):
+    """Images of one batch decode to different shapes (pass ``size=(h, w)`` to resize them).
+
+    Attributes:
+        record_id: The first record whose shape differs from the batch's first image.
+        path: Its path.
+        message: The whole message (also ``cause``).
+    """
+
+    def __init__(self, record_id: int, path: str, message: str):
+        super().__init__(record_id, path, message)
+        self.args = (message,)  # the message names the record and path itself
+
+    @property
+    def message(self) -> str:
+        return self.cause
+
+
+class TransformOutputError(_RecordError, TypeError):
+    """A loader's ``transform`` returned something other than a ``C x H x W`` uint8 array.
+
+    Raised the same way by both backends, in ``on_error="skip"`` mode too: it is a bug in the
+    transform, not a bad image.
+
+    Attributes:
+        record_id: The record whose image the transform was given.
+        path: That image's path.
+        cause: What it returned and what was expected.
+    """
 
 
 class LoaderWorkerError(TFPathLoaderError, RuntimeError):
