@@ -23,11 +23,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .._utils import optional_import
+
+if TYPE_CHECKING:
+    from ..index import PathIndex
+    from ..order.spec import OrderSpec
 
 __all__ = ["AUDIT_KEYS", "audit_figure", "audit_ids", "format_audit_table"]
 
@@ -67,120 +71,86 @@ def audit_ids(
     stats = optional_import("scipy.stats", "audit", "the shuffle-quality audit")
     ids = np.asarray(ids, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
-    n = len(labels)
-    d = len(ids)
+    n, d = len(labels), len(ids)
     if d and (ids.min() < 0 or ids.max() >= n):
         raise ValueError(f"ids must lie in [0, {n}) (the index has {n} records)")
     pad = np.zeros(d, dtype=bool) if padding is None else np.asarray(padding, dtype=bool)
     if pad.shape != ids.shape:
         raise ValueError(f"padding mask has shape {pad.shape}, ids have {ids.shape}")
-    real = ids[~pad]
-    unique = int(np.unique(real).size)
-    # Labels as compact codes 0..K-1 of the labels present (see NOTE [label range] in
+    unique = int(np.unique(ids[~pad]).size)
+    # Labels as compact codes 0..K-1 of the labels present, -1 unlabeled (NOTE [label range] in
     # path_index.py): memory grows with the records, never with the largest label.
-    valid = labels >= 0
-    present, codes = np.unique(np.where(valid, labels, -1), return_inverse=True)
-    codes = codes.reshape(-1) - (1 if present.size and present[0] == -1 else 0)
-    present = present[present >= 0]
-    n_classes = len(present)
-    drawn_labels = codes[ids]  # -1: unlabeled
-    if label_names is not None:
-        names_by_label = list(label_names)
-
-        def name(k: int) -> str:
-            label = int(present[k])
-            return names_by_label[label] if label < len(names_by_label) else str(label)
-    else:
-
-        def name(k: int) -> str:
-            return str(int(present[k]))
-
-    counts = np.bincount(drawn_labels[drawn_labels >= 0], minlength=n_classes)
-    shares = np.bincount(codes[valid], minlength=n_classes) / max(1, int(valid.sum()))
-
-    out: dict[str, Any] = {
+    present = np.unique(labels[labels >= 0]).tolist()
+    codes = np.where(labels >= 0, np.searchsorted(present, labels), -1)
+    names = [
+        label_names[c] if label_names is not None and c < len(label_names) else str(c)
+        for c in present
+    ]
+    drawn = codes[ids]
+    counts = np.bincount(drawn[drawn >= 0], minlength=len(names))
+    shares = np.bincount(codes[codes >= 0], minlength=len(names)) / max(1, int(np.sum(codes >= 0)))
+    rho = float(stats.spearmanr(np.arange(d), ids).statistic) if d >= 3 and np.ptp(ids) else None
+    first: dict[str, int | None] = {}
+    worst: tuple[str | None, float, float] = (None, 0.0, 1.0)  # label, KS distance, p
+    tested = 0
+    for c, name in enumerate(names):
+        pos = np.flatnonzero(drawn == c)
+        first[name] = int(pos[0]) + 1 if len(pos) else None
+        if len(pos):
+            tested += 1
+            res = stats.kstest((pos + 0.5) / d, "uniform")
+            if worst[0] is None or res.pvalue < worst[2]:
+                worst = (name, float(res.statistic), float(res.pvalue))
+    return {
         "draws": d,
         "num_records": n,
         "unique": unique,
         "coverage": unique / n if n else 0.0,
+        "spearman_rho": rho,
+        "spearman_z": None if rho is None else rho * math.sqrt(d - 1),
+        "label_counts": {name: int(c) for name, c in zip(names, counts, strict=True)},
+        "chi2_p": (
+            float(stats.chisquare(counts, shares * counts.sum()).pvalue)
+            if len(names) >= 2 and d > 0
+            else None
+        ),
+        "label_first_draw": first,
+        "missing_labels": [name for name, c in zip(names, counts, strict=True) if c == 0],
+        "ks_label": worst[0],
+        "ks_max": worst[1] if worst[0] is not None else None,
+        "ks_p": min(1.0, worst[2] * tested) if worst[0] is not None else None,  # Bonferroni
+        "duplicates": int(d - int(pad.sum()) - unique),
+        "padding_repeats": int(pad.sum()),
     }
-    if d >= 3 and np.ptp(ids) > 0:
-        rho = float(stats.spearmanr(np.arange(d), ids).statistic)
-        out["spearman_rho"] = rho
-        out["spearman_z"] = rho * math.sqrt(d - 1)
-    else:
-        out["spearman_rho"] = None
-        out["spearman_z"] = None
-    out["label_counts"] = {name(k): int(c) for k, c in enumerate(counts)}
-    expected_mask = shares > 0
-    if expected_mask.sum() >= 2 and d > 0:
-        drawn_valid = int(counts.sum())
-        obs = counts[expected_mask]
-        exp = shares[expected_mask] * drawn_valid
-        out["chi2_p"] = float(stats.chisquare(obs, exp).pvalue)
-    else:
-        out["chi2_p"] = None
-    first: dict[str, int | None] = {}
-    for k in range(n_classes):
-        hit = np.flatnonzero(drawn_labels == k)
-        first[name(k)] = int(hit[0]) + 1 if len(hit) else None
-    out["label_first_draw"] = first
-    out["missing_labels"] = [name(k) for k in range(n_classes) if counts[k] == 0 and shares[k] > 0]
-    worst: tuple[str | None, float, float] = (None, 0.0, 1.0)
-    tested = 0
-    for k in range(n_classes):
-        pos = np.flatnonzero(drawn_labels == k)
-        if len(pos) == 0:
-            continue
-        tested += 1
-        res = stats.kstest((pos + 0.5) / d, "uniform")
-        if worst[0] is None or res.pvalue < worst[2]:
-            worst = (name(k), float(res.statistic), float(res.pvalue))
-    out["ks_label"] = worst[0]
-    out["ks_max"] = worst[1] if worst[0] is not None else None
-    out["ks_p"] = min(1.0, worst[2] * tested) if worst[0] is not None else None
-    out["duplicates"] = int(len(real) - unique)
-    out["padding_repeats"] = int(pad.sum())
-    return out
 
 
 def format_audit_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """A markdown table, one row per audited order."""
-    header = (
-        "order",
-        "draws",
-        "spearman_z",
-        "chi2_p",
-        "ks_max",
-        "ks_p",
-        "last label first seen",
-        "labels never drawn",
-        "duplicates",
-    )
-    rows = []
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [
+        "| order | draws | spearman_z | chi2_p | ks_max | ks_p | last label first seen "
+        "| labels never drawn | duplicates |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        first = [v for v in r["label_first_draw"].values()]
-        last_first = "never" if any(v is None for v in first) else f"draw {max(first):,}"
-        rows.append(
-            (
-                name,
-                f"{r['draws']:,}",
-                _fmt(r["spearman_z"], "{:+.1f}"),
-                _fmt(r["chi2_p"], "{:.3g}"),
-                _fmt(r["ks_max"], "{:.3f}"),
-                _fmt(r["ks_p"], "{:.3g}"),
-                last_first,
-                ", ".join(r["missing_labels"]) or "-",
-                str(r["duplicates"]),
-            )
+        first = list(r["label_first_draw"].values())
+        last_first = "never" if None in first else f"draw {max(first):,}"
+        row = (
+            name,
+            f"{r['draws']:,}",
+            fmt(r["spearman_z"], "+.1f"),
+            fmt(r["chi2_p"], ".3g"),
+            fmt(r["ks_max"], ".3f"),
+            fmt(r["ks_p"], ".3g"),
+            last_first,
+            ", ".join(r["missing_labels"]) or "-",
+            str(r["duplicates"]),
         )
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else spec.format(value)
 
 
 def audit_figure(
@@ -272,10 +242,10 @@ def _panel_summary(res: Mapping[str, Any], column: int) -> str:
 
 
 def delivered_ids(
-    index: Any,
-    spec: Any,
+    index: PathIndex,
+    spec: OrderSpec,
     *,
-    backend: str = "order",
+    backend: Literal["order", "torch", "tf"] = "order",
     draws: int | None = None,
     epoch: int = 0,
     num_workers: int = 0,
@@ -288,17 +258,19 @@ def delivered_ids(
         backend: ``"order"`` (no images read), ``"torch"`` or ``"tf"`` (what the loader
             delivered, images decoded).
         draws: How many ids (default: the whole epoch).
+        epoch: The epoch.
+        num_workers: The loader's workers.
     """
-    if backend not in ("order", "torch", "tf"):
-        raise ValueError(f"unknown backend {backend!r}; valid: order, torch, tf")
+    from ..order.sampler import GlobalShuffleSampler
+
     n = len(index)
     draws = n if draws is None else min(int(draws), n)
     if backend == "order":
-        from ..order.sampler import GlobalShuffleSampler
-
         sampler = GlobalShuffleSampler(n, spec=spec)
         sampler.set_epoch(epoch)
         return sampler.ids(0, draws)
+    if backend not in ("torch", "tf"):
+        raise ValueError(f"unknown backend {backend!r}; valid: order, torch, tf")
     from ..load.loader import make_loader
 
     loader = make_loader(backend=backend, index=index, order=spec, num_workers=num_workers)

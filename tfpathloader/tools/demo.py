@@ -24,7 +24,8 @@ import json
 import multiprocessing as mp
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -35,16 +36,11 @@ from ..index import write_index
 from ..index._proto import Example
 from ..index._records import RecordWriter
 
-__all__ = ["DEMO_FILES", "demo_exists", "make_demo"]
+__all__ = ["DEMO_FILES", "make_demo"]
 
 DEMO_FILES = ("index.tfrecord", "test.tfrecord", "images.tfrecord", "demo.json")
 _SIZE = 28
 _BOX = 20
-
-
-def demo_exists(out_dir: str | os.PathLike[str]) -> bool:
-    """Whether ``out_dir`` holds a complete demo data set (``demo.json`` is written last)."""
-    return all(os.path.isfile(os.path.join(out_dir, f)) for f in DEMO_FILES)
 
 
 # --------------------------------------------------------------------------- sources
@@ -95,15 +91,10 @@ def _read_idx(path: str) -> np.ndarray:
 
 
 def _find_idx(folder: str, stem: str) -> str:
-    for name in (
-        stem,
-        stem + ".gz",
-        stem.replace("-idx", ".idx"),
-        stem.replace("-idx", ".idx") + ".gz",
-    ):
-        p = os.path.join(folder, name)
-        if os.path.isfile(p):
-            return p
+    for name in (stem, stem.replace("-idx", ".idx")):
+        for p in (os.path.join(folder, name), os.path.join(folder, name + ".gz")):
+            if os.path.isfile(p):
+                return p
     raise FileNotFoundError(f"no {stem}[.gz] in {folder!r}: expected the four MNIST IDX files")
 
 
@@ -139,8 +130,8 @@ def _affine(rng: np.random.Generator) -> tuple[float, ...]:
     return (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
 
 
-def _render(base: np.ndarray, seed: int, split: int, record: int, attempt: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, split, record, attempt])
+def _render(base: np.ndarray, seed: int, split: int, record: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, split, record, 0])
     im = Image.fromarray(base).transform(
         (_SIZE, _SIZE), Image.Transform.AFFINE, _affine(rng), resample=Image.Resampling.BILINEAR
     )
@@ -151,14 +142,13 @@ def _render(base: np.ndarray, seed: int, split: int, record: int, attempt: int) 
 _WORK: dict[str, Any] = {}
 
 
-def _job(task: tuple[int, int, int, int, str]) -> tuple[int, bytes]:
+def _job(task: tuple[int, int, int, str]) -> tuple[int, bytes]:
     """Render (or copy) one image, write its PNG, return its pixels."""
-    record, label, source, attempt, path = task
-    split = _WORK["split"]
+    record, label, source, path = task
     if _WORK["mnist"]:
         pixels = _WORK["sources"][source]
     else:
-        pixels = _render(_WORK["sources"][label][source], _WORK["seed"], split, record, attempt)
+        pixels = _render(_WORK["sources"][label][source], _WORK["seed"], _WORK["split"], record)
     Image.fromarray(pixels).save(path, format="PNG")
     return record, pixels.tobytes()
 
@@ -192,26 +182,13 @@ def _run_split(
         c = int(labels[i])
         src = i if mnist else counters[c] % len(sources[c])
         counters[c] += 1
-        tasks.append((i, c, src, 0, os.path.join(out_dir, rel[i])))
+        tasks.append((i, c, src, os.path.join(out_dir, rel[i])))
     work = {"sources": sources, "seed": seed, "split": split, "mnist": mnist}
     _make(tasks, work, pixels, workers, progress, f"making {name} images")
-    if not mnist:
-        # Every image must differ; a (vanishingly unlikely) repeat is re-jittered.
-        for attempt in range(1, 10):
-            digests: dict[bytes, int] = {}
-            redo = []
-            for i in range(n):
-                d = hashlib.blake2b(pixels[i].tobytes(), digest_size=16).digest()
-                if d in digests:
-                    t = tasks[i]
-                    redo.append((t[0], t[1], t[2], attempt, t[4]))
-                else:
-                    digests[d] = i
-            if not redo:
-                break
-            _make(redo, work, pixels, 1, False, "re-jittering repeats")
-        else:
-            raise RuntimeError("could not make every demo image distinct")
+    if not mnist:  # no two alike: a repeat is all but impossible, and never silent
+        digests = {hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in pixels}
+        if len(digests) != n:
+            raise RuntimeError(f"{n - len(digests)} demo images repeat others; try another seed")
     return rel, pixels
 
 
@@ -223,19 +200,19 @@ def _make(
     progress: bool | None,
     desc: str,
 ) -> None:
-    with progress_bar(progress, desc=desc, total=len(tasks), unit=" images") as bar:
-        if workers <= 1 or len(tasks) < 2000:
-            _init_worker(work)
-            results: Iterator[tuple[int, bytes]] = map(_job, tasks)
-            for i, raw in results:
-                pixels[i] = np.frombuffer(raw, dtype=np.uint8).reshape(_SIZE, _SIZE)
-                bar.update(1)
-            return
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(work,)) as pool:
-            for i, raw in pool.imap_unordered(_job, tasks, chunksize=256):
-                pixels[i] = np.frombuffer(raw, dtype=np.uint8).reshape(_SIZE, _SIZE)
-                bar.update(1)
+    with (
+        progress_bar(progress, desc=desc, total=len(tasks), unit=" images") as bar,
+        ExitStack() as on_exit,
+    ):
+        _init_worker(work)
+        results: Iterable[tuple[int, bytes]] = map(_job, tasks)
+        if workers > 1 and len(tasks) >= 2000:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+            pool = on_exit.enter_context(ctx.Pool(workers, _init_worker, (work,)))
+            results = pool.imap_unordered(_job, tasks, chunksize=256)
+        for i, raw in results:
+            pixels[i] = np.frombuffer(raw, dtype=np.uint8).reshape(_SIZE, _SIZE)
+            bar.update(1)
 
 
 def _write_image_tfrecord(

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,34 +49,23 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.failures
 
-    def to_dict(self) -> dict:
-        return {
-            "records": self.records,
-            "decoded": self.decoded,
-            "ok": self.ok,
-            "failures": [f.__dict__ for f in self.failures],
-        }
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
 
 
-def _check_file(index: PathIndex, reader: FileReader, i: int) -> Failure | None:
-    path = index.path(i)
-    try:
-        reader.check(path, i)
-    except ImageLoadError as e:
-        return Failure(i, path, e.cause)
-    return None
-
-
-def _decode_chunk(args: tuple[PathIndex, FileReader, np.ndarray]) -> tuple[int, list[Failure]]:
-    index, reader, ids = args
+def _check_chunk(args: tuple[PathIndex, FileReader, bool, np.ndarray]) -> list[Failure]:
+    """Open (and with ``decode``, decode) the files of ``ids`` as the loaders would."""
+    index, reader, decode, ids = args
     out = []
-    for i in ids:
-        i = int(i)
+    for i in ids.tolist():
         try:
-            load_image(index.path(i), record_id=i, reader=reader)
+            if decode:
+                load_image(index.path(i), record_id=i, reader=reader)
+            else:
+                reader.check(index.path(i), i)
         except ImageLoadError as e:
             out.append(Failure(i, e.path, e.cause))
-    return len(ids), out
+    return out
 
 
 def verify_index(
@@ -107,37 +99,21 @@ def verify_index(
     report = VerifyReport(records=len(index), decoded=decode)
     if is_url(index.root):
         return _verify_remote(index, report, progress)
-    n = len(index)
-    with progress_bar(progress, desc="checking files", total=n, unit=" files") as bar:
-        for i in range(n):
-            fail = _check_file(index, reader, i)
-            if fail is not None:
-                report.failures.append(fail)
-            if i % 4096 == 4095:
-                bar.update(4096)
-        bar.update(n % 4096)
-    if not decode:
-        return report
-    bad = {f.record_id for f in report.failures}
-    todo = np.array([i for i in range(n) if i not in bad], dtype=np.int64)
-    chunks = [(index, reader, todo[s : s + 512]) for s in range(0, len(todo), 512)]
-    workers = workers or os.cpu_count() or 1
-    decoded_failures: list[Failure] = []
-    with progress_bar(progress, desc="decoding images", total=len(todo), unit=" images") as bar:
-        if workers <= 1 or len(chunks) <= 1:
-            results = map(_decode_chunk, chunks)
-            for k, fails in results:
-                decoded_failures += fails
-                bar.update(k)
-        else:
-            ctx = (
-                mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            )
-            with ctx.Pool(workers) as pool:
-                for k, fails in pool.imap_unordered(_decode_chunk, chunks):
-                    decoded_failures += fails
-                    bar.update(k)
-    report.failures = sorted(report.failures + decoded_failures, key=lambda f: f.record_id)
+    ids = np.arange(len(index), dtype=np.int64)
+    chunks = [(index, reader, decode, ids[s : s + 512]) for s in range(0, len(ids), 512)]
+    workers = (workers or os.cpu_count() or 1) if decode else 1
+    desc = "decoding images" if decode else "checking files"
+    with (
+        progress_bar(progress, desc=desc, total=len(ids), unit=" files") as bar,
+        ExitStack() as on_exit,
+    ):
+        results: Iterable[list[Failure]] = map(_check_chunk, chunks)
+        if workers > 1 and len(chunks) > 1:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+            results = on_exit.enter_context(ctx.Pool(workers)).imap(_check_chunk, chunks)
+        for chunk, failures in zip(chunks, results, strict=True):
+            report.failures += failures
+            bar.update(len(chunk[3]))
     return report
 
 

@@ -1,30 +1,19 @@
 """Runs the bench rows in their own processes, interleaved, and tabulates rates, start-up, memory.
 
-NOTE [bench method]: every row runs in a process of its own, spawned fresh (a loader's
-threads, caches and memory never meet another's), built once and then run epoch after epoch
-as training would. Rounds are interleaved: each round runs every row once, one row at a time,
-and a row's ratio is its rate over the raw rate *of the same round*, the median over rounds
-then taken (neighbours in time share the shared machine's mood; slow drift cancels). A rate
-is images over the whole epoch from ``iter()`` to the last batch, start-up of the epoch
-included; the first-batch column is the part of that before the first batch, and the cold
-start is building the loader plus the first batch of its first epoch. Memory is the peak,
-sampled every 0.1 s during one more epoch after the timed rounds (not during them: reading a
-process's ``smaps_rollup`` costs 30-45 ms of CPU in a process that has imported TensorFlow and
-torch, 1,550 mappings, so sampling every 0.2 s took a fifth of a core from the row it measured
-and counted in its CPU column: the tf row's crop epoch ran at 1,160-1,210 images/s sampled
-and 1,370-1,550 not), over the row's process and all its descendants
-(workers), from ``/proc/PID/smaps_rollup``, in two forms. USS (private clean + dirty) is what
-the issue asked for, but it leaves out pages shared *between* the row's own processes: the
-torch backend's batch slots and DataLoader's batches live in shared memory, mapped by the
-main process and a worker at once, so USS counts nearly none of them. ``memory`` is the
-anonymous + shared-memory PSS summed over the tree: every page the row allocated, each
-counted once when only the row's processes share it, and no shared library or page cache
-(whose PSS would depend on what else the machine runs); this is the column to compare.
-CPU ms per image (user + system
-over the same process tree, from ``/proc/PID/stat``) is the number that survives a shared,
-oversubscribed machine: there a row's wall rate depends on how many threads it has runnable
-against everyone else's (a tf.data row with 8 runnable threads gets more of the cores than 2
-worker processes do), while its CPU cost per image does not.
+NOTE [bench method]: every row runs in a process of its own, spawned fresh (no loader's threads,
+caches or memory meet another's), built once, then run epoch after epoch as training would.
+Rounds are interleaved, one row at a time; a row's ratio is its median rate over the raw row's
+median (neighbours in time share the machine's mood; slow drift cancels). A rate is images over
+the whole epoch, its start-up included; the first-batch column is the part before the first
+batch; the cold start is building the loader plus its first batch. Memory is the peak over the
+row's process tree, sampled every 0.1 s from ``/proc/PID/smaps_rollup`` during one more epoch
+*after* the timed rounds: a sample costs 30-45 ms of CPU in a process holding TensorFlow and
+torch, and sampling the timed epochs slowed the tf crop row from ~1,450 to ~1,180 images/s.
+``memory`` is anonymous + shared-memory PSS: every page the row allocated, counted once, no
+shared library or page cache; the column to compare. USS (private pages) is beside it, but
+misses what the row's own processes share (the torch backend's batch slots). CPU ms per image
+(user + system over the tree, ``/proc/PID/stat``) survives a shared, oversubscribed machine,
+where a wall rate depends on how many threads a row has runnable against everyone else's.
 """
 
 from __future__ import annotations
@@ -36,7 +25,8 @@ import statistics
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..._utils import progress_bar
@@ -62,36 +52,27 @@ def memory_mib(pid: int) -> tuple[float | None, float | None]:
     return uss, own
 
 
-class _PeakUSS:
-    """Samples this process tree's memory every ``every`` s in a thread; keeps the peaks."""
+@contextlib.contextmanager
+def _peak_memory(every: float = 0.1) -> Iterator[dict[str, float]]:
+    """This process tree's peak USS and PSS (``uss_mib``, ``mem_mib``), sampled in a thread."""
+    peak: dict[str, float] = {}
+    stop = threading.Event()
 
-    def __init__(self, every: float = 0.1) -> None:
-        self._every = every
-        self.peak: float | None = None  # USS
-        self.peak_own: float | None = None  # anonymous + shared-memory PSS
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
+    def sample() -> None:
         while True:
-            v, w = memory_mib(os.getpid())
-            if v is not None and (self.peak is None or v > self.peak):
-                self.peak = v
-            if w is not None and (self.peak_own is None or w > self.peak_own):
-                self.peak_own = w
-            if self._stop.wait(self._every):
+            for key, v in zip(("uss_mib", "mem_mib"), memory_mib(os.getpid()), strict=True):
+                if v is not None:
+                    peak[key] = max(v, peak.get(key, v))
+            if stop.wait(every):
                 return
 
-    def __enter__(self) -> _PeakUSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# --------------------------------------------------------------------------- row processes
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _row_main(row: Row, spec: RowSpec, conn: Any) -> None:
@@ -114,19 +95,19 @@ def _row_main(row: Row, spec: RowSpec, conn: Any) -> None:
         epoch, memory = request  # memory: sample it (an untimed epoch, NOTE [bench method])
         try:
             cpu0 = cpu_s(os.getpid())
-            mem = _PeakUSS()  # its peaks stay None unless it samples
-            with mem if memory else contextlib.nullcontext():
+            sampler: AbstractContextManager[dict[str, float]]
+            sampler = _peak_memory() if memory else contextlib.nullcontext({})
+            with sampler as mem:
                 images, first, seconds = run(epoch)
             cpu1 = cpu_s(os.getpid())
-            cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            cpu = None if cpu0 is None or cpu1 is None else 1000 * (cpu1 - cpu0) / images
             conn.send(
                 {
                     "images": images,
                     "first_s": first,
                     "seconds": seconds,
-                    "uss_mib": mem.peak,
-                    "mem_mib": mem.peak_own,
-                    "cpu_ms_per_image": None if cpu is None else 1000 * cpu / images,
+                    **mem,
+                    "cpu_ms_per_image": cpu,
                 }
             )
         except Exception:
@@ -141,7 +122,6 @@ class _Row:
         self.proc = ctx.Process(target=_row_main, args=(row, spec, child))
         self.proc.start()
         child.close()
-        self.info: dict[str, Any] = {}
 
     def wait(self) -> dict[str, Any]:
         msg = self.conn.recv()
@@ -256,11 +236,11 @@ def run_bench(
                 bar.update(2)
             for k in range(repeat):
                 for r, row in live.items():
-                    _settle()
+                    time.sleep(0.3)  # the previous row's freed workers, page writes go quiet
                     runs[r].append(row.run(k + 1))
                     bar.update(1)
             for r, row in live.items():  # memory, apart from the timed epochs
-                _settle()
+                time.sleep(0.3)
                 memory[r] = row.run(repeat + 1, memory=True)
                 bar.update(1)
     finally:
@@ -323,11 +303,6 @@ def _tabulate(
             "runs": [round(x, 1) for x in rate[r]],
         }
     return table
-
-
-def _settle(seconds: float = 0.3) -> None:
-    """Let the previous row's background work (freed workers, page writes) go quiet."""
-    time.sleep(seconds)
 
 
 def format_bench_table(result: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -85,20 +85,12 @@ def _batch_len(batch: Any) -> int:
 # --------------------------------------------------------------------------- the training crop
 
 # NOTE [bench crop]: with ``--crop`` every row delivers RandomResizedCrop(size, scale=(0.08, 1),
-# ratio=(3/4, 4/3)) + a horizontal flip with probability 1/2, written as its own users write it:
-# the Pillow rows (raw here; DataLoader, StatefulDataLoader and Grain in benchmarks/peers.py) do
-# what torchvision's transforms do on a PIL image (full decode, ``crop().resize(BILINEAR)``,
-# ``transpose``), with the box drawn by torchvision's algorithm
-# (``tfpathloader.transforms.RandomResizedCrop.box``, a port of it); hand-written tf.data does
-# what TensorFlow's Inception/ResNet preprocessing does (``sample_distorted_bounding_box`` from
-# the header's shape, ``decode_and_crop_jpeg``, ``resize``, ``random_flip_left_right``); this
-# project's rows use ``tfpathloader.transforms``.
-
-
-def _crop_box(h: int, w: int, size: tuple[int, int], rng: np.random.Generator) -> Any:
-    from ...transforms import RandomResizedCrop
-
-    return RandomResizedCrop(size).box(h, w, rng)
+# ratio=(3/4, 4/3)) + a horizontal flip with probability 1/2, as its own users write it: the
+# Pillow rows (raw here; DataLoader, StatefulDataLoader and Grain in benchmarks/peers.py) as
+# torchvision does on a PIL image (full decode, ``crop().resize(BILINEAR)``, ``transpose``,
+# torchvision's box algorithm: ``tfpathloader.transforms.RandomResizedCrop.box``); hand-written
+# tf.data as TensorFlow's Inception preprocessing (``sample_distorted_bounding_box``,
+# ``decode_and_crop_jpeg``); this project's rows with ``tfpathloader.transforms``.
 
 
 def pillow_crop(
@@ -109,15 +101,16 @@ def pillow_crop(
 
     from PIL import Image
 
+    from ...transforms import RandomResizedCrop
+
     assert spec.size is not None
     src: Any = path
     if lean:
         with open(path, "rb") as f:
             src = io.BytesIO(f.read())
-    mode = "L" if spec.channels == 1 else "RGB"
     with Image.open(src) as img:
-        img = img.convert(mode)
-        top, left, h, w = _crop_box(img.size[1], img.size[0], spec.size, rng)
+        img = img.convert("L" if spec.channels == 1 else "RGB")
+        top, left, h, w = RandomResizedCrop(spec.size).box(img.size[1], img.size[0], rng)
         img = img.crop((left, top, left + w, top + h))
         img = img.resize(spec.size[::-1], Image.Resampling.BILINEAR)
         if rng.random() < 0.5:
@@ -185,15 +178,14 @@ def _raw(spec: RowSpec, *, lean: bool = False) -> Run:
 # --------------------------------------------------------------------------- this project
 
 
-# NOTE [equal pixels]: hand-written tf.data decodes JPEGs with TensorFlow's default, libjpeg's
-# fast integer IDCT, and resizes without antialiasing; our rows decode with the accurate IDCT
-# (Pillow's pixels) and resize with antialiasing (Pillow's filter). Two more pairs of rows
-# measure equal work: ``torch-fast``/``tf-fast`` are our loaders set to tf.data's defaults
+# NOTE [equal pixels]: hand-written tf.data decodes JPEGs with libjpeg's fast integer IDCT and
+# resizes without antialiasing; ours decode with the accurate IDCT and antialias (Pillow's
+# pixels). For equal work, ``torch-fast``/``tf-fast`` are ours at tf.data's defaults
 # (``jpeg_dct="fast"``, ``antialias=False``), and ``tf-hand-exact`` (benchmarks/peers.py) is
-# hand-written tf.data set to ours (``dct_method="INTEGER_ACCURATE"``, ``antialias=True``).
+# hand-written tf.data at ours.
 
 
-def _ours(spec: RowSpec, backend: str, fast: bool = False) -> Run:
+def _ours(spec: RowSpec, backend: Literal["torch", "tf"], fast: bool = False) -> Run:
     """This project's loader (``make_loader``), epoch by epoch, as in training.
 
     ``fast``: with hand-written tf.data's pixel quality (NOTE [equal pixels]).
@@ -203,13 +195,15 @@ def _ours(spec: RowSpec, backend: str, fast: bool = False) -> Run:
     from ...load.loader import make_loader
 
     index = PathIndex.read(list(spec.index_files), root=spec.root)
-    how: dict[str, Any] = {"size": spec.size}
+    how: dict[str, Any] = {"channels": spec.channels}
     if spec.crop:
         assert spec.size is not None
         crop = T.RandomResizedCrop(spec.size, antialias=not fast)
-        how = {"transform": T.Compose([crop, T.RandomHorizontalFlip()])}
+        how["transform"] = T.Compose([crop, T.RandomHorizontalFlip()])
     elif fast and spec.size is not None:
-        how = {"transform": T.Resize(spec.size, antialias=False)}
+        how["transform"] = T.Resize(spec.size, antialias=False)
+    else:
+        how["size"] = spec.size
     if fast:
         how["jpeg_dct"] = "fast"
     loader = make_loader(
@@ -218,7 +212,6 @@ def _ours(spec: RowSpec, backend: str, fast: bool = False) -> Run:
         batch_size=spec.batch_size,
         num_workers=spec.workers,
         seed=spec.seed,
-        channels=spec.channels,
         **how,
     )
 
