@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,9 +19,14 @@ def _progress(args: argparse.Namespace) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
 
-def _print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+def _report(args: argparse.Namespace, result: Any, lines: list[str], status: int = 0) -> int:
+    """Print ``result`` as JSON with ``--json``, else the human-readable ``lines``."""
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print("\n".join(lines))
+    return status
 
 
 def fresh_folder(folder: str, outputs: tuple[str, ...], *, force: bool) -> str:
@@ -59,18 +65,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=_progress(args),
     )
-    if args.json:
-        _print_json(summary)
-        return 0
     tr, te = summary["splits"]["train"], summary["splits"]["test"]
-    print(f"made {tr['records']:,} training and {te['records']:,} test images in {args.out_dir}")
-    print(f"  source: {summary['source']}")
-    print(f"  train index: {os.path.join(args.out_dir, tr['index'])} (sorted by label)")
-    print(f"  test index:  {os.path.join(args.out_dir, te['index'])}")
-    print(
-        f"  image TFRecord (the article's format): {os.path.join(args.out_dir, 'images.tfrecord')}"
+    return _report(
+        args,
+        summary,
+        [
+            f"made {tr['records']:,} training and {te['records']:,} test images in {args.out_dir}",
+            f"  source: {summary['source']}",
+            f"  train index: {os.path.join(args.out_dir, tr['index'])} (sorted by label)",
+            f"  test index:  {os.path.join(args.out_dir, te['index'])}",
+            "  image TFRecord (the article's format): "
+            + os.path.join(args.out_dir, "images.tfrecord"),
+        ],
     )
-    return 0
 
 
 # --------------------------------------------------------------------------- index
@@ -98,56 +105,44 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         unlabeled=args.unlabeled,
         progress=_progress(args),
     )
-    if args.json:
-        _print_json({**report, **index.info()})
-        return 0
-    shards = (
-        index.files[0]
-        if len(index.files) == 1
-        else f"{len(index.files)} shards, {index.files[0]} ... {os.path.basename(index.files[-1])}"
-    )
-    print(f"indexed {report['images']:,} images in {report['classes']} classes")
-    print(f"  wrote: {shards}")
-    print(f"  paths relative to: {index.root}")
-    print(
-        f"  next: tfpathloader index info {index.files[0] if len(index.files) == 1 else args.out}"
-    )
+    files, last = index.files, os.path.basename(index.files[-1])
+    wrote = files[0] if len(files) == 1 else f"{len(files)} shards, {files[0]} ... {last}"
+    name = re.sub(r"-0+-of-\d+", "", files[0])  # a sharded index opens by its plain name
+    lines = [
+        f"indexed {report['images']:,} images in {report['classes']} classes",
+        f"  wrote: {wrote}",
+        f"  paths relative to: {index.root}",
+        f"  next: tfpathloader index info {name}",
+    ]
     for reason, count in report["skipped"].items():
         if count:
             ex = ", ".join(report["skipped_examples"][reason][:3])
-            print(f"  left out {count:,} files ({reason}), e.g. {ex}")
-    return 0
+            lines.append(f"  left out {count:,} files ({reason}), e.g. {ex}")
+    return _report(args, {**report, **index.info()}, lines)
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
     index = _open(args)
     info = index.info()
-    if args.json:
-        _print_json(info)
-        return 0
-    print(f"records:   {info['records']:,}")
-    print(
+    files = info["files"]
+    lines = [
+        f"records:   {info['records']:,}",
         f"shards:    {info['shards']}"
-        + (f" ({info['compression']})" if info["compression"] else "")
-    )
-    for f in info["files"][:4]:
-        print(f"           {f}")
-    if len(info["files"]) > 4:
-        print(f"           ... {len(info['files']) - 4} more")
-    print(f"root:      {info['root']}")
-    print(
-        f"size:      {info['size_bytes']:,} bytes on disk, {info['memory_bytes']:,} bytes in memory"
-    )
-    print(
+        + (f" ({info['compression']})" if info["compression"] else ""),
+        *(f"           {f}" for f in files[:4]),
+        *([f"           ... {len(files) - 4} more"] if len(files) > 4 else []),
+        f"root:      {info['root']}",
+        f"size:      {info['size_bytes']:,} bytes on disk, "
+        f"{info['memory_bytes']:,} bytes in memory",
         f"labels:    {info['num_classes']} classes"
-        + (f", {info['unlabeled']:,} unlabeled" if info["unlabeled"] else "")
-    )
+        + (f", {info['unlabeled']:,} unlabeled" if info["unlabeled"] else ""),
+    ]
     counts = info["label_counts"]
     width = max((len(k) for k in counts), default=1)
     top = max(counts.values(), default=1) or 1
     for name, c in counts.items():
-        print(f"  {name:>{width}} {c:>10,} {'#' * max(1, round(30 * c / top)) if c else ''}")
-    return 0
+        lines.append(f"  {name:>{width}} {c:>10,} {'#' * max(1, round(30 * c / top)) if c else ''}")
+    return _report(args, info, lines)
 
 
 def cmd_index_verify(args: argparse.Namespace) -> int:
@@ -158,20 +153,16 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
     report = verify_index(
         index, decode=args.decode, workers=args.workers, progress=_progress(args), **limit
     )
-    if args.json:
-        _print_json(report.to_dict())
-    else:
-        for f in report.failures:
-            print(f"record {f.record_id}: {f.path}: {f.problem}")
+    lines = [f"record {f.record_id}: {f.path}: {f.problem}" for f in report.failures]
+    if report.ok:
         what = "exist and decode" if args.decode else "exist"
-        if report.ok:
-            print(f"ok: all {report.records:,} files {what}")
-        else:
-            print(
-                f"FAILED: {len(report.failures):,} of {report.records:,} records are bad",
-                file=sys.stderr,
-            )
-    return 0 if report.ok else 1
+        lines.append(f"ok: all {report.records:,} files {what}")
+    else:
+        print(
+            f"FAILED: {len(report.failures):,} of {report.records:,} records are bad",
+            file=sys.stderr,
+        )
+    return _report(args, report.to_dict(), lines, 0 if report.ok else 1)
 
 
 # --------------------------------------------------------------------------- audit
@@ -223,12 +214,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     }
     with open(os.path.join(out, "audit.json"), "w") as f:
         json.dump(payload, f, indent=2)
-    if args.json:
-        _print_json(payload)
-    else:
-        print(format_audit_table(results))
-        print(f"\nwrote {figure} and {os.path.join(out, 'audit.json')}")
-    return 0
+    table = format_audit_table(results)
+    return _report(
+        args, payload, [table, f"\nwrote {figure} and {os.path.join(out, 'audit.json')}"]
+    )
 
 
 # --------------------------------------------------------------------------- bench
@@ -262,8 +251,4 @@ def bench_index(
         crop=args.crop,
         progress=_progress(args),
     )
-    if args.json:
-        _print_json(result)
-    else:
-        print(format_bench_table(result))
-    return 0
+    return _report(args, result, [format_bench_table(result)])
