@@ -11,15 +11,12 @@ decodes only what the box needs and resizes it straight into the batch:
     ...                                           T.RandomHorizontalFlip()]))
 
 NOTE [transform seeding]: every random draw comes from ``default_rng([seed, epoch, record id,
-TRANSFORM_STREAM])`` (the stream of the user-callable ``transform=``), so a record's box and flip
-depend only on the loader's seed, the epoch and the record: not on the worker count, the
-backend, or which worker decodes it. The planning code is this pure numpy module, shared by both
-backends, so both deliver *identical boxes and flips*, and both resize with the same kernel;
-only the JPEG decoders differ at some box edges (see NOTE [crop pixels] in ``load/_crop.py``).
-The draws follow torchvision's algorithms
-(``RandomResizedCrop.get_params``: ten tries of area and log-ratio, then a centre-crop
-fallback) with numpy's generator instead of torch's, so the boxes have torchvision's
-distribution, not its exact values.
+TRANSFORM_STREAM])``, so a record's box and flip depend only on the loader's seed, the epoch and
+the record: not on the worker count, the backend, or which worker decodes it. Both backends plan
+with this pure numpy module and decode with the one decode path, so they deliver the same pixels.
+The draws follow torchvision's algorithms (``RandomResizedCrop.get_params``: ten tries of area
+and log-ratio, then a centre-crop fallback) with numpy's generator instead of torch's: the
+boxes have torchvision's distribution, not its exact values.
 """
 
 from __future__ import annotations
@@ -44,7 +41,7 @@ __all__ = [
     "record_rng",
 ]
 
-# Mirrors loader.TRANSFORM_STREAM (not imported: this module stays free of the loader).
+# Stream.TRANSFORM of tfpathloader.order.spec (not imported: this module imports nothing of ours).
 _TRANSFORM_STREAM = 3
 
 
@@ -350,10 +347,3 @@ def check_pipeline(transform: Transform) -> tuple[int, int]:
             "end it with RandomResizedCrop, CenterCrop or Resize((height, width))"
         )
     return size
-
-
-def antialias_of(transform: Transform) -> bool:
-    """Whether the pipeline's final resize antialiases (its last resizing step decides)."""
-    view = _View(0.0, 0.0, 2.0, 2.0, (2, 2))
-    transform.apply(view, np.random.default_rng(0))
-    return view.antialias

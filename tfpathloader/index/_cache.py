@@ -53,19 +53,11 @@ def cache_dirs(files: list[str]) -> list[str]:
 
 def shard_signature(files: list[str]) -> list[dict[str, Any]]:
     """What identifies the current content of each shard without reading it."""
-    sig = []
-    for f in files:
-        st = os.stat(f)
-        sig.append(
-            {
-                "file": f,
-                "size": st.st_size,
-                "ino": st.st_ino,
-                "mtime_ns": st.st_mtime_ns,
-                "ctime_ns": st.st_ctime_ns,
-            }
-        )
-    return sig
+    stats = [(f, os.stat(f)) for f in files]
+    return [
+        {"file": f, **{k: getattr(st, f"st_{k}") for k in ("size", "ino", "mtime_ns", "ctime_ns")}}
+        for f, st in stats
+    ]
 
 
 def _entry_name(files: list[str]) -> str:

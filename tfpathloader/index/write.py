@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import multiprocessing as mp
 import os
@@ -110,9 +111,7 @@ def write_index(
         os.unlink(f)
     if not cache:
         return PathIndex.read(names, root=root, allow_outside_root=allow_outside_root, cache=False)
-    return _open_fresh(
-        names, root, rel, lab, classes, compression, allow_outside_root, shards, bounds
-    )
+    return _open_fresh(names, root, rel, lab, classes, compression, allow_outside_root, bounds)
 
 
 # (shard file, compression, relative paths, labels, class names, id of the first record)
@@ -177,32 +176,24 @@ def _open_fresh(
     classes: Sequence[str] | None,
     compression: str | None,
     allow_outside_root: bool,
-    shards: int,
     bounds: list[int],
 ) -> PathIndex:
     """Store the cache from the arrays already in memory, then open the index through it."""
     files = [os.path.abspath(f) for f in names]
     offsets, paths = _pack(rel)
-    outside = next(
-        (
-            (files[_shard_of(i, bounds)], i - bounds[_shard_of(i, bounds)], p)
-            for i, p in enumerate(rel)
-            if _escapes_root(p)
-        ),
-        None,
-    )
+    outside = None
+    first = next((i for i, p in enumerate(rel) if _escapes_root(p)), None)
+    if first is not None:  # as the parser records it: shard, record within it, path
+        k = bisect.bisect_right(bounds, first) - 1
+        outside = [files[k], first - bounds[k], rel[first]]
     meta = {
         "records": len(rel),
-        "shard_records": [bounds[k + 1] - bounds[k] for k in range(shards)],
-        "path_features": [PATH_FEATURES[0]] * shards,
+        "shard_records": np.diff(bounds).tolist(),
+        "path_features": [PATH_FEATURES[0]] * len(files),
         "compression": compression,
         "classes": list(classes) if classes is not None else None,
-        "outside": list(outside) if outside else None,
+        "outside": outside,
     }
     arrays = {"labels": lab, "offsets": offsets, "paths": paths}
     _cache.store(files, _cache.shard_signature(files), arrays, meta)
     return PathIndex.read(files, root=root, allow_outside_root=allow_outside_root)
-
-
-def _shard_of(i: int, bounds: list[int]) -> int:
-    return int(np.searchsorted(bounds, i, side="right")) - 1

@@ -14,6 +14,8 @@ import datetime
 import os
 import re
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from .urls import split
@@ -53,15 +55,9 @@ def _classify(e: BaseException, timeout: float, elapsed: float) -> Exception:
     """obstore's exception as a :class:`FetchError` (permanent) or :class:`Transient`."""
     text = str(e)
     m = _STATUS_RE.search(text)
-    status = int(m.group(1)) if m else None
-    if isinstance(e, FileNotFoundError):
-        status = 404
-    if status is None:
-        name = type(e).__name__
-        if name == "PermissionDeniedError":
-            status = 403
-        elif name == "UnauthenticatedError":
-            status = 401
+    named = {"PermissionDeniedError": 403, "UnauthenticatedError": 401}
+    status = 404 if isinstance(e, FileNotFoundError) else int(m.group(1)) if m else None
+    status = status or named.get(type(e).__name__)
     if status is not None:
         if status in (429, 503):
             return Transient("throttled", f"HTTP {status} (throttled)", status)
@@ -82,23 +78,23 @@ class _Client:
         self.store = store
         self.timeout = timeout
 
+    def _call(self, op: Callable[..., Any], url: str) -> Any:
+        t0 = time.monotonic()
+        try:
+            return op(self.store, split(url)[2])
+        except Exception as e:
+            raise _classify(e, self.timeout, time.monotonic() - t0) from None
+
     def get(self, url: str) -> bytes:
         import obstore
 
-        t0 = _now()
-        try:
-            return bytes(obstore.get(self.store, split(url)[2]).bytes())
-        except Exception as e:
-            raise _classify(e, self.timeout, _now() - t0) from None
+        # The body is read inside the call: a stalled body is a timeout like a stalled header.
+        return self._call(lambda store, key: bytes(obstore.get(store, key).bytes()), url)
 
     def head(self, url: str) -> dict[str, Any]:
         import obstore
 
-        t0 = _now()
-        try:
-            meta = obstore.head(self.store, split(url)[2])
-        except Exception as e:
-            raise _classify(e, self.timeout, _now() - t0) from None
+        meta = self._call(obstore.head, url)
         mtime = meta.get("last_modified")
         return {
             "size": int(meta["size"]),
@@ -107,28 +103,17 @@ class _Client:
         }
 
 
-def _now() -> float:
-    import time
-
-    return time.monotonic()
-
-
 _CLIENTS: dict[tuple[Any, ...], _Client] = {}
 _LOCK = threading.Lock()
 
 
-def _import_obstore() -> Any:
+def _make_store(scheme: str, netloc: str, options: Any) -> Any:
     try:
-        import obstore.store
+        import obstore.store as st
     except ImportError:
         raise ImportError("remote paths need obstore: pip install 'tfpathloader[remote]'") from None
-    return obstore.store
-
-
-def _make_store(scheme: str, netloc: str, options: Any) -> Any:
-    st = _import_obstore()
-    retry = {"max_retries": 0, "retry_timeout": datetime.timedelta(seconds=options.timeout)}
-    client: dict[str, Any] = {
+    retry: Any = {"max_retries": 0, "retry_timeout": datetime.timedelta(seconds=options.timeout)}
+    client: Any = {
         "timeout": f"{int(options.timeout * 1000)}ms",
         "connect_timeout": f"{int(options.connect_timeout * 1000)}ms",
         "pool_max_idle_per_host": str(max(64, options.in_flight)),

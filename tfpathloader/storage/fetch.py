@@ -144,12 +144,6 @@ class Fetcher:
             status=last.status,
         )
 
-    def _fetch_or_error(self, url: str) -> bytes | FetchError:
-        try:
-            return self.fetch(url)
-        except FetchError as e:
-            return e
-
     def _executor(self) -> ThreadPoolExecutor:
         if self._pid != os.getpid():
             raise RuntimeError("a Fetcher cannot be used in a forked child; make one there")
@@ -159,26 +153,30 @@ class Fetcher:
             )
         return self._pool
 
+    def _many(self, op: Callable[[str], T], urls: Sequence[str]) -> list[T | FetchError]:
+        """``op`` of every URL (or its :class:`FetchError`), in order, ``in_flight`` at once."""
+
+        def one(url: str) -> T | FetchError:
+            try:
+                return op(url)
+            except FetchError as e:
+                return e
+
+        if len(urls) <= 1:
+            return [one(u) for u in urls]
+        return list(self._executor().map(one, urls))
+
     def fetch_many(self, urls: Sequence[str]) -> list[bytes | FetchError]:
         """Every URL's bytes (or its :class:`FetchError`), in the order given.
 
         Up to ``in_flight`` requests run at once; results are put back in order, whatever
         order the responses arrive in.
         """
-        if len(urls) <= 1:
-            return [self._fetch_or_error(u) for u in urls]
-        return list(self._executor().map(self._fetch_or_error, urls))
+        return self._many(self.fetch, urls)
 
     def head_many(self, urls: Sequence[str]) -> list[dict[str, Any] | FetchError]:
         """Size, ETag and modification time of every object (or its error), in order."""
-
-        def one(url: str) -> dict[str, Any] | FetchError:
-            try:
-                return self.head(url)
-            except FetchError as e:
-                return e
-
-        return list(self._executor().map(one, urls))
+        return self._many(self.head, urls)
 
     def close(self) -> None:
         """Stop the threads (they also stop with the process)."""
