@@ -54,15 +54,11 @@ def _sibling_shards(path: str) -> list[str]:
 
 def _folder_hint(folder: str) -> str:
     """The error for a folder given where an index is expected: name the index inside it."""
-    inside = sorted(
-        f
+    found = {
+        os.path.join(folder, m["stem"] + ".tfrecord" if (m := _SHARD_RE.match(f)) else f)
         for f in os.listdir(folder)
         if f.endswith((".tfrecord", ".tfrecord.gz")) and os.path.isfile(os.path.join(folder, f))
-    )
-    found: set[str] = set()
-    for f in inside:
-        m = _SHARD_RE.match(f)
-        found.add(os.path.join(folder, m["stem"] + ".tfrecord" if m else f))
+    }
     # "index.tfrecord" (what `index build` writes) first; the demo's images.tfrecord is not one.
     names = sorted(found, key=lambda n: (os.path.basename(n) != "index.tfrecord", n))
     if names:

@@ -184,35 +184,24 @@ def _run_split(
         counters[c] += 1
         tasks.append((i, c, src, os.path.join(out_dir, rel[i])))
     work = {"sources": sources, "seed": seed, "split": split, "mnist": mnist}
-    _make(tasks, work, pixels, workers, progress, f"making {name} images")
-    if not mnist:  # no two alike: a repeat is all but impossible, and never silent
-        digests = {hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in pixels}
-        if len(digests) != n:
-            raise RuntimeError(f"{n - len(digests)} demo images repeat others; try another seed")
-    return rel, pixels
-
-
-def _make(
-    tasks: list,
-    work: dict[str, Any],
-    pixels: np.ndarray,
-    workers: int,
-    progress: bool | None,
-    desc: str,
-) -> None:
+    _init_worker(work)
     with (
-        progress_bar(progress, desc=desc, total=len(tasks), unit=" images") as bar,
+        progress_bar(progress, desc=f"making {name} images", total=n, unit=" images") as bar,
         ExitStack() as on_exit,
     ):
-        _init_worker(work)
         results: Iterable[tuple[int, bytes]] = map(_job, tasks)
-        if workers > 1 and len(tasks) >= 2000:
+        if workers > 1 and n >= 2000:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
             pool = on_exit.enter_context(ctx.Pool(workers, _init_worker, (work,)))
             results = pool.imap_unordered(_job, tasks, chunksize=256)
         for i, raw in results:
             pixels[i] = np.frombuffer(raw, dtype=np.uint8).reshape(_SIZE, _SIZE)
             bar.update(1)
+    if not mnist:  # no two alike: a repeat is all but impossible, and never silent
+        digests = {hashlib.blake2b(p.tobytes(), digest_size=16).digest() for p in pixels}
+        if len(digests) != n:
+            raise RuntimeError(f"{n - len(digests)} demo images repeat others; try another seed")
+    return rel, pixels
 
 
 def _write_image_tfrecord(
