@@ -36,6 +36,17 @@ def make_images(folder, n, *, classes=3, size=(8, 8), mode="L", ext=".png", seed
     return paths, labels
 
 
+def plan_batch(transform, seed, epoch, ids, heights, widths):
+    """The plans of a batch as arrays: boxes ``[B, 4]`` (top, left, h, w), flips ``[B]``."""
+    from tfpathloader.transforms import plan_rng
+
+    plans = [
+        transform.plan(int(h), int(w), plan_rng(transform, seed, epoch, i))
+        for i, h, w in zip(ids, heights, widths, strict=True)
+    ]
+    return np.array([p.box for p in plans], dtype=np.int32), np.array([p.flip for p in plans])
+
+
 @pytest.fixture
 def image_dir(tmp_path):
     """A folder of 30 grey 8x8 PNGs in 3 class folders, and its index (label-sorted)."""

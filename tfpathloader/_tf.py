@@ -30,7 +30,7 @@ def import_tensorflow() -> Any:
                 "TensorFlow cannot be imported: the 'tfrecord' package was imported on its own "
                 "first and registered the same protobuf messages. Call "
                 "tfpathloader.enable_tfrecord_interop() before importing tfrecord (see NOTE "
-                "[protobuf clash] in tfpathloader/index/_proto.py)."
+                "[protobuf clash] in tfpathloader/index/tfrecord_interop.py)."
             ) from e
         raise
     except ImportError as e:

@@ -36,7 +36,6 @@ __all__ = [
     "Resize",
     "Transform",
     "check_pipeline",
-    "plan_batch",
     "plan_rng",
     "record_rng",
 ]
@@ -309,33 +308,6 @@ _NO_DRAWS = np.random.default_rng(0)
 def plan_rng(transform: Transform, seed: int, epoch: int, record_id: int) -> np.random.Generator:
     """The generator ``transform`` plans a record with: :func:`record_rng`, or none needed."""
     return record_rng(seed, epoch, record_id) if transform.random else _NO_DRAWS
-
-
-def plan_batch(
-    transform: Transform,
-    seed: int,
-    epoch: int,
-    ids: np.ndarray,
-    heights: np.ndarray,
-    widths: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Plans of a batch as arrays: boxes int32 ``[B, 4]`` (top, left, h, w), flips bool ``[B]``.
-
-    Args:
-        transform: The pipeline.
-        seed, epoch: The loader's seed and the epoch.
-        ids: Record ids, one per image.
-        heights, widths: Image sizes from their headers.
-    """
-    n = len(ids)
-    boxes = np.zeros((n, 4), dtype=np.int32)
-    flips = np.zeros(n, dtype=bool)
-    for k in range(n):
-        p = transform.plan(
-            int(heights[k]), int(widths[k]), plan_rng(transform, seed, epoch, ids[k])
-        )
-        boxes[k], flips[k] = p.box, p.flip
-    return boxes, flips
 
 
 def check_pipeline(transform: Transform) -> tuple[int, int]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import plan_batch
 from photos import make_photo_set
 from PIL import Image
 
 from tfpathloader import ImageLoadError, write_index
 from tfpathloader import transforms as T
 from tfpathloader.load.loader import make_loader
-from tfpathloader.transforms import plan_batch
 
 
 def _coordinate_pngs(folder, n=12, size=(32, 40)):

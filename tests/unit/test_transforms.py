@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import plan_batch
 
 from tfpathloader import transforms as T
-from tfpathloader.transforms import plan_batch, record_rng
+from tfpathloader.transforms import record_rng
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (3, 500), (300, 451), (500, 333), (224, 224)])

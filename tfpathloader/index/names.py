@@ -11,8 +11,6 @@ from ..errors import IndexFormatError
 
 _SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<k>\d{5})-of-(?P<n>\d{5})\.tfrecord(\.gz)?$")
 
-# --------------------------------------------------------------------------- file names
-
 
 def shard_names(out: str, shards: int, *, compression: str | None = None) -> list[str]:
     """File names a ``shards``-way index written to ``out`` gets.

@@ -25,8 +25,6 @@ LABEL_NAME_FEATURE = "label_name"
 PATH_FEATURES = ("path", "path_string")  # ours, then the article's
 _MAX_LABEL = 2**31 - 1  # class ids index per-class arrays; larger ones are corruption
 
-# --------------------------------------------------------------------------- records
-
 
 def encode_example(
     index: int, label: int, path: str | bytes, label_name: str | None = None
@@ -356,9 +354,6 @@ def _relative_paths(paths: Iterable[str], root: str, allow_outside_root: bool) -
                 rel = p if os.path.isabs(p) else os.path.abspath(os.path.join(root, p))
         out.append(rel)
     return out
-
-
-# --------------------------------------------------------------------------- writing
 
 
 def _workers(shards: int, work: int, min_work: int) -> int:

@@ -20,8 +20,6 @@ from .parse import _labels_array, _pack, _parse, _relative_paths, content_finger
 # histograms come from np.unique and the dense label_counts() refuses very sparse labels.
 _DENSE_LABELS = 1 << 20
 
-# --------------------------------------------------------------------------- the index
-
 
 class PathIndex:
     """The records of a path index, ordered by id: ``index.path(i)`` is record ``i``'s file.

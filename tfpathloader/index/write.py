@@ -28,8 +28,6 @@ from .parse import (
 )
 from .path_index import PathIndex
 
-# --------------------------------------------------------------------------- writing
-
 
 def write_index(
     out: str | os.PathLike[str],

@@ -41,9 +41,6 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- orders
-
-
 class Order(Protocol):
     """Position (in the epoch's global order) -> record id."""
 

@@ -168,7 +168,3 @@ class OrderSpec:
         if unknown:
             raise ValueError(f"unknown order spec field(s) {unknown}; valid: {sorted(fields)}")
         return cls(**d)
-
-    def replace(self, **changes: Any) -> OrderSpec:
-        """A copy with ``changes`` applied (validated again)."""
-        return dataclasses.replace(self, **changes)
