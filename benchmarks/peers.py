@@ -8,7 +8,7 @@
 The rows of ``tfpathloader bench`` (raw, raw-lean, torch, tf, torch-fast, tf-fast), and peers,
 each written the way its own docs teach it (linked in each factory's docstring): a user's first,
 idiomatic pipeline with the same worker count and batch size as ours, no tuning beyond it. All
-run through the package's bench driver (NOTE [bench method] in tfpathloader/tools/bench/driver.py):
+run through the package's bench driver (NOTE [bench method] in tfpathloader/tools/bench.py):
 the same files, each row in its own process, interleaved rounds. A peer whose package is
 missing is reported as skipped (``pip install 'tfpathloader[bench]'``: torchdata and grain).
 ``docs/make_docs.py --only bench`` runs this script for the README.
@@ -28,8 +28,7 @@ from photos import make_jpeg_set, make_photo_set
 
 from tfpathloader import PathIndex
 from tfpathloader._utils import optional_import
-from tfpathloader.tools.bench import ROWS, Row, RowSpec
-from tfpathloader.tools.bench.rows import Result, Run, count_epoch, pillow_crop
+from tfpathloader.tools.bench import ROWS, Result, Row, RowSpec, Run, count_epoch, pillow_crop
 from tfpathloader.tools.cli import add_bench_arguments
 from tfpathloader.tools.commands import bench_index
 

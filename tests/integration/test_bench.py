@@ -13,8 +13,7 @@ from conftest import make_images
 from photos import make_jpeg_set, make_photo_set
 
 from tfpathloader import write_index
-from tfpathloader.tools.bench import ROWS, format_bench_table, run_bench
-from tfpathloader.tools.bench.driver import _tabulate, memory_mib
+from tfpathloader.tools.bench import ROWS, _tabulate, format_bench_table, memory_mib, run_bench
 from tfpathloader.tools.cli import main
 from tfpathloader.tools.procstats import cpu_s, descendants, proc_stats
 
@@ -173,7 +172,7 @@ def test_pillow_crop_row_is_torchvisions_random_resized_crop(tmp_path):
     """The Pillow peers' crop: the box torchvision would draw, resized, flipped half the time."""
     from PIL import Image
 
-    from tfpathloader.tools.bench.rows import RowSpec, pillow_crop
+    from tfpathloader.tools.bench import RowSpec, pillow_crop
     from tfpathloader.transforms import RandomResizedCrop
 
     src = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)

@@ -45,7 +45,7 @@ def rollup(pid: int) -> dict[str, int]:
     """``/proc/PID/smaps_rollup``: kB by field (``Rss``, ``Pss``, ``Private_Dirty`` ...).
 
     Reading it walks every mapping of the process: 30-45 ms of CPU in a process that holds
-    TensorFlow and torch (NOTE [bench method] in :mod:`tfpathloader.tools.bench.driver`).
+    TensorFlow and torch (NOTE [bench method] in :mod:`tfpathloader.tools.bench`).
     """
     out: dict[str, int] = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:

@@ -1,4 +1,11 @@
-"""Runs the bench rows in their own processes, interleaved, and tabulates rates, start-up, memory.
+"""``tfpathloader bench``: our loaders against the machine's decode limit, on a user's own index.
+
+A row is a factory ``f(spec) -> run`` called inside the row's own process; ``run(epoch)``
+iterates one epoch over ``spec.paths`` and returns the images delivered and when the first batch
+came. Ours: ``raw`` (the files decoded flat out by as many processes as the loaders use),
+``raw-lean``, ``torch``, ``tf``, ``torch-fast``, ``tf-fast``. ``benchmarks/peers.py`` runs the
+loaders people write instead as rows of the same kind through this driver (``catalog=``), for
+the README's Speed table.
 
 NOTE [bench method]: every row runs in a process of its own, spawned fresh (no loader's threads,
 caches or memory meet another's), built once, then run epoch after epoch as training would.
@@ -25,16 +32,246 @@ import statistics
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
 
-from ..._utils import progress_bar
-from ...index import PathIndex
-from ..procstats import cpu_s, tree_rollup
-from .rows import ROWS, Row, RowSpec
+import numpy as np
 
-__all__ = ["DEFAULT_ROWS", "format_bench_table", "memory_mib", "run_bench"]
+from .._utils import progress_bar
+from ..index import PathIndex
+from ..load.decode import decode_image, load_image
+from .procstats import cpu_s, tree_rollup
+
+__all__ = [
+    "DEFAULT_ROWS",
+    "ROWS",
+    "Result",
+    "Row",
+    "RowSpec",
+    "Run",
+    "count_epoch",
+    "format_bench_table",
+    "memory_mib",
+    "pillow_crop",
+    "run_bench",
+]
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What every row reads, and how."""
+
+    index_files: tuple[str, ...]
+    root: str | None
+    paths: tuple[str, ...]  # the files of the measurement: the first images of our order
+    labels: tuple[int, ...]
+    workers: int
+    batch_size: int
+    seed: int
+    channels: int
+    size: tuple[int, int] | None
+    # Every row applies the training crop: RandomResizedCrop(size) + RandomHorizontalFlip, each
+    # the way its own stack does it (NOTE [bench crop]); ``size`` is then the crop's output.
+    crop: bool = False
+
+
+# run(epoch) -> (images delivered, seconds to the first batch (None: no batches), seconds to
+# the last): the epoch from its start, start-up included, as a training loop sees it.
+Result = tuple[int, float | None, float]
+Run = Callable[[int], Result]
+
+
+@dataclass(frozen=True)
+class Row:
+    """A bench row: its title in the tables, and the factory its own process calls.
+
+    ``make`` travels to a spawned process, so it must pickle: a module-level function or a
+    ``functools.partial`` of one (not a lambda). Raising ``ImportError`` reports the row skipped.
+    """
+
+    title: str
+    make: Callable[[RowSpec], Run]
+
+
+def count_epoch(batches: Any, images: int) -> Result:
+    """Iterate ``batches`` until ``images`` were delivered."""
+    t0 = time.perf_counter()
+    n, first = 0, 0.0
+    it = iter(batches)
+    for batch in it:
+        if n == 0:
+            first = time.perf_counter() - t0
+        n += _batch_len(batch)
+        if n >= images:
+            break
+    elapsed = time.perf_counter() - t0
+    del it
+    return n, first, elapsed
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, dict):
+        return len(batch["index"])
+    return len(batch[1])  # (images, labels)
+
+
+# --------------------------------------------------------------------------- the training crop
+
+# NOTE [bench crop]: with ``--crop`` every row delivers RandomResizedCrop(size, scale=(0.08, 1),
+# ratio=(3/4, 4/3)) + a horizontal flip with probability 1/2, as its own users write it: the
+# Pillow rows (raw here; DataLoader, StatefulDataLoader and Grain in benchmarks/peers.py) as
+# torchvision does on a PIL image (full decode, ``crop().resize(BILINEAR)``, ``transpose``,
+# torchvision's box algorithm: ``tfpathloader.transforms.RandomResizedCrop.box``); hand-written
+# tf.data as TensorFlow's Inception preprocessing (``sample_distorted_bounding_box``,
+# ``decode_and_crop_jpeg``); this project's rows with ``tfpathloader.transforms``.
+
+
+def pillow_crop(
+    path: str, spec: RowSpec, rng: np.random.Generator, *, lean: bool = False
+) -> np.ndarray:
+    """torchvision's RandomResizedCrop + RandomHorizontalFlip on a PIL image, in plain Pillow."""
+    import io
+
+    from PIL import Image
+
+    from ..transforms import RandomResizedCrop
+
+    assert spec.size is not None
+    src: Any = path
+    if lean:
+        with open(path, "rb") as f:
+            src = io.BytesIO(f.read())
+    with Image.open(src) as img:
+        img = img.convert("L" if spec.channels == 1 else "RGB")
+        top, left, h, w = RandomResizedCrop(spec.size).box(img.size[1], img.size[0], rng)
+        img = img.crop((left, top, left + w, top + h))
+        img = img.resize(spec.size[::-1], Image.Resampling.BILINEAR)
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return np.array(img)
+
+
+# --------------------------------------------------------------------------- raw decode limit
+
+_RAW_CHUNK = 32  # files a raw process takes at a time (shared out as they go, as batches are)
+
+
+def _raw_worker(spec: RowSpec, lean: bool, barrier: Any, next_chunk: Any, done: Any) -> None:
+    rng = np.random.default_rng([spec.seed, os.getpid()])
+    barrier.wait()
+    while True:
+        with next_chunk.get_lock():
+            start = next_chunk.value
+            next_chunk.value += _RAW_CHUNK
+        if start >= len(spec.paths):
+            break
+        for p in spec.paths[start : start + _RAW_CHUNK]:
+            if spec.crop:
+                pillow_crop(p, spec, rng, lean=lean)
+            elif lean:
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    data = os.read(fd, os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+                decode_image(data, channels=spec.channels, size=spec.size)
+            else:
+                load_image(p, channels=spec.channels, size=spec.size)
+    done.put(time.perf_counter())
+
+
+def _raw(spec: RowSpec, *, lean: bool = False) -> Run:
+    """``spec.workers`` processes decoding the files flat out, 32 at a time as they go.
+
+    ``raw``: Pillow's ``Image.open(path)`` + convert (+ resize), as the loaders decode;
+    ``raw-lean``: one ``os.read`` of the whole file, then the decode from bytes.
+    """
+
+    def run(epoch: int) -> Result:
+        ctx = mp.get_context("fork")  # no framework threads here (only the USS sampler)
+        barrier = ctx.Barrier(spec.workers + 1)
+        next_chunk = ctx.Value("q", 0)
+        done = ctx.Queue()
+        procs = [
+            ctx.Process(target=_raw_worker, args=(spec, lean, barrier, next_chunk, done))
+            for _ in range(spec.workers)
+        ]
+        for p in procs:
+            p.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        ends = [done.get() for _ in procs]
+        for p in procs:
+            p.join()
+        return len(spec.paths), None, max(ends) - t0
+
+    return run
+
+
+# --------------------------------------------------------------------------- this project
+
+
+# NOTE [equal pixels]: hand-written tf.data decodes JPEGs with libjpeg's fast integer IDCT and
+# resizes without antialiasing; ours decode with the accurate IDCT and antialias (Pillow's
+# pixels). For equal work, ``torch-fast``/``tf-fast`` are ours at tf.data's defaults
+# (``jpeg_dct="fast"``, ``antialias=False``), and ``tf-hand-exact`` (benchmarks/peers.py) is
+# hand-written tf.data at ours.
+
+
+def _ours(spec: RowSpec, backend: Literal["torch", "tf"], fast: bool = False) -> Run:
+    """This project's loader (``make_loader``), epoch by epoch, as in training.
+
+    ``fast``: with hand-written tf.data's pixel quality (NOTE [equal pixels]).
+    """
+    from .. import transforms as T
+    from ..index import PathIndex
+    from ..load.loader import make_loader
+
+    index = PathIndex.read(list(spec.index_files), root=spec.root)
+    how: dict[str, Any] = {"channels": spec.channels}
+    if spec.crop:
+        assert spec.size is not None
+        crop = T.RandomResizedCrop(spec.size, antialias=not fast)
+        how["transform"] = T.Compose([crop, T.RandomHorizontalFlip()])
+    elif fast and spec.size is not None:
+        how["transform"] = T.Resize(spec.size, antialias=False)
+    else:
+        how["size"] = spec.size
+    if fast:
+        how["jpeg_dct"] = "fast"
+    loader = make_loader(
+        backend=backend,
+        index=index,
+        batch_size=spec.batch_size,
+        num_workers=spec.workers,
+        seed=spec.seed,
+        **how,
+    )
+
+    def run(epoch: int) -> Result:
+        loader.set_epoch(epoch)
+        return count_epoch(loader, len(spec.paths))
+
+    return run
+
+
+ROWS: dict[str, Row] = {
+    "raw": Row("raw: Pillow decode, N processes", _raw),
+    "raw-lean": Row("lean raw: os.read + decode", partial(_raw, lean=True)),
+    "torch": Row("**tfpathloader, torch**", partial(_ours, backend="torch")),
+    "tf": Row("**tfpathloader, tf**", partial(_ours, backend="tf")),
+    "torch-fast": Row(
+        "tfpathloader, torch, at tf.data's pixel defaults",
+        partial(_ours, backend="torch", fast=True),
+    ),
+    "tf-fast": Row(
+        "tfpathloader, tf, at tf.data's pixel defaults", partial(_ours, backend="tf", fast=True)
+    ),
+}
+
 
 DEFAULT_ROWS = ("raw", "raw-lean", "torch", "tf")
 
@@ -172,7 +409,7 @@ def run_bench(
         index: The images to load.
         rows: Which rows of ``catalog``, measured in the catalog's order; ``raw`` is always
             measured. A row whose package is not installed is reported as skipped.
-        catalog: The rows by name: ours (:data:`~.rows.ROWS`), or more beside them (the peers
+        catalog: The rows by name: ours (:data:`ROWS`), or more beside them (the peers
             of ``benchmarks/peers.py``).
         workers: Processes of every row (loader workers, tf.data parallel calls, raw decoders).
         batch_size: Batch size of the loader rows.
@@ -181,7 +418,7 @@ def run_bench(
         seed: Seed of the order and of every peer's shuffle.
         channels: 1 or 3 (default: record 0's, as the loaders take it).
         size: ``(height, width)`` every row resizes to (needed for images of varied size).
-        crop: Every row applies the training crop to ``size`` (NOTE [bench crop] in rows.py).
+        crop: Every row applies the training crop to ``size`` (NOTE [bench crop]).
         progress: Progress bar (``None``: on a terminal).
     """
     if crop and size is None:
@@ -189,8 +426,8 @@ def run_bench(
     unknown = set(rows) - set(catalog)
     if unknown:
         raise ValueError(f"unknown bench rows {sorted(unknown)}; valid: {', '.join(catalog)}")
-    from ...load.decode import load_image
-    from ...order.sampler import GlobalShuffleSampler
+    from ..load.decode import load_image
+    from ..order.sampler import GlobalShuffleSampler
 
     n = len(index)
     m = min(n, images or 50_000)
