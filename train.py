@@ -3,7 +3,7 @@
     python train.py                                        # demo data, torch loader, global shuffle
     python train.py data.root=IMAGES                       # your own index (index build IMAGES)
     python train.py loader=tf shuffle=buffer               # tf.data loader, biased buffer shuffle
-    python train.py -m loader=torch,tf shuffle=global,buffer && python -m train_app.compare multirun/...
+    python train.py -m loader=torch,tf shuffle=global,buffer   # then python -m train_app.compare
     torchrun --nproc_per_node=2 train.py trainer.distributed=true
     python train.py hydra.run.dir=outputs/run1 trainer.resume=auto    # resume a killed run
 
