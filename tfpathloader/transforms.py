@@ -120,6 +120,10 @@ class Transform:
         right = min(width, max(left + 1, round(view.left + view.width)))
         return Plan((top, left, bottom - top, right - left), view.size, view.flip, view.antialias)
 
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
 
 class Compose(Transform):
     """Apply ``transforms`` in order (``torchvision.transforms.Compose``)."""
@@ -149,9 +153,6 @@ class Compose(Transform):
                 continue
             size = t.output_size
         return size
-
-    def __repr__(self) -> str:
-        return f"Compose({self.transforms!r})"
 
 
 class RandomResizedCrop(Transform):
@@ -210,9 +211,6 @@ class RandomResizedCrop(Transform):
     def output_size(self) -> tuple[int, int]:
         return self.size
 
-    def __repr__(self) -> str:
-        return f"RandomResizedCrop(size={self.size}, scale={self.scale}, ratio={self.ratio})"
-
 
 class RandomHorizontalFlip(Transform):
     """Mirror left to right with probability ``p``."""
@@ -225,9 +223,6 @@ class RandomHorizontalFlip(Transform):
     def apply(self, view: _View, rng: np.random.Generator) -> None:
         if rng.random() < self.p:
             view.flip = not view.flip
-
-    def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(p={self.p})"
 
 
 class Resize(Transform):
@@ -266,9 +261,6 @@ class Resize(Transform):
     def output_size(self) -> tuple[int, int] | None:
         return self.fixed
 
-    def __repr__(self) -> str:
-        return f"Resize({self.fixed or self.short})"
-
 
 class CenterCrop(Transform):
     """The centred ``(height, width)`` region (no padding: a larger crop keeps the whole
@@ -288,9 +280,6 @@ class CenterCrop(Transform):
     @property
     def output_size(self) -> tuple[int, int]:
         return self.size
-
-    def __repr__(self) -> str:
-        return f"CenterCrop({self.size})"
 
 
 def record_rng(seed: int, epoch: int, record_id: int) -> np.random.Generator:

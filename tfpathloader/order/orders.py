@@ -197,25 +197,20 @@ def _buffer(spec: OrderSpec, n: int, epoch: int) -> Order:
     return ArrayOrder(buffer_order(n, spec.buffer_size, spec.seed, epoch))
 
 
-# NOTE [order registry]: the orders by name. `order` imports numpy and nothing above it
-# (DESIGN.md §2), yet "tf-buffer" is TensorFlow's own Dataset.shuffle. So its implementation lives
-# a layer up, in tfpathloader.tf_shuffle, which registers it here with register_order() when it is
-# imported; it imports TensorFlow only when an epoch of it is asked for. tfpathloader/__init__
-# imports tf_shuffle, and Python runs a package's __init__ before any of its modules, so every way
-# in (tfpathloader.order, make_loader, the CLI, a worker process unpickling a sampler) finds it
-# registered: no user step, and no hidden import of a higher layer from here. The name itself
-# stays in spec.ORDERS, so an OrderSpec validates it without TensorFlow. Were it ever missing,
-# order_function() raises a LookupError that says which module registers it.
+# NOTE [order registry]: `order` imports numpy and nothing above it (DESIGN.md §2), yet
+# "tf-buffer" is TensorFlow's own Dataset.shuffle: tfpathloader.tf_shuffle implements it and
+# registers it here when imported. tfpathloader/__init__ imports it, so every way in (a worker
+# unpickling a sampler included) finds it registered; TensorFlow loads only for an epoch of it.
+# The name stays in spec.ORDERS, so an OrderSpec validates it without TensorFlow; were it ever
+# missing, order_function() says which module registers it.
 _ORDERS: dict[str, OrderFunction] = {
     "global": lambda spec, n, epoch: PERMUTATIONS[spec.permutation](n, spec.seed, epoch),
     "buffer": _buffer,
     "none": lambda spec, n, epoch: _Arange(n),
 }
-_REGISTERED_BY = {"tf-buffer": "tfpathloader.tf_shuffle"}
-# The names OrderSpec validates are the ones implemented here or registered (spec.py needs no
-# import of this).
+# The names OrderSpec validates (spec.py imports nothing of this) are the ones implemented here.
 assert tuple(PERMUTATIONS) == spec.PERMUTATIONS
-assert set(_ORDERS) | set(_REGISTERED_BY) == set(spec.ORDERS)
+assert set(_ORDERS) | {"tf-buffer"} == set(spec.ORDERS)
 
 
 def register_order(name: str, function: OrderFunction) -> None:
@@ -238,7 +233,7 @@ def order_function(name: str) -> OrderFunction:
         if name not in spec.ORDERS:
             raise ValueError(f"unknown order {name!r}; valid: {', '.join(spec.ORDERS)}") from None
         raise LookupError(
-            f"the order {name!r} is not registered: import {_REGISTERED_BY[name]} first "
+            f"the order {name!r} is not registered: import tfpathloader.tf_shuffle first "
             "(importing tfpathloader does)"
         ) from None
 

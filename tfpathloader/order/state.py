@@ -74,13 +74,12 @@ class ResumeState:
         }
 
 
-def _field(state: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+def _field(state: dict[str, Any], key: str, kind: type, what: str) -> Any:
     if key not in state:
         raise StateError(f"{what} state has no {key!r} field; was it saved by tfpathloader?")
     value = state[key]
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise StateError(f"{what} state field {key!r} must be {name}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, kind):  # no field is a bool
+        raise StateError(f"{what} state field {key!r} must be {kind.__name__}, got {value!r}")
     return value
 
 
