@@ -83,15 +83,8 @@ def write_index(
     stale = [f for f in _sibling_shards(out) if f not in names]
     bounds = [n * k // shards for k in range(shards + 1)]
     jobs: list[_ShardJob] = [
-        (
-            name,
-            compression,
-            rel[bounds[k] : bounds[k + 1]],
-            lab[bounds[k] : bounds[k + 1]],
-            classes,
-            bounds[k],
-        )
-        for k, name in enumerate(names)
+        (name, compression, rel[a:b], lab[a:b], classes, a)
+        for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)
     ]
     finished: list[str] = []
     try:
