@@ -22,6 +22,7 @@ import numpy as np
 
 from .._tf import import_tensorflow
 from ..index import PathIndex
+from ._private import one_openmp_thread
 from .base import Loader, LoaderConfig
 from .batches import BatchOutcome, DecodeJob
 
@@ -78,6 +79,8 @@ class TFLoader(Loader):
         self._live: dict[int, list[Any]] = {}  # NOTE [tf exit]
         weakref.finalize(self, _free_iterators, self._live)
         self._torch: Any = None
+        # torch's kernels resize and mirror (not needed to decode images kept whole)
+        self._torch_kernels = job.recipe.pipeline is not None or job.recipe.callback is not None
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -97,6 +100,8 @@ class TFLoader(Loader):
     def _decode(self, token: np.int64, k: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(On a tf.data thread) batch ``k`` of an iteration, read and decoded."""
         it = self._iterations[int(token)]
+        if self._torch_kernels:
+            one_openmp_thread()  # NOTE [one OpenMP thread]
         out = self.job(it.batch_ids(int(k)), it.epoch)
         if out.error is not None:
             it.failures[int(k)] = out.error

@@ -309,10 +309,10 @@ class WorkerPool:
             if ready:  # the sentinel: the process exited, with nothing left to read
                 raise self._died(worker)
             if deadline is not None and time.monotonic() >= deadline:
+                which = f"loader worker {self._workers.index(worker)} (pid {worker.process.pid})"
                 self.close()
                 raise LoaderWorkerError(
-                    f"loader worker {self._workers.index(worker)} (pid {worker.process.pid}) "
-                    f"sent no batch for {self.timeout:g} s (timeout=): it stalled"
+                    f"{which} sent no batch for {self.timeout:g} s (timeout=): it stalled"
                 )
 
     def _died(self, worker: _Worker) -> LoaderWorkerError:
