@@ -147,7 +147,9 @@ class DaliLoader:
                     random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10,
                 )  # fmt: skip
                 images = fn.resize(images, device=dev, resize_x=crop[1], resize_y=crop[0])
-                images = fn.flip(images, device=dev, horizontal=fn.random.coin_flip(probability=0.5))
+                images = fn.flip(
+                    images, device=dev, horizontal=fn.random.coin_flip(probability=0.5)
+                )
             else:
                 images = fn.decoders.image(jpegs, device=decode, output_type=types.RGB)
                 if size is not None:
@@ -286,7 +288,9 @@ def _make(kind: str, index: PathIndex, args: argparse.Namespace, transform: Any,
         try:
             import nvidia.dali  # noqa: F401
         except ImportError as e:
-            raise ImportError("the dali row needs nvidia-dali (pip install nvidia-dali-cuda120)") from e
+            raise ImportError(
+                "the dali row needs nvidia-dali (pip install nvidia-dali-cuda120)"
+            ) from e
         crop = (size or (224, 224)) if transform is not None else None
         return DaliLoader(index, batch_size=args.batch_size, workers=args.workers, crop=crop,
                           size=size, cuda=cuda)  # fmt: skip
@@ -370,10 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="gpu_step.json", help="where to write the JSON results")
     p.add_argument("--steps", type=int, default=60, help="timed steps per run (CPU: 3)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="worker processes (tf: parallel calls; DALI: threads); default: every core")
-    p.add_argument("--loaders", default="torch,torch-device,tf,dali",
-                   help="comma-separated: torch, torch-device (decode_on='device'), tf, dali")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (tf: parallel calls; DALI: threads); default: every core",
+    )
+    p.add_argument(
+        "--loaders",
+        default="torch,torch-device,tf,dali",
+        help="comma-separated: torch, torch-device (decode_on='device'), tf, dali",
+    )
     p.add_argument("--models", default="small_cnn,resnetish")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument(

@@ -73,7 +73,9 @@ def test_resume_and_other_formats_go_through_the_cpu_path(photos, tmp_path):
     rest = [b["index"].tolist() for b in fresh]
     want = [b["index"].tolist() for b in make_loader(**{**kw, "decode_on": "workers"})]
     assert first + rest == want
-    cpu = torch.cat([b["image"] for b in make_loader(**{**kw, "decode_on": "workers", "shuffle": "none"})])
+    cpu = torch.cat(
+        [b["image"] for b in make_loader(**{**kw, "decode_on": "workers", "shuffle": "none"})]
+    )
     dev = torch.cat([b["image"] for b in make_loader(**{**kw, "shuffle": "none"})])
     assert torch.equal(cpu[:4], dev[:4])  # the PNGs: the CPU path itself
 
@@ -84,7 +86,13 @@ def test_a_bad_file_has_the_cpu_paths_outcome(photos, tmp_path, on_error):
     (tmp_path / "bad.jpg").write_bytes(data[: len(data) // 2])
     paths = [photos.path(i) for i in range(6)] + [str(tmp_path / "bad.jpg")]
     index = write_index(tmp_path / "index.tfrecord", paths, [0] * 7, allow_outside_root=True)
-    kw = {"index": index, "batch_size": 7, "shuffle": "none", "size": (32, 32), "on_error": on_error}
+    kw = {
+        "index": index,
+        "batch_size": 7,
+        "shuffle": "none",
+        "size": (32, 32),
+        "on_error": on_error,
+    }
     outcomes = {}
     for mode in ("workers", "device"):
         loader = make_loader(decode_on=mode, **kw)

@@ -175,7 +175,9 @@ def test_a_stalled_worker_is_an_error_after_the_timeout(tmp_path):
     os.kill(stopped, signal.SIGSTOP)  # alive, holding its socket, sending nothing
     t0 = time.time()
     try:
-        with pytest.raises(LoaderWorkerError, match=r"sent no batch for 2 s \(timeout=\): it stalled"):
+        with pytest.raises(
+            LoaderWorkerError, match=r"sent no batch for 2 s \(timeout=\): it stalled"
+        ):
             for _ in it:
                 pass
     finally:
@@ -207,7 +209,8 @@ def test_when_the_main_process_dies_its_workers_exit_and_leave_nothing(tmp_path,
     paths, labels = make_images(tmp_path, 64)
     write_index(tmp_path / "index.tfrecord", paths, labels)
     code = _MAIN.format(
-        tf="import tensorflow" if method == "forkserver" else "", index=str(tmp_path / "index.tfrecord")
+        tf="import tensorflow" if method == "forkserver" else "",
+        index=str(tmp_path / "index.tfrecord"),
     )
     shm = set(os.listdir("/dev/shm"))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
@@ -263,7 +266,7 @@ def test_chaos_random_kills_never_hang_and_lose_nothing(tf):
                             capture_output=True, text=True, timeout=1200, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["failures"] == [], summary
     assert summary["dev/shm left"] == []
     kills = sum(n for k, n in summary["by victim and outcome"].items() if not k.startswith("None"))

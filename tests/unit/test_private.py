@@ -21,7 +21,10 @@ def test_resize_into_writes_interpolates_pixels_into_the_given_row(antialias):
     batch = np.zeros((2, 11, 16, 3), np.uint8)
     _private.resize_into(crop, batch[1], antialias)
     want = torch.nn.functional.interpolate(
-        torch.from_numpy(crop).permute(2, 0, 1)[None], size=(11, 16), mode="bilinear", antialias=antialias
+        torch.from_numpy(crop).permute(2, 0, 1)[None],
+        size=(11, 16),
+        mode="bilinear",
+        antialias=antialias,
     )[0].permute(1, 2, 0)
     np.testing.assert_array_equal(batch[1], want.numpy())
     assert not batch[0].any()

@@ -111,13 +111,13 @@ class DeviceDecoder:
                 options=options,
             )
         self._pending: list[tuple[Any, Any, int]] = []  # (event, release, slot)
-        self.params = {
-            grey: nv.DecodeParams(
-                apply_exif_orientation=False,
-                **({"color_spec": nv.ColorSpec.UNCHANGED,
-                    "sample_format": nv.SampleFormat.I_UNCHANGED} if grey else {}),  # fmt: skip
-            )
-            for grey in (False, True)
+        unchanged = {
+            "color_spec": nv.ColorSpec.UNCHANGED,
+            "sample_format": nv.SampleFormat.I_UNCHANGED,
+        }
+        self.params = {  # EXIF orientation not applied; grey stays one channel
+            False: nv.DecodeParams(apply_exif_orientation=False),
+            True: nv.DecodeParams(apply_exif_orientation=False, **unchanged),
         }
 
     def release_after(self, release: Any, slot: int) -> None:
@@ -136,18 +136,26 @@ class DeviceDecoder:
             _, free, done = self._pending.pop(0)
             free(done)
 
-    def __call__(self, planned: PlannedBatch, slot: np.ndarray | None) -> tuple[Any, list[int], list[tuple[int, str, str]]]:
+    def __call__(
+        self, planned: PlannedBatch, slot: np.ndarray | None
+    ) -> tuple[Any, list[int], list[tuple[int, str, str]]]:
         """The batch's images ``[n, H, W, C]`` uint8 on the device, the ids kept and skipped."""
         torch = self.torch
         srcs = planned.sources
         flat = slot.reshape(-1) if slot is not None else None
         streams = []
         for src, (at, n) in zip(srcs, planned.spans, strict=True):
-            data = flat[at : at + n] if at >= 0 and flat is not None else np.frombuffer(src.data, np.uint8)
+            data = (
+                flat[at : at + n]
+                if at >= 0 and flat is not None
+                else np.frombuffer(src.data, np.uint8)
+            )
             stream = self.nv.CodeStream(data)
             if src.plan.box != (0, 0, src.height, src.width):
                 top, left, bh, bw = src.plan.box
-                stream = stream.get_sub_code_stream(region=self.nv.Region(top, left, top + bh, left + bw))
+                stream = stream.get_sub_code_stream(
+                    region=self.nv.Region(top, left, top + bh, left + bw)
+                )
             streams.append((stream, data))
         images = self._decode(streams, srcs)
         out = torch.empty((len(srcs), *self.job.shape), dtype=torch.uint8, device=self.device)
@@ -205,4 +213,3 @@ class DeviceDecoder:
             w = torch.tensor([19595, 38470, 7471], device=t.device).view(1, 3, 1, 1)
             t = ((t.to(torch.int64) * w).sum(1, keepdim=True) + 32768) >> 16
         row.copy_(t[0].permute(1, 2, 0).expand(*row.shape))
-

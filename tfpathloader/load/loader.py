@@ -54,8 +54,9 @@ def _did_you_mean(fn: Callable[P, R]) -> Callable[P, R]:
             if name not in names:
                 close = difflib.get_close_matches(name, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
+                valid = ", ".join(names)
                 raise TypeError(
-                    f"{fn.__name__}() got an unknown argument {name!r}{hint}; valid: {', '.join(names)}"
+                    f"{fn.__name__}() got an unknown argument {name!r}{hint}; valid: {valid}"
                 )
         return fn(*args, **kwargs)
 
@@ -189,7 +190,7 @@ def make_loader(
 
 
 @_did_you_mean
-def make_loader(  # type: ignore[misc]
+def make_loader(
     *,
     index: PathIndex,
     batch_size: int | None = None,
@@ -278,8 +279,15 @@ def make_loader(  # type: ignore[misc]
     """
     if not isinstance(index, PathIndex):
         raise ValueError(f"index must be a PathIndex, got {type(index).__name__}")
-    fields = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed, "permutation": permutation,
-              "buffer_size": buffer_size, "drop_last": drop_last, "world_size": world_size}  # fmt: skip
+    fields: dict[str, Any] = {
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "seed": seed,
+        "permutation": permutation,
+        "buffer_size": buffer_size,
+        "drop_last": drop_last,
+        "world_size": world_size,
+    }
     given = {k: v for k, v in fields.items() if v is not None}
     if order is not None:
         if given:
@@ -303,7 +311,8 @@ def make_loader(  # type: ignore[misc]
             )
     elif transform is not None and not callable(transform):
         raise ValueError(
-            "transform must be a tfpathloader.transforms pipeline or a callable f(image, rng) -> image"
+            "transform must be a tfpathloader.transforms pipeline or a callable "
+            "f(image, rng) -> image"
         )
     cfg = LoaderConfig(
         order=spec,

@@ -70,7 +70,11 @@ class TorchLoader(Loader):
         on_device = cfg.decode_on == "device"
         if on_device and self.device is None:
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.pin_memory = (torch.cuda.is_available() and not on_device) if cfg.pin_memory is None else cfg.pin_memory
+        self.pin_memory = (
+            (torch.cuda.is_available() and not on_device)
+            if cfg.pin_memory is None
+            else cfg.pin_memory
+        )
         # What workers run, and what a slot holds: a whole batch of pixels, or of file bytes
         # (NOTE [device decode]).
         self._decoder = DeviceDecoder(job, self.device) if on_device else None
@@ -109,9 +113,12 @@ class TorchLoader(Loader):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         start = self._start()
         batches = self.sampler.batches(start)
+        outcomes: Iterator[dict[str, torch.Tensor] | None]
         if self.config.num_workers == 0:
             epoch = self.epoch
-            outcomes = (self._deliver(self._outcome(self._work(ids, epoch), None)) for ids in batches)
+            outcomes = (
+                self._deliver(self._outcome(self._work(ids, epoch), None)) for ids in batches
+            )
         else:
             outcomes = self._from_workers(batches)
         try:
@@ -165,12 +172,18 @@ class TorchLoader(Loader):
         out.array = view
         return out
 
-    def _outcome(self, result: Any, slot: np.ndarray | None) -> BatchOutcome:
+    def _outcome(self, result: Any, slot: np.ndarray | None) -> Any:
         """A worker's result as a decoded batch (decoded here, NOTE [device decode])."""
         if self._decoder is None:
-            return result  # type: ignore[no-any-return]
+            return result
         planned: PlannedBatch = result
-        out = BatchOutcome(np.zeros(0, np.int64), np.zeros(0, np.int64), planned.skipped, planned.error, planned.remote)
+        out = BatchOutcome(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            planned.skipped,
+            planned.error,
+            planned.remote,
+        )
         if planned.error is None:
             images, kept, skipped = self._decoder(planned, slot)
             out.ids = np.asarray(kept, dtype=np.int64)
