@@ -255,7 +255,7 @@ def _free_iterators(live: dict[int, list[Any]]) -> None:
 def _python_state(tf: Any, loader: TFLoader) -> Any:
     """``loader``'s state as a ``tf.train.experimental.PythonState`` (JSON in the checkpoint)."""
 
-    class LoaderState(tf.train.experimental.PythonState):  # type: ignore[misc]
+    class LoaderState(tf.train.experimental.PythonState):
         def serialize(self) -> str:
             return json.dumps(loader.state_dict())
 
