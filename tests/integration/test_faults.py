@@ -136,24 +136,27 @@ def test_worker_killed_during_the_training_step_is_a_loader_worker_error(tmp_pat
     loader.close()
 
 
-def _die_at_record_5(img, rng):
+class _DieAtRecord5:
     """A transform that kills its worker the first time it sees record 5 (a flag file)."""
-    flag = os.environ["TFPL_TEST_FLAG"]
-    if int(img[0, 0, 0]) == 5 and not os.path.exists(flag):
-        open(flag, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return img
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __call__(self, img, rng):
+        if int(img[0, 0, 0]) == 5 and not os.path.exists(self.flag):
+            open(self.flag, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return img
 
 
-def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing(tmp_path, monkeypatch):
+def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing(tmp_path):
     paths = []
     for i in range(40):
         Image.fromarray(np.full((4, 4), i, np.uint8)).save(tmp_path / f"{i}.png")
         paths.append(f"{i}.png")
     index = write_index(tmp_path / "index.tfrecord", paths, [0] * 40)
-    monkeypatch.setenv("TFPL_TEST_FLAG", str(tmp_path / "flag"))
     (tmp_path / "flag").touch()  # no kill for the reference, decoded in this process
-    kw = {"index": index, "batch_size": 4, "transform": _die_at_record_5, "seed": 1}
+    kw = {"index": index, "batch_size": 4, "transform": _DieAtRecord5(str(tmp_path / "flag"))}
     want = [b["index"].tolist() for b in make_loader(**kw)]
     os.remove(tmp_path / "flag")
     loader = make_loader(num_workers=2, **kw)
