@@ -402,7 +402,7 @@ def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
     problems = validate(cfg)
     if problems:
         raise RunConfigError(problems)
-    dist = Dist(cfg.trainer.distributed)
+    dist = Dist(cfg.trainer.distributed, cfg.trainer.collective_timeout_s)
     try:
         run = set_up(cfg, dist, out_dir)
         try:

@@ -78,8 +78,12 @@ def trial(checkout: str, args: argparse.Namespace, backend: str) -> dict[str, fl
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--before", required=True, help="the older checkout (a folder holding tfpathloader/)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--before", required=True, help="the older checkout (a folder holding tfpathloader/)"
+    )
     p.add_argument("--after", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     p.add_argument("--index", required=True)
     p.add_argument("--backends", default="torch,tf")
@@ -100,7 +104,9 @@ def main() -> None:
                 runs.setdefault((backend, name), []).append(got)
                 print(f"round {r}: {backend:5} {name:6} {got['rate']:9,.0f} images/s  "
                       f"{got['cpu_ms']:.3f} CPU ms/image", file=sys.stderr, flush=True)  # fmt: skip
-    print("| backend | before (images/s) | after (images/s) | after / before (median of rounds) | CPU ms/image before -> after |")
+    print(
+        "| backend | before (images/s) | after (images/s) | after / before (median of rounds) | CPU ms/image before -> after |"
+    )
     print("|---|---:|---:|---:|---|")
     for backend in args.backends.split(","):
         b, a = runs[(backend, "before")], runs[(backend, "after")]

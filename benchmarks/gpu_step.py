@@ -1,10 +1,17 @@
-"""Training steps on CUDA with each backend: loader wait, pinned batches, copy/compute overlap.
+"""Training steps on CUDA with each loader: images/s, loader wait, pinned batches, copy overlap.
 
     python benchmarks/gpu_step.py --out gpu_step.json [--index INDEX] [--steps 60]
+    python benchmarks/gpu_step.py --photos 2000 --models small_cnn,resnet50 --out photos.json
 
-Without ``--index`` it makes a small demo set (28x28 grey PNGs) in a temporary folder. For each
-backend (torch, tf: skipped with a line when TensorFlow is missing) and each model (the demo
-CNN, and a ResNet-ish conv net written here), it reports:
+Without ``--index`` it makes a small demo set (28x28 grey PNGs) in a temporary folder. Loaders
+(``--loaders``): ``torch`` (workers decode on the CPU), ``torch-device`` (``decode_on="device"``:
+workers read and plan, the batch is decoded on the GPU by nvImageCodec, NOTE [device decode]),
+``tf``, and ``dali`` (NVIDIA DALI as its docs teach it: ``fn.readers.file``, ``mixed``
+``fn.decoders.image_random_crop`` or ``image``, ``fn.resize`` and ``fn.flip`` on the GPU,
+``DALIGenericIterator``; on a machine without CUDA, its CPU pipeline). A loader whose package
+is missing is skipped with a line. Workers default to every core. For each loader and each
+model (the demo CNN, a ResNet-18-shaped net for small images, and a ResNet-50-shaped one with
+bottleneck blocks for photos) it reports ``images_per_s`` and:
 
 - ``wait_fraction``: share of the training loop's wall time spent in ``next(loader)``, the
   copy issued with ``non_blocking=True`` and the step run as a training loop would (one sync
@@ -79,7 +86,89 @@ def resnetish(*, channels: int, num_classes: int, width: int = 64) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-MODELS = {"small_cnn": small_cnn, "resnetish": resnetish}
+def resnet50(*, channels: int, num_classes: int, width: int = 64) -> nn.Module:
+    """A ResNet-50-shaped net: 7x7 stem, max pool, bottleneck stages of 3, 4, 6, 3 blocks."""
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, mid: int, stride: int):
+            super().__init__()
+            cout = 4 * mid
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid),
+                nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            )  # fmt: skip
+            self.skip: nn.Module = nn.Identity()
+            if stride != 1 or cin != cout:
+                self.skip = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.body(x) + self.skip(x))
+
+    layers: list[nn.Module] = [
+        nn.Conv2d(channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
+    ]  # fmt: skip
+    cin = width
+    for k, (mid, blocks) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), (3, 4, 6, 3))):
+        for b in range(blocks):
+            layers.append(Bottleneck(cin, mid, 2 if b == 0 and k > 0 else 1))
+            cin = 4 * mid
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+MODELS = {"small_cnn": small_cnn, "resnetish": resnetish, "resnet50": resnet50}
+
+
+class DaliLoader:
+    """DALI's pipeline behind the loaders' interface (``set_epoch``, dicts of tensors)."""
+
+    def __init__(self, index: PathIndex, *, batch_size: int, workers: int, crop: Any,
+                 size: Any, cuda: bool):  # fmt: skip
+        from nvidia.dali import fn, pipeline_def, types
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        paths = [index.path(i) for i in range(len(index))]
+        labels = [int(x) for x in index.labels]
+        dev = "gpu" if cuda else "cpu"
+
+        @pipeline_def(batch_size=batch_size, num_threads=workers, seed=0,
+                      device_id=torch.cuda.current_device() if cuda else None)  # fmt: skip
+        def pipe() -> Any:
+            jpegs, lab = fn.readers.file(files=paths, labels=labels, random_shuffle=True,
+                                         name="reader")  # fmt: skip
+            decode = "mixed" if cuda else "cpu"
+            if crop is not None:
+                images = fn.decoders.image_random_crop(
+                    jpegs, device=decode, output_type=types.RGB, random_area=[0.08, 1.0],
+                    random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10,
+                )  # fmt: skip
+                images = fn.resize(images, device=dev, resize_x=crop[1], resize_y=crop[0])
+                images = fn.flip(
+                    images, device=dev, horizontal=fn.random.coin_flip(probability=0.5)
+                )
+            else:
+                images = fn.decoders.image(jpegs, device=decode, output_type=types.RGB)
+                if size is not None:
+                    images = fn.resize(images, device=dev, resize_x=size[1], resize_y=size[0])
+            return fn.transpose(images, device=dev, perm=[2, 0, 1]), lab
+
+        self.it = DALIGenericIterator(pipe(), ["image", "label"], reader_name="reader",
+                                      last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)  # fmt: skip
+        self.config = type("Config", (), {"channels": 3})
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self) -> Any:
+        for b in self.it:
+            yield {"image": b[0]["image"], "label": b[0]["label"].reshape(-1).long()}
+
+    def close(self) -> None:
+        pass
 
 
 def _step_fn(model: nn.Module, device: torch.device) -> Any:
@@ -123,7 +212,9 @@ def _train_loop(loader: Any, step: Any, device: torch.device, steps: int) -> dic
         wait += time.perf_counter() - w0
         if not host:
             img = b["image"]
-            host = {"pinned": bool(img.is_pinned()), "shared": bool(img.is_shared())}
+            on_host = img.device.type == "cpu"
+            host = {"pinned": on_host and bool(img.is_pinned()),
+                    "shared": on_host and bool(img.is_shared()), "on_device": not on_host}  # fmt: skip
             host["shape"] = list(img.shape)
         step(b["image"].to(device, non_blocking=True), b["label"].to(device, non_blocking=True))
     if device.type == "cuda":
@@ -134,8 +225,11 @@ def _train_loop(loader: Any, step: Any, device: torch.device, steps: int) -> dic
         "step_ms": 1000 * wall / steps,
         "wait_ms": 1000 * wait / steps,
         "wait_fraction": wait / wall,
+        "images_per_s": steps * len(b["label"]) / wall,
         **host,
-        "host_copies": None if not host or device.type != "cuda" else (2 - host["pinned"]),
+        "host_copies": None
+        if not host or device.type != "cuda" or host["on_device"]
+        else (2 - host["pinned"]),
         "last_batch": b,
     }
 
@@ -187,6 +281,31 @@ def _overlap(batch: dict[str, Any], step: Any, device: torch.device, reps: int =
     }
 
 
+def _make(kind: str, index: PathIndex, args: argparse.Namespace, transform: Any, cuda: bool) -> Any:
+    """One of ``--loaders``, for ``index``."""
+    size = tuple(args.size) if args.size else None
+    if kind == "dali":
+        try:
+            import nvidia.dali  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                "the dali row needs nvidia-dali (pip install nvidia-dali-cuda120)"
+            ) from e
+        crop = (size or (224, 224)) if transform is not None else None
+        return DaliLoader(index, batch_size=args.batch_size, workers=args.workers, crop=crop,
+                          size=size, cuda=cuda)  # fmt: skip
+    backend, _, how = kind.partition("-")
+    return make_loader(
+        backend=backend,  # type: ignore[arg-type]
+        index=index,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        seed=0,
+        decode_on="device" if how == "device" else "workers",
+        **({"transform": transform} if transform is not None else {"size": size}),
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -221,40 +340,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workload": "RandomResizedCrop + flip" if transform is not None else "decode only",
         "runs": [],
     }
-    for backend in args.backends.split(","):
+    for kind in args.loaders.split(","):
         for name in args.models.split(","):
-            row: dict[str, Any] = {"backend": backend, "model": name}
+            row: dict[str, Any] = {"loader": kind, "model": name}
             try:
-                loader = make_loader(
-                    backend=backend,
-                    index=index,
-                    batch_size=args.batch_size,
-                    num_workers=args.workers,
-                    seed=0,
-                    **(
-                        {"transform": transform}
-                        if transform is not None
-                        else {"size": tuple(args.size) if args.size else None}
-                    ),
-                )
+                loader = _make(kind, index, args, transform, cuda)
             except ImportError as e:
                 row["skipped"] = str(e)
-                print(f"{backend} / {name}: skipped: {e}", flush=True)
+                print(f"{kind} / {name}: skipped: {e}", flush=True)
                 out["runs"].append(row)
                 continue
             channels = loader.config.channels
-            # On CPU (CI) only a taste: a narrow ResNet-ish, a few steps.
-            kw = {} if cuda or name != "resnetish" else {"width": 8}
+            # On CPU (CI) only a taste: narrow nets, a few steps.
+            kw = {} if cuda or name == "small_cnn" else {"width": 8}
             model = MODELS[name](channels=channels, num_classes=10, **kw).to(device)
             model = model.to(memory_format=torch.channels_last)
             step = _step_fn(model, device)
             loop = _train_loop(loader, step, device, steps)
             batch = loop.pop("last_batch")
             row.update(loop)
-            if cuda:
+            if cuda and batch["image"].device.type == "cpu":
                 row["overlap"] = _overlap(batch, step, device)
-            if hasattr(loader, "close"):
-                loader.close()
+            loader.close()
             print(json.dumps(row), flush=True)
             out["runs"].append(row)
     return out
@@ -267,8 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="gpu_step.json", help="where to write the JSON results")
     p.add_argument("--steps", type=int, default=60, help="timed steps per run (CPU: 3)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    p.add_argument("--backends", default="torch,tf")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (tf: parallel calls; DALI: threads); default: every core",
+    )
+    p.add_argument(
+        "--loaders",
+        default="torch,torch-device,tf,dali",
+        help="comma-separated: torch, torch-device (decode_on='device'), tf, dali",
+    )
     p.add_argument("--models", default="small_cnn,resnetish")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument(

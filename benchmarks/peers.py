@@ -198,6 +198,49 @@ def _tf_hand(spec: RowSpec, exact: bool = False) -> Run:
     return run
 
 
+# --------------------------------------------------------------------------- NVIDIA DALI
+
+
+def _dali(spec: RowSpec) -> Run:
+    """DALI as its docs teach it ("Getting started", the ResNet-50 example): ``fn.readers.file``,
+    ``fn.decoders.image_random_crop`` (or ``fn.decoders.image``), ``fn.resize``, ``fn.flip`` with
+    ``fn.random.coin_flip``, iterated by ``DALIGenericIterator``. On the CPU here
+    (``device_id=None``: DALI's CPU-only mode, ``"cpu"`` operators, ``num_threads`` = workers);
+    ``benchmarks/gpu_step.py`` runs it ``mixed`` on a GPU.
+    """
+    dali = optional_import("nvidia.dali", "bench", "the DALI row")
+    from nvidia.dali import fn, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+    rgb = types.RGB if spec.channels == 3 else types.GRAY
+
+    @dali.pipeline_def(batch_size=spec.batch_size, num_threads=spec.workers, device_id=None,
+                       seed=spec.seed)  # fmt: skip
+    def pipe() -> Any:
+        jpegs, labels = fn.readers.file(files=list(spec.paths), labels=list(spec.labels),
+                                        random_shuffle=True, name="reader")  # fmt: skip
+        if spec.crop:
+            images = fn.decoders.image_random_crop(
+                jpegs, device="cpu", output_type=rgb, random_area=[0.08, 1.0],
+                random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10,
+            )  # fmt: skip
+        else:
+            images = fn.decoders.image(jpegs, device="cpu", output_type=rgb)
+        if spec.size is not None:
+            images = fn.resize(images, resize_x=spec.size[1], resize_y=spec.size[0])
+        if spec.crop:
+            images = fn.flip(images, horizontal=fn.random.coin_flip(probability=0.5))
+        return fn.transpose(images, perm=[2, 0, 1]), labels
+
+    loader = DALIGenericIterator(pipe(), ["image", "label"], reader_name="reader",
+                                 last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)  # fmt: skip
+
+    def run(epoch: int) -> Result:
+        return count_epoch(({"index": b[0]["label"]} for b in loader), len(spec.paths))
+
+    return run
+
+
 # Every row, in the order of the tables: ours, then the peers.
 CATALOG: dict[str, Row] = {
     **ROWS,
@@ -208,6 +251,7 @@ CATALOG: dict[str, Row] = {
     "tf-hand-exact": Row(
         "hand-written tf.data at our pixel defaults", partial(_tf_hand, exact=True)
     ),
+    "dali": Row("NVIDIA DALI, CPU pipeline", _dali),
 }
 
 

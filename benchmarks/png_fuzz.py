@@ -1,12 +1,12 @@
-"""Fuzz the PNG rules (NOTE [png rules]): crafted PNGs, CRCs right, one outcome in both backends?
+"""Fuzzed PNGs through both loaders: crafted files, CRCs right, one outcome in both backends?
 
-Not a test: run it by hand and quote its counts. Each file is decoded as the torch backend
-decodes it (``check_bytes``, then libspng or Pillow) and as the tf backend does
-(``check_bytes``, then ``tf.io.decode_png``); the counts say how often both loaded it to the
-same pixels, both refused it, or they parted (the first few such files are written to
-``--out`` for a look). ``--kind chunks``: random chunks (known, unknown, APNG, critical),
-random lengths and payloads, IDATs split, files cut; ``--kind streams``: zlib streams cut,
-padded, corrupted and split, at sizes up to 120x120.
+Not a test: run it by hand and quote its counts. The files are written into a folder with
+their index and loaded by the torch backend (2 workers) and the tf backend (2 parallel calls),
+``on_error="skip"`` and ``size=(12, 12)``; per file, the counts say how often both loaded it to
+the same pixels, both refused it for the same reason, or they parted (the first few such files
+are kept in ``--out`` for a look). ``--kind chunks``: random chunks (known, unknown, APNG,
+critical), random lengths and payloads, IDATs split, files cut; ``--kind streams``: zlib
+streams cut, padded, corrupted and split, at sizes up to 120x120.
 
     python benchmarks/png_fuzz.py --kind chunks --files 4000 --seed 7
 """
@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import struct
+import tempfile
 import warnings
 import zlib
 
 import numpy as np
 
-from tfpathloader import ImageLoadError
-from tfpathloader.load._crop import decode_into
-from tfpathloader.load.decode import as_array, check_bytes
+from tfpathloader import make_loader, write_index
 
 _KINDS = [b"tEXt", b"zTXt", b"iTXt", b"iCCP", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"pHYs"]
 _KINDS += [b"bKGD", b"sBIT", b"hIST", b"sPLT", b"tIME", b"eXIf", b"PLTE", b"IHDR", b"IDAT"]
@@ -108,18 +108,20 @@ def streams_case(rng: np.random.Generator) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + ihdr + b"".join(idats) + _chunk(b"IEND", b"")
 
 
-def outcome(data: bytes, backend: str) -> tuple[str, bytes]:
-    """("ok", pixels) or ("error", b""), as the torch or the tf backend decodes ``data``."""
-    import tensorflow as tf
-
-    try:
-        check_bytes(data, "p", 1)
-        if backend == "tf":
-            return ("ok", tf.io.decode_png(data, channels=3).numpy().tobytes())
-        pixels = decode_into(data, channels=3, size=None, out=None, path="p", record_id=1)
-        return ("ok", as_array(*pixels).tobytes())
-    except (ImageLoadError, tf.errors.InvalidArgumentError):
-        return ("error", b"")
+def outcomes(folder: str, n: int, backend: str) -> dict[int, tuple[str, bytes]]:
+    """Each record's ("ok", pixels) or ("error", cause), as ``backend`` loads it."""
+    index = write_index(os.path.join(folder, "index.tfrecord"), [f"{i}.png" for i in range(n)],
+                        [0] * n)  # fmt: skip
+    loader = make_loader(backend=backend, index=index, batch_size=64, shuffle="none",
+                         on_error="skip", size=(12, 12), channels=3, num_workers=2)  # fmt: skip
+    got: dict[int, tuple[str, bytes]] = {}
+    for batch in loader:
+        for i, img in zip(batch["index"].tolist(), batch["image"], strict=True):
+            got[i] = ("ok", img.numpy().tobytes())
+    for s in loader.skipped:
+        got[s["record_id"]] = ("error", s["cause"].encode())
+    loader.close()
+    return got
 
 
 def main() -> None:
@@ -132,22 +134,26 @@ def main() -> None:
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(args.seed)
     make = chunks_case if args.kind == "chunks" else streams_case
+    folder = tempfile.mkdtemp(prefix="png_fuzz_")
+    for i in range(args.files):
+        with open(os.path.join(folder, f"{i}.png"), "wb") as f:
+            f.write(make(rng))
+    torch_side = outcomes(folder, args.files, "torch")
+    tf_side = outcomes(folder, args.files, "tf")
     counts: collections.Counter[str] = collections.Counter()
     for i in range(args.files):
-        data = make(rng)
-        torch_side, tf_side = outcome(data, "torch"), outcome(data, "tf")
-        if torch_side == tf_side:
-            counts["both load, same pixels" if torch_side[0] == "ok" else "both refuse"] += 1
+        a, b = torch_side[i], tf_side[i]
+        if a == b:
+            counts["both load, same pixels" if a[0] == "ok" else "both refuse, same cause"] += 1
             continue
-        counts[f"parted: torch {torch_side[0]}, tf {tf_side[0]}"] += 1
+        counts[f"parted: torch {a[0]}, tf {b[0]}"] += 1
         if sum(v for k, v in counts.items() if k.startswith("parted")) <= 10:
             os.makedirs(args.out, exist_ok=True)
-            with open(os.path.join(args.out, f"{args.kind}-{args.seed}-{i}.png"), "wb") as f:
-                f.write(data)
+            shutil.copy(os.path.join(folder, f"{i}.png"), os.path.join(args.out, f"{i}.png"))
+    shutil.rmtree(folder)
     print(f"{args.files} {args.kind} files, seed {args.seed}:")
     for name, n in counts.most_common():
         print(f"  {n:6d} {name}")
-
 
 if __name__ == "__main__":
     main()

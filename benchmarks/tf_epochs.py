@@ -2,16 +2,15 @@
 
 Usage::
 
-    python benchmarks/tf_epochs.py INDEX [--backend tf] [--epochs 10] [--parallel-reads]
+    python benchmarks/tf_epochs.py INDEX [--backend tf] [--epochs 10]
 
 One loader (batch 256, 2 workers unless told), ``--epochs`` epochs of the whole index, each
 with ``set_epoch``. Per epoch: images/s, seconds to its first
 batch, and the cores it used (this process's CPU time over the epoch's wall time; the torch
 backend's workers are other processes, so use this for the tf backend). Then one JSON line:
 the median, lowest and highest rate of the epochs after the first. Made to show the tf
-backend's epoch-to-epoch spread (NOTE [one iterator] in ``tfpathloader/load/_tf_epochs.py``).
-``--parallel-reads``: the tf backend reads in as many parallel calls as it decodes, as it did
-before NOTE [one reader] (``tfpathloader/load/_tf_pipeline.py``), to compare.
+backend's epoch-to-epoch spread and what starting an epoch costs it (NOTE [tf iterations] in
+``tfpathloader/load/tf_backend.py``: a new iterator per epoch).
 """
 
 from __future__ import annotations
@@ -30,16 +29,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--parallel-reads", action="store_true")
     args = p.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from tfpathloader import PathIndex
     from tfpathloader.load.loader import make_loader
 
-    if args.parallel_reads:
-        from tfpathloader.load.tf_backend import TFLoader
-
-        TFLoader._parallel_reads = True
     index = PathIndex.read(args.index)
     loader = make_loader(
         backend=args.backend,

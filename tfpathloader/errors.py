@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._redact import redact
 
 __all__ = [
@@ -36,7 +38,7 @@ class IndexFormatError(TFPathLoaderError, ValueError):
             where.append(f"record {record}")
         super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
-    def __reduce__(self):  # keeps the fields when the error crosses a worker process
+    def __reduce__(self) -> tuple[Any, ...]:  # the fields survive crossing a worker process
         return (type(self), (self.reason, self.file, self.record))
 
 
@@ -55,7 +57,7 @@ class _RecordError(TFPathLoaderError):
         self.cause = cause
         super().__init__(f"record {record_id} ({path}): {cause}")
 
-    def __reduce__(self):  # keeps the fields when the error crosses a worker process
+    def __reduce__(self) -> tuple[Any, ...]:  # the fields survive crossing a worker process
         return (type(self), (self.record_id, self.path, self.cause))
 
 

@@ -88,6 +88,7 @@ class TrainerConf:
     weight_decay: float = 0.0
     device: str = "auto"
     distributed: bool = False
+    collective_timeout_s: float = 300.0
     checkpoint_every: int = 100
     resume: Optional[str] = None  # noqa: UP045
     eval_batch_size: int = 500

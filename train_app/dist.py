@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -17,9 +18,18 @@ class Dist:
 
     Args:
         enabled: Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``).
+        timeout_s: How long a collective waits for the other ranks before it fails.
+
+    NOTE [collective timeout]: when one rank fails (a dead loader worker is a
+    LoaderWorkerError, and train.py exits with the resume command), torchrun's agent stops
+    the other ranks at once. Launched some other way, a rank would wait for it in the next
+    collective (DDP's gradient all-reduce, a barrier) for the process group's timeout: gloo's
+    default is 30 minutes, NCCL's 10. ``trainer.collective_timeout_s`` (default 300 s) sets it,
+    so the job ends, and resumes exactly once, within minutes; raise it where rank 0 alone
+    evaluates a large test set while the others wait at the final barrier.
     """
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, timeout_s: float = 300.0):
         self.enabled = enabled
         self.rank, self.world_size, self.local_rank = 0, 1, 0
         if not enabled:
@@ -32,7 +42,10 @@ class Dist:
         import torch.distributed as dist
 
         self.dist = dist
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(
+            "nccl" if torch.cuda.is_available() else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
 

@@ -50,7 +50,11 @@ def test_whole_jpegs_are_pillows_pixels(kind, channels):
     got = decode_image(data, channels=channels)
     with Image.open(io.BytesIO(data)) as im:
         rgb = np.asarray(im.convert("RGB"))
-        want = (np.asarray(im)[:, :, None] if im.mode == "L" else decode.grey_of(rgb)) if channels == 1 else rgb
+        want = (
+            (np.asarray(im)[:, :, None] if im.mode == "L" else decode.grey_of(rgb))
+            if channels == 1
+            else rgb
+        )
     np.testing.assert_array_equal(got, want)
 
 
@@ -177,7 +181,12 @@ def _chunk(kind, data, crc=None):
 
 def _png_rows(rows: bytes, h=8, w=8):
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(rows))
+        + _chunk(b"IEND", b"")
+    )
 
 
 ROWS = b"".join(b"\x00" + RGB[y, :8].tobytes() for y in range(8))
@@ -189,7 +198,9 @@ def test_a_png_short_of_rows_is_refused_by_either_decoder(pyspng, monkeypatch):
     if not pyspng:
         monkeypatch.setattr(decode, "_pyspng", None)
     np.testing.assert_array_equal(decode_image(_png_rows(ROWS)), RGB[:8, :8])
-    cause = "image data ends after 175 bytes: expected 200" if not pyspng else "IDAT stream too short"
+    cause = (
+        "image data ends after 175 bytes: expected 200" if not pyspng else "IDAT stream too short"
+    )
     with pytest.raises(ImageLoadError, match=cause):
         decode_image(_png_rows(ROWS[:-25]))
 
@@ -219,6 +230,7 @@ def test_other_formats_decode_by_pillow_and_are_told_by_content():
 
 # -- both backends call it -------------------------------------------------------------------
 
+
 def _every_other_column_mirrored(img, rng):  # module level: workers may get it by pickle
     return np.ascontiguousarray(img[:, ::2, ::-1])
 
@@ -244,7 +256,10 @@ def test_both_backends_deliver_the_same_pixels(photos, tmp_path, how, channels, 
         index = photos
     kw = {"index": index, "batch_size": 6, "seed": 4, "channels": channels, "jpeg_dct": jpeg_dct}
     kw.update(_HOWS[how])
-    got = {b: [x["image"] for x in make_loader(backend=b, num_workers=2, **kw)] for b in ("torch", "tf")}
+    got = {
+        b: [x["image"] for x in make_loader(backend=b, num_workers=2, **kw)]
+        for b in ("torch", "tf")
+    }
     assert len(got["torch"]) == len(got["tf"]) == 2
     for x, y in zip(got["torch"], got["tf"], strict=True):
         assert torch.equal(x, y), how

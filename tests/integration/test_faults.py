@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import ROOT, make_images, run_python
+from PIL import Image
 
 from tfpathloader import LoaderWorkerError, PathIndex, write_index
 from tfpathloader.index import encode_example
@@ -30,13 +35,16 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_killed_worker_is_a_clear_error_and_the_epoch_resumes(tmp_path):
+@pytest.mark.parametrize("persistent", [True, False])
+def test_killed_worker_is_a_clear_error_and_the_epoch_resumes(tmp_path, persistent):
     paths, labels = make_images(tmp_path, 96)
     index = write_index(tmp_path / "index.tfrecord", paths, labels)
     reference = [
         b["index"].tolist() for b in make_loader(backend="torch", index=index, batch_size=4)
     ]
-    loader = make_loader(backend="torch", index=index, batch_size=4, num_workers=2)
+    loader = make_loader(
+        backend="torch", index=index, batch_size=4, num_workers=2, persistent_workers=persistent
+    )
     it = iter(loader)
     got = [next(it)["index"].tolist() for _ in range(3)]
     workers = worker_pids(loader)
@@ -126,3 +134,143 @@ def test_worker_killed_during_the_training_step_is_a_loader_worker_error(tmp_pat
     rest = [b["index"].tolist() for b in loader]  # fresh workers; the epoch resumes
     assert got + rest == reference
     loader.close()
+
+
+class _DieAtRecord5:
+    """A transform that kills its worker the first time it sees record 5 (a flag file)."""
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __call__(self, img, rng):
+        if int(img[0, 0, 0]) == 5 and not os.path.exists(self.flag):
+            open(self.flag, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return img
+
+
+def test_a_worker_killed_in_the_middle_of_a_batch_loses_nothing(tmp_path):
+    paths = []
+    for i in range(40):
+        Image.fromarray(np.full((4, 4), i, np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(f"{i}.png")
+    index = write_index(tmp_path / "index.tfrecord", paths, [0] * 40)
+    (tmp_path / "flag").touch()  # no kill for the reference, decoded in this process
+    kw = {"index": index, "batch_size": 4, "transform": _DieAtRecord5(str(tmp_path / "flag"))}
+    want = [b["index"].tolist() for b in make_loader(**kw)]
+    os.remove(tmp_path / "flag")
+    loader = make_loader(num_workers=2, **kw)
+    got = []
+    with pytest.raises(LoaderWorkerError, match="killed by signal 9"):
+        for b in loader:
+            got.append(b["index"].tolist())
+    got += [b["index"].tolist() for b in loader]
+    assert got == want
+
+
+def test_a_stalled_worker_is_an_error_after_the_timeout(tmp_path):
+    paths, labels = make_images(tmp_path, 64)
+    index = write_index(tmp_path / "index.tfrecord", paths, labels)
+    loader = make_loader(index=index, batch_size=4, num_workers=2, timeout=2)
+    it = iter(loader)
+    next(it)
+    stopped = min(worker_pids(loader))
+    os.kill(stopped, signal.SIGSTOP)  # alive, holding its socket, sending nothing
+    t0 = time.time()
+    try:
+        with pytest.raises(
+            LoaderWorkerError, match=r"sent no batch for 2 s \(timeout=\): it stalled"
+        ):
+            for _ in it:
+                pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the loader killed it
+            os.kill(stopped, signal.SIGCONT)
+    assert time.time() - t0 < 10
+    left = 64 - 4 * loader.batches_consumed
+    assert sum(len(b["index"]) for b in loader) == left  # fresh workers: the rest of the epoch
+
+
+_MAIN = """
+import os, sys, time
+{tf}
+from tfpathloader import PathIndex, make_loader
+index = PathIndex.read({index!r})
+loader = make_loader(index=index, batch_size=4, num_workers=2)
+it = iter(loader)
+next(it)
+import multiprocessing.forkserver as fs
+print(" ".join(str(w.process.pid) for w in loader._pool._workers), fs._forkserver._forkserver_pid or 0,
+      flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", pytest.param("forkserver", marks=pytest.mark.tf)])
+def test_when_the_main_process_dies_its_workers_exit_and_leave_nothing(tmp_path, method):
+    """NOTE [main process death]: SIGKILL of the main process mid-epoch."""
+    paths, labels = make_images(tmp_path, 64)
+    write_index(tmp_path / "index.tfrecord", paths, labels)
+    code = _MAIN.format(
+        tf="import tensorflow" if method == "forkserver" else "",
+        index=str(tmp_path / "index.tfrecord"),
+    )
+    shm = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    assert proc.stdout is not None
+    *workers, forkserver = (int(x) for x in proc.stdout.readline().split())
+    assert len(workers) == 2 and all(alive(p) for p in workers)
+    assert (forkserver > 0) == (method == "forkserver")
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 5
+    left = [p for p in [*workers, forkserver] if p and alive(p)]
+    while left and time.time() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if alive(p)]
+    assert not left, "processes of a dead loader still running"
+    assert set(os.listdir("/dev/shm")) - shm == set()
+
+
+@pytest.mark.tf
+def test_a_killed_forkserver_is_a_loader_worker_error_and_a_new_one_starts(tmp_path):
+    code = f"""
+    import multiprocessing.forkserver as fs, os, signal
+    import tensorflow
+    from tfpathloader import LoaderWorkerError, PathIndex, make_loader
+    index = PathIndex.read({str(tmp_path / "index.tfrecord")!r})
+    loader = make_loader(index=index, batch_size=4, num_workers=2, persistent_workers=False)
+    want = [b["index"].tolist() for b in loader]  # started a forkserver
+    first = fs._forkserver._forkserver_pid
+    os.kill(first, signal.SIGKILL)
+    try:  # non-persistent: new workers for this epoch, from a new forkserver
+        got = [b["index"].tolist() for b in loader]
+    except LoaderWorkerError as e:  # or the start failed: the next iteration succeeds
+        print("error:", e)
+        got = [b["index"].tolist() for b in loader]
+    assert got == want, (got, want)
+    assert fs._forkserver._forkserver_pid not in (None, first)
+    print("OK")
+    """
+    paths, labels = make_images(tmp_path, 32)
+    write_index(tmp_path / "index.tfrecord", paths, labels)
+    result = run_python(code, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tf", [False, pytest.param(True, marks=pytest.mark.tf)])
+def test_chaos_random_kills_never_hang_and_lose_nothing(tf):
+    """NOTE [worker death]: 130 trials per start method, a SIGKILL at a random moment each."""
+    args = ["--trials", "130", *(["--tf"] if tf else [])]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "chaos.py"), *args],
+                            capture_output=True, text=True, timeout=1200, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["failures"] == [], summary
+    assert summary["dev/shm left"] == []
+    kills = sum(n for k, n in summary["by victim and outcome"].items() if not k.startswith("None"))
+    assert kills >= 100, summary

@@ -175,7 +175,10 @@ def _exit_time(code: str) -> float:
 
 @pytest.mark.parametrize(
     "ending",
-    [e if e == "a suspended iteration" else pytest.param(e, marks=pytest.mark.slow) for e in _ENDINGS],
+    [
+        e if e == "a suspended iteration" else pytest.param(e, marks=pytest.mark.slow)
+        for e in _ENDINGS
+    ],
 )
 def test_a_script_exits_within_a_second_of_its_last_line(png_index, tmp_path, ending):
     """NOTE [tf exit]: whatever ends the loop, the loader delays the exit by under a second.

@@ -407,3 +407,59 @@ def test_a_bad_loader_jpeg_dct_is_a_config_error_naming_the_valid_ones(small_dat
     cfg = compose_cfg([f"data.root={small_data}", "loader.jpeg_dct=ifast", "trainer.max_steps=1"])
     with pytest.raises(RunConfigError, match=r"loader/shuffle: unknown jpeg_dct 'ifast'.*fast"):
         train.train(cfg, out_dir=str(tmp_path / "run"))
+
+
+def _rank_workers(launcher: int, rank: int) -> list[int]:
+    """The loader workers of one rank of a torchrun launch: children of the rank's process."""
+    from tfpathloader.tools.procstats import children, descendants
+
+    for pid in descendants(launcher):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env_ = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+        except OSError:
+            continue
+        if env_.get(b"RANK") == str(rank).encode() and b"LOCAL_RANK" in env_:
+            kids = children(pid)
+            if kids:
+                return kids
+    return []
+
+
+@pytest.mark.slow
+def test_a_rank_whose_worker_dies_ends_the_job_and_it_resumes_exactly_once(small_data, tmp_path):
+    """Issue 23: a loader worker of rank 1 is killed mid-step under torchrun. Rank 1 prints the
+    one-line error and the resume command; the job ends (torchrun stops rank 0, or its
+    collective times out: trainer.collective_timeout_s); the resume loses and repeats nothing."""
+    run = tmp_path / "run"
+    slow = tmp_path / "slow_train.py"
+    slow.write_text(SLOW_STEPS)
+    args = [f"data.root={small_data}", f"hydra.run.dir={run}", "trainer.progress=false",
+            "loader.batch_size=4", "loader.num_workers=1", "trainer.checkpoint_every=5",
+            "trainer.collective_timeout_s=30"]  # fmt: skip
+    port = 29900 + os.getpid() % 90
+    proc = _launch(str(slow), 2, args, port)
+    target = run / "checkpoints" / f"step-{10:08d}.pt"
+    deadline = time.time() + 300
+    while not target.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    workers = _rank_workers(proc.pid, 1)
+    assert workers, "no loader worker found under rank 1"
+    t_kill = time.monotonic()
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    took = time.monotonic() - t_kill
+    text = err.decode()
+    assert proc.returncode != 0
+    assert "train.py: error: LoaderWorkerError: loader worker 0" in text, text[-3000:]
+    assert f"python train.py hydra.run.dir={run} trainer.resume=auto" in text
+    assert took < 30 + 15, took  # within the collective timeout (torchrun is quicker)
+    print(f"torchrun job ended {took:.1f} s after the kill")
+    resumed = _launch(str(slow), 2, [*args, "trainer.resume=auto"], port + 1)
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err.decode()[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["resume"]["samples_lost"] == 0 and m["resume"]["samples_repeated"] == 0
+    assert m["exactly_once"] is True and m["audit_epochs"][0]["unique"] == 240

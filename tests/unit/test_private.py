@@ -21,7 +21,10 @@ def test_resize_into_writes_interpolates_pixels_into_the_given_row(antialias):
     batch = np.zeros((2, 11, 16, 3), np.uint8)
     _private.resize_into(crop, batch[1], antialias)
     want = torch.nn.functional.interpolate(
-        torch.from_numpy(crop).permute(2, 0, 1)[None], size=(11, 16), mode="bilinear", antialias=antialias
+        torch.from_numpy(crop).permute(2, 0, 1)[None],
+        size=(11, 16),
+        mode="bilinear",
+        antialias=antialias,
     )[0].permute(1, 2, 0)
     np.testing.assert_array_equal(batch[1], want.numpy())
     assert not batch[0].any()
@@ -54,3 +57,22 @@ def test_nvimgcodec_imports_quietly_or_reports_absent(capfd):
     if nv is None:
         pytest.skip("nvImageCodec is not installed (the nvimgcodec extra)")
     assert hasattr(nv, "NVIMGCODEC_DEVICE_CPU_ONLY") and hasattr(nv, "Region")
+
+
+def test_one_openmp_thread_limits_the_calling_thread_only():
+    """NOTE [one OpenMP thread]: tf.data's threads get one; the training loop's setting stays."""
+    import threading
+
+    before = torch.get_num_threads()
+    seen = []
+
+    def on_a_tf_data_thread():
+        _private.one_openmp_thread()
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=on_a_tf_data_thread)
+    t.start()
+    t.join()
+    assert seen == [1]
+    _private.one_openmp_thread()  # on the main thread: nothing changes
+    assert torch.get_num_threads() == before

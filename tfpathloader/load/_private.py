@@ -12,6 +12,8 @@ into a silent no-op) and guarded by ``tests/unit/test_private.py``:
   ``interpolate`` + ``copy_`` (one core, CPU time). An ``out=`` op may reallocate a tensor of
   the wrong shape instead of writing it: that would leave stale pixels in the row, so the data
   pointer is checked after every call.
+- ``omp_set_num_threads`` of the OpenMP runtime torch loads, called through ``ctypes`` on
+  tf.data's threads (NOTE [one OpenMP thread]).
 - nvImageCodec's log: the ``nvimgcodec`` wheel loads its GPU extensions at import and prints a
   line for each CUDA library it cannot find (NOTE [quiet nvImageCodec]).
 """
@@ -19,14 +21,16 @@ into a silent no-op) and guarded by ``tests/unit/test_private.py``:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PrivateAPIError", "import_nvimgcodec", "resize_into"]
+__all__ = ["PrivateAPIError", "import_nvimgcodec", "one_openmp_thread", "resize_into"]
 
 
 class PrivateAPIError(RuntimeError):
@@ -65,6 +69,31 @@ def resize_into(box: np.ndarray, dst: np.ndarray, antialias: bool) -> None:
             f"torch {torch.__version__}: the resize kernel reallocated its out= tensor instead "
             "of writing the batch row; please report it with your torch version"
         )
+
+
+# NOTE [one OpenMP thread]: torch runs a kernel on a team of OpenMP threads, as many as the
+# cores. On tf.data's threads, which already run a batch each in parallel, every resize and
+# mirror then woke a team whose idle threads spun beside the decoders: per crop of a photo the
+# mirror alone took 1.7 ms and the copy 1.4 ms, against 0.02 ms on one thread (a loaded 2-core
+# machine). ``torch.set_num_threads(1)`` would do, but it is the process's setting, which the
+# training loop in the same process uses; ``omp_set_num_threads`` sets the calling thread's own
+# (an OpenMP ICV per thread), so each tf.data thread is limited once, after torch's per-thread
+# set-up (which would reset it). Worker processes use ``torch.set_num_threads(1)``: they are
+# the parallelism, and the process is theirs. A torch without OpenMP symbols changes nothing.
+_OMP: list[Any] = []  # omp_set_num_threads, once found (empty: not looked up yet)
+
+
+def one_openmp_thread() -> None:
+    """Run torch's kernels on the calling (non-main) thread with one OpenMP thread."""
+    import torch
+
+    if threading.current_thread() is threading.main_thread() or torch.get_num_threads() == 1:
+        return
+    if not _OMP:
+        _OMP.append(getattr(ctypes.CDLL(None), "omp_set_num_threads", None))
+    if _OMP[0] is not None:
+        torch.zeros(1).add_(1)  # torch's per-thread set-up first: it would reset the setting
+        _OMP[0](1)
 
 
 # NOTE [quiet nvImageCodec]: importing ``nvidia.nvimgcodec`` without CUDA prints, on the C

@@ -19,10 +19,11 @@ from ..storage import RemoteOptions
 from .batches import DecodeJob
 from .files import DEFAULT_MAX_FILE_BYTES
 
-__all__ = ["JpegDct", "Loader", "LoaderConfig", "OnError"]
+__all__ = ["DecodeOn", "JpegDct", "Loader", "LoaderConfig", "OnError"]
 
 OnError = Literal["raise", "skip"]
 JpegDct = Literal["accurate", "fast"]
+DecodeOn = Literal["workers", "device"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class LoaderConfig:
     size: tuple[int, int] | None = None
     on_error: OnError = "raise"
     jpeg_dct: JpegDct = "accurate"
+    decode_on: DecodeOn = "workers"
     num_workers: int = 0
     prefetch_factor: int | None = None
     persistent_workers: bool | None = None

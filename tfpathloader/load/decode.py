@@ -36,6 +36,7 @@ repetition. ``channels=None`` (as stored) means 1 for grey images, 3 for the res
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
@@ -178,8 +179,9 @@ def _open(data: bytes, record_id: int, path: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
         if im.format == "GIF" and getattr(im, "is_animated", False):
+            frames = getattr(im, "n_frames", "several")
             raise ImageLoadError(
-                record_id, path, f"animated GIF ({im.n_frames} frames): expected a single image"
+                record_id, path, f"animated GIF ({frames} frames): expected a single image"
             )
         return im
     except _PILLOW_ERRORS as e:
@@ -207,7 +209,7 @@ def inspect(data: bytes, recipe: Recipe, *, record_id: int, path: str, epoch: in
         kind, (h, w, grey) = "jpeg", header
     elif data[:8] == SIGNATURE:
         check_png(data, path, record_id)
-        h, w, depth, colour, _ = png_header(data)
+        h, w, _, colour, _ = png_header(data)
         kind, grey = "png", colour in (0, 4)
     else:  # Pillow's formats, and JPEGs libjpeg-turbo leaves to Pillow (CMYK, damaged)
         im = _open(data, record_id, path)
@@ -299,14 +301,15 @@ def render(
     fast = recipe.jpeg_dct == "fast"
     if recipe.callback is not None:
         whole = Plan((0, 0, src.height, src.width), (src.height, src.width))
-        hwc, _ = _pixels(Source(**{**src.__dict__, "plan": whole}), fast)
+        hwc, _ = _pixels(dataclasses.replace(src, plan=whole), fast)
         return call_user_transform(recipe, _to_channels(hwc, channels), src, epoch, out)
     if (
-        src.kind == "jpeg"
+        out is not None
+        and src.kind == "jpeg"
         and jpeg.into_row(src.plan, src.height, src.width, src.grey, channels, out)
         and jpeg.decode_into(src.data, channels, out, fast)  # the decoder's pixels: the row
     ):
-        return out  # type: ignore[return-value]
+        return out
     pixels, plan = _pixels(src, fast)
     return finish(pixels, plan, channels, out)
 
@@ -455,40 +458,35 @@ def decode_batch(
     kept: list[int] = []
     skipped: list[tuple[int, str, str]] = []
     for rid, path, data in records:
+        row = out[len(kept)]
         try:
             if isinstance(data, BaseException):
                 raise data
             src = inspect(data, recipe, record_id=rid, path=path, epoch=epoch)
-            channels = recipe.channels or (1 if src.grey else 3)
-            if recipe.callback is None and (*src.plan.size, channels) != out.shape[1:]:
-                return BatchResult(kept, skipped, _shape_error(src, channels, out, kept))
-            row = out[len(kept)]
-            if recipe.callback is not None:
-                got = render(src, recipe, None, epoch=epoch)
-                if got.shape != row.shape:
-                    return BatchResult(kept, skipped, _shape_error(src, None, out, kept, got.shape))
-                row[...] = got
-            else:
+            if recipe.callback is None:
+                shape = (*src.plan.size, recipe.channels or (1 if src.grey else 3))
+                if shape != row.shape:
+                    return BatchResult(kept, skipped, _shape_error(src, shape, out, kept))
                 render(src, recipe, row, epoch=epoch)
+            else:  # the callable's output shape is known once it ran
+                got = render(src, recipe, epoch=epoch)
+                if got.shape != row.shape:
+                    return BatchResult(kept, skipped, _shape_error(src, got.shape, out, kept))
+                row[...] = got
         except ImageLoadError as e:
             if not skip:
                 return BatchResult(kept, skipped, e)
             skipped.append((e.record_id, e.path, e.cause))
             continue
-        except TransformOutputError as e:
+        except TransformOutputError as e:  # a bug in the transform, not a bad image
             return BatchResult(kept, skipped, e)
         kept.append(rid)
     return BatchResult(kept, skipped)
 
 
 def _shape_error(
-    src: Source,
-    channels: int | None,
-    out: np.ndarray,
-    kept: list[int],
-    shape: tuple[int, ...] | None = None,
+    src: Source, shape: tuple[int, ...], out: np.ndarray, kept: list[int]
 ) -> BatchShapeError:
-    shape = shape or (*src.plan.size, channels)
     first = f"record {kept[0]} has" if kept else "the loader's first record has"
     return BatchShapeError(
         src.record_id,

@@ -59,11 +59,10 @@ def dct_scale(plan: Plan, h: int, w: int) -> tuple[int, Plan]:
     return r, Plan(box, plan.size, plan.flip, plan.antialias)
 
 
-def into_row(plan: Plan, h: int, w: int, grey: bool, channels: int, out: np.ndarray | None) -> bool:
+def into_row(plan: Plan, h: int, w: int, grey: bool, channels: int, out: np.ndarray) -> bool:
     """Whether the decoder's own pixels are the result, so it can decode into the row."""
     return (
-        out is not None
-        and not plan.flip
+        not plan.flip
         and plan.box == (0, 0, h, w)
         and plan.size == (h, w)
         and (channels == 3 or grey)

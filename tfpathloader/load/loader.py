@@ -21,7 +21,7 @@ from ..index import PathIndex
 from ..order.spec import OrderSpec, check_int
 from ..storage import RemoteOptions
 from ..transforms import Resize, Transform, check_pipeline
-from .base import JpegDct, Loader, LoaderConfig, OnError
+from .base import DecodeOn, JpegDct, Loader, LoaderConfig, OnError
 from .batches import DecodeJob
 from .decode import Recipe
 from .files import DEFAULT_MAX_FILE_BYTES, FileReader, check_max_file_bytes
@@ -54,8 +54,9 @@ def _did_you_mean(fn: Callable[P, R]) -> Callable[P, R]:
             if name not in names:
                 close = difflib.get_close_matches(name, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
+                valid = ", ".join(names)
                 raise TypeError(
-                    f"{fn.__name__}() got an unknown argument {name!r}{hint}; valid: {', '.join(names)}"
+                    f"{fn.__name__}() got an unknown argument {name!r}{hint}; valid: {valid}"
                 )
         return fn(*args, **kwargs)
 
@@ -93,6 +94,15 @@ def _check_args(cfg: LoaderConfig, backend: str) -> None:
         raise ValueError(f"size must be (height, width) with positive ints, got {cfg.size!r}")
     _check_choice("on_error", cfg.on_error, ("raise", "skip"))
     _check_choice("jpeg_dct", cfg.jpeg_dct, ("accurate", "fast"))
+    _check_choice("decode_on", cfg.decode_on, ("workers", "device"))
+    if cfg.decode_on == "device":
+        if backend != "torch":
+            raise ValueError("decode_on='device' is the torch backend's (backend='torch')")
+        if cfg.pin_memory:
+            raise ValueError(
+                "pin_memory=True does nothing with decode_on='device': images are decoded on "
+                "the device, no host batch is copied"
+            )
     if cfg.prefetch_factor is not None:
         check_int("prefetch_factor", cfg.prefetch_factor, minimum=1)
     for name in ("pin_memory", "persistent_workers", "allow_outside_root"):
@@ -142,6 +152,7 @@ def make_loader(
     transform: Transform | UserTransform | None = ...,
     on_error: OnError = ...,
     jpeg_dct: JpegDct = ...,
+    decode_on: DecodeOn = ...,
     prefetch_factor: int | None = ...,
     persistent_workers: bool | None = ...,
     pin_memory: bool | None = ...,
@@ -166,6 +177,7 @@ def make_loader(
     transform: Transform | UserTransform | None = ...,
     on_error: OnError = ...,
     jpeg_dct: JpegDct = ...,
+    decode_on: DecodeOn = ...,
     prefetch_factor: int | None = ...,
     persistent_workers: bool | None = ...,
     pin_memory: bool | None = ...,
@@ -178,7 +190,7 @@ def make_loader(
 
 
 @_did_you_mean
-def make_loader(  # type: ignore[misc]
+def make_loader(
     *,
     index: PathIndex,
     batch_size: int | None = None,
@@ -197,6 +209,7 @@ def make_loader(  # type: ignore[misc]
     transform: Transform | UserTransform | None = None,
     on_error: OnError = "raise",
     jpeg_dct: JpegDct = "accurate",
+    decode_on: DecodeOn = "workers",
     prefetch_factor: int | None = None,
     persistent_workers: bool | None = None,
     pin_memory: bool | None = None,
@@ -240,6 +253,9 @@ def make_loader(  # type: ignore[misc]
             image is not yielded but counted, see NOTE [all-skipped batch]).
         jpeg_dct: ``"accurate"`` (default; libjpeg's accurate integer IDCT, Pillow's pixels)
             or ``"fast"`` (its fast integer IDCT, TensorFlow's ``decode_jpeg`` default).
+        decode_on: ``"workers"`` (default: workers decode on the CPU) or ``"device"`` (torch:
+            workers only read and plan, and each batch's JPEGs are decoded on ``device`` by
+            nvImageCodec, a GPU's hardware decoder where present; NOTE [device decode]).
         prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 for batches
             over 16 MiB) or in all (tf; default: tf.data's autotuning).
         persistent_workers: Keep the torch backend's workers between epochs (default True).
@@ -263,8 +279,15 @@ def make_loader(  # type: ignore[misc]
     """
     if not isinstance(index, PathIndex):
         raise ValueError(f"index must be a PathIndex, got {type(index).__name__}")
-    fields = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed, "permutation": permutation,
-              "buffer_size": buffer_size, "drop_last": drop_last, "world_size": world_size}  # fmt: skip
+    fields: dict[str, Any] = {
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "seed": seed,
+        "permutation": permutation,
+        "buffer_size": buffer_size,
+        "drop_last": drop_last,
+        "world_size": world_size,
+    }
     given = {k: v for k, v in fields.items() if v is not None}
     if order is not None:
         if given:
@@ -288,7 +311,8 @@ def make_loader(  # type: ignore[misc]
             )
     elif transform is not None and not callable(transform):
         raise ValueError(
-            "transform must be a tfpathloader.transforms pipeline or a callable f(image, rng) -> image"
+            "transform must be a tfpathloader.transforms pipeline or a callable "
+            "f(image, rng) -> image"
         )
     cfg = LoaderConfig(
         order=spec,
@@ -297,6 +321,7 @@ def make_loader(  # type: ignore[misc]
         size=tuple(size) if size is not None else None,  # type: ignore[arg-type]
         on_error=on_error,
         jpeg_dct=jpeg_dct,
+        decode_on=decode_on,
         num_workers=num_workers,
         prefetch_factor=prefetch_factor,
         persistent_workers=persistent_workers,

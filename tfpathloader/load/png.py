@@ -137,7 +137,7 @@ def check_rows(data: bytes, path: str, record_id: int) -> None:
         while need > 0 and pos + 12 <= n and not z.eof:
             length, kind = _CHUNK.unpack_from(data, pos)
             if kind == b"IDAT":
-                chunk = memoryview(data)[pos + 8 : pos + 8 + length]
+                chunk: bytes | memoryview = memoryview(data)[pos + 8 : pos + 8 + length]
                 while chunk and need > 0 and not z.eof:
                     need -= len(z.decompress(chunk, min(need, _STEP)))
                     chunk = z.unconsumed_tail
@@ -148,6 +148,7 @@ def check_rows(data: bytes, path: str, record_id: int) -> None:
         raise _corrupt(
             record_id,
             path,
-            f"image data ends after {size - need} bytes: expected {size} ({h} rows of {w} pixels, "
-            f"{depth}-bit colour type {colour}{', Adam7' if interlace else ''}, a filter byte per row)",
+            f"image data ends after {size - need} bytes: expected {size} ({h} rows of {w} "
+            f"pixels, {depth}-bit colour type {colour}{', Adam7' if interlace else ''}, a "
+            "filter byte per row)",
         )

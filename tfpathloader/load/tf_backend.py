@@ -22,6 +22,7 @@ import numpy as np
 
 from .._tf import import_tensorflow
 from ..index import PathIndex
+from ._private import one_openmp_thread
 from .base import Loader, LoaderConfig
 from .batches import BatchOutcome, DecodeJob
 
@@ -78,6 +79,9 @@ class TFLoader(Loader):
         self._live: dict[int, list[Any]] = {}  # NOTE [tf exit]
         weakref.finalize(self, _free_iterators, self._live)
         self._torch: Any = None
+        self._checkpoint: Any = None
+        # torch's kernels resize and mirror (not needed to decode images kept whole)
+        self._torch_kernels = job.recipe.pipeline is not None or job.recipe.callback is not None
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -97,6 +101,8 @@ class TFLoader(Loader):
     def _decode(self, token: np.int64, k: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(On a tf.data thread) batch ``k`` of an iteration, read and decoded."""
         it = self._iterations[int(token)]
+        if self._torch_kernels:
+            one_openmp_thread()  # NOTE [one OpenMP thread]
         out = self.job(it.batch_ids(int(k)), it.epoch)
         if out.error is not None:
             it.failures[int(k)] = out.error
@@ -125,7 +131,7 @@ class TFLoader(Loader):
         i64 = tf.int64
 
         def one_iteration(_: Any) -> Any:
-            token, epoch, n = tf.numpy_function(
+            token, _, n = tf.numpy_function(
                 lambda: self._begin(advance), [], [i64, i64, i64], stateful=True
             )
             return tf.data.Dataset.range(n).map(lambda k: (token, k))
@@ -186,7 +192,9 @@ class TFLoader(Loader):
         ``tf.train.Checkpoint(model=model, data=loader.checkpoint)`` saves ``state_dict()``
         with the model and restores it with ``load_state_dict``.
         """
-        return _Checkpointable(self, self.tf)
+        if self._checkpoint is None:
+            self._checkpoint = _python_state(self.tf, self)
+        return self._checkpoint
 
     # -- iterating in Python ----------------------------------------------------------------
 
@@ -244,24 +252,15 @@ def _free_iterators(live: dict[int, list[Any]]) -> None:
     live.clear()
 
 
-def _checkpointable_base(tf: Any) -> type:
-    return tf.train.experimental.PythonState  # type: ignore[no-any-return]
+def _python_state(tf: Any, loader: TFLoader) -> Any:
+    """``loader``'s state as a ``tf.train.experimental.PythonState`` (JSON in the checkpoint)."""
 
+    class LoaderState(tf.train.experimental.PythonState):
+        def serialize(self) -> str:
+            return json.dumps(loader.state_dict())
 
-class _Checkpointable:
-    """A ``PythonState`` made on first use (TensorFlow is imported lazily)."""
+        def deserialize(self, string_value: Any) -> None:
+            text = string_value.decode() if isinstance(string_value, bytes) else string_value
+            loader.load_state_dict(json.loads(text))
 
-    def __new__(cls, loader: TFLoader, tf: Any) -> Any:
-        base = _checkpointable_base(tf)
-
-        class LoaderState(base):  # type: ignore[misc, valid-type]
-            def serialize(self) -> str:
-                return json.dumps(loader.state_dict())
-
-            def deserialize(self, string_value: Any) -> None:
-                text = (
-                    string_value.decode() if isinstance(string_value, bytes) else str(string_value)
-                )
-                loader.load_state_dict(json.loads(text))
-
-        return LoaderState()
+    return LoaderState()

@@ -10,6 +10,7 @@ transport]). Pinned memory and device copies for CUDA happen here, in the main p
 from __future__ import annotations
 
 import collections
+import os
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from ..errors import LoaderWorkerError
 from ..index import PathIndex
 from .base import Loader, LoaderConfig
 from .batches import BatchOutcome, DecodeJob
+from .device import DeviceDecoder, PlanJob, PlannedBatch
 from .workers import Reply, WorkerPool, start_method
 
 __all__ = ["TorchLoader"]
@@ -64,12 +66,25 @@ class TorchLoader(Loader):
 
     def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, job: DecodeJob):
         super().__init__(index, cfg, transform, job)
-        self.pin_memory = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
         self.device = torch.device(cfg.device) if cfg.device is not None else None
-        batch_bytes = cfg.batch_size * int(np.prod(job.shape))
+        on_device = cfg.decode_on == "device"
+        if on_device and self.device is None:
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.pin_memory = (
+            (torch.cuda.is_available() and not on_device)
+            if cfg.pin_memory is None
+            else cfg.pin_memory
+        )
+        # What workers run, and what a slot holds: a whole batch of pixels, or of file bytes
+        # (NOTE [device decode]).
+        self._decoder = DeviceDecoder(job, self.device) if on_device else None
+        self._work: Any = PlanJob(job) if on_device else job
+        self._slot_shape = (
+            (_byte_slot(index, cfg.batch_size),) if on_device else (cfg.batch_size, *job.shape)
+        )
         workers = cfg.num_workers
         self.prefetch = cfg.prefetch_factor or (
-            default_prefetch(workers, batch_bytes) if workers else 0
+            default_prefetch(workers, int(np.prod(self._slot_shape))) if workers else 0
         )
         self.persistent = workers > 0 and cfg.persistent_workers is not False
         self._pool: WorkerPool | None = None
@@ -79,9 +94,9 @@ class TorchLoader(Loader):
         if self._pool is None or not self._pool.alive:
             cfg = self.config
             self._pool = WorkerPool(
-                self.job,
+                self._work,
                 workers=cfg.num_workers,
-                slot_shape=(cfg.batch_size, *self.job.shape),
+                slot_shape=self._slot_shape,
                 slots=pool_slots(cfg.num_workers, self.prefetch),
                 method=start_method(remote=self.job.remote_root),
                 timeout=float(cfg.timeout),
@@ -98,9 +113,12 @@ class TorchLoader(Loader):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         start = self._start()
         batches = self.sampler.batches(start)
+        outcomes: Iterator[dict[str, torch.Tensor] | None]
         if self.config.num_workers == 0:
             epoch = self.epoch
-            outcomes = (self._deliver(self.job(ids, epoch), None) for ids in batches)
+            outcomes = (
+                self._deliver(self._outcome(self._work(ids, epoch), None)) for ids in batches
+            )
         else:
             outcomes = self._from_workers(batches)
         try:
@@ -124,9 +142,9 @@ class TorchLoader(Loader):
             for ids in batches:
                 pending.append(pool.send(ids, epoch))
                 if len(pending) >= depth:
-                    yield self._deliver(*self._receive(pool, pending.popleft()))
+                    yield self._deliver(self._receive(pool, pending.popleft()))
             while pending:
-                yield self._deliver(*self._receive(pool, pending.popleft()))
+                yield self._deliver(self._receive(pool, pending.popleft()))
         except LoaderWorkerError as e:
             self._pool = None  # closed by the pool: the next iteration starts fresh workers
             raise LoaderWorkerError(
@@ -135,20 +153,46 @@ class TorchLoader(Loader):
                 "the rest of the epoch"
             ) from e
 
-    def _receive(self, pool: WorkerPool, seq: int) -> tuple[BatchOutcome, Any]:
+    def _receive(self, pool: WorkerPool, seq: int) -> BatchOutcome:
         reply: Reply = pool.receive(seq)
-        out: BatchOutcome = reply.result
         if reply.slot is None:
-            return out, None
+            return self._outcome(reply.result, None)
+        slot = pool.slot_array(reply.slot)
+        if self._decoder is not None:  # decoded from the slot's bytes, then it is free
+            try:
+                return self._outcome(reply.result, slot)
+            finally:
+                self._decoder.release_after(pool.release, reply.slot)
+        out: BatchOutcome = reply.result
         if out.error is not None or out.n == 0:
             pool.release(reply.slot)
-            return out, None
-        view = pool.slot_array(reply.slot)[: out.n]
+            return out
+        view = slot[: out.n]
         weakref.finalize(view, pool.release, reply.slot)  # free once no tensor views it
         out.array = view
-        return out, view
+        return out
 
-    def _deliver(self, out: BatchOutcome, _view: Any) -> dict[str, torch.Tensor] | None:
+    def _outcome(self, result: Any, slot: np.ndarray | None) -> Any:
+        """A worker's result as a decoded batch (decoded here, NOTE [device decode])."""
+        if self._decoder is None:
+            return result
+        planned: PlannedBatch = result
+        out = BatchOutcome(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            planned.skipped,
+            planned.error,
+            planned.remote,
+        )
+        if planned.error is None:
+            images, kept, skipped = self._decoder(planned, slot)
+            out.ids = np.asarray(kept, dtype=np.int64)
+            out.labels = np.asarray(self.index.labels[out.ids], dtype=np.int64)
+            out.skipped = planned.skipped + skipped
+            out.array = images
+        return out
+
+    def _deliver(self, out: BatchOutcome) -> dict[str, torch.Tensor] | None:
         """A decoded batch as tensors; None for a batch that lost every record (skipped)."""
         self._add_remote_stats(out.remote)
         if out.error is not None:
@@ -157,16 +201,27 @@ class TorchLoader(Loader):
         if out.n == 0:
             return None  # NOTE [all-skipped batch]
         assert out.array is not None
-        image = torch.from_numpy(out.array)
+        image = out.array if isinstance(out.array, torch.Tensor) else torch.from_numpy(out.array)
         batch = {
             "image": image,
             "label": torch.from_numpy(out.labels),
             "index": torch.from_numpy(out.ids),
         }
         if self.pin_memory:
-            batch = {k: v.pin_memory() for k, v in batch.items()}
+            batch = {k: v if v.device.type != "cpu" else v.pin_memory() for k, v in batch.items()}
         if self.device is not None:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         if self.job.channels_last:
             batch["image"] = batch["image"].permute(0, 3, 1, 2)  # NCHW view, channels_last memory
         return batch
+
+
+def _byte_slot(index: PathIndex, batch_size: int) -> int:
+    """Bytes a slot holds for a batch's files: twice the batch at the first files' mean size."""
+    sizes = []
+    for i in range(min(len(index), 64)):
+        try:
+            sizes.append(os.stat(index.path(i)).st_size)
+        except (OSError, ValueError):  # a URL, or a missing file: a generous guess
+            sizes.append(512 * 1024)
+    return max(1 << 20, int(2 * batch_size * float(np.mean(sizes))))

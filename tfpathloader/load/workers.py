@@ -34,6 +34,7 @@ process that maps it, and nothing is left behind.
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -122,7 +123,7 @@ def _worker_main(
             return
         reply = Reply(request.seq, request.slot)
         try:
-            out = slots[request.slot] if request.slot is not None else None
+            out = slots[request.slot] if slots is not None and request.slot is not None else None
             reply.result = job(request.ids, request.epoch, out)
         except BaseException as e:  # a bug in the job: the main process re-raises it
             reply.error = _picklable(e)
@@ -180,7 +181,7 @@ class WorkerPool:
         timeout: float = 0.0,
         preload: tuple[str, ...] = (),
     ):
-        self._ctx = mp.get_context(method)
+        self._ctx: Any = mp.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload(["tfpathloader.load.workers", *preload])
         self.method = method
@@ -309,10 +310,10 @@ class WorkerPool:
             if ready:  # the sentinel: the process exited, with nothing left to read
                 raise self._died(worker)
             if deadline is not None and time.monotonic() >= deadline:
+                which = f"loader worker {self._workers.index(worker)} (pid {worker.process.pid})"
                 self.close()
                 raise LoaderWorkerError(
-                    f"loader worker {self._workers.index(worker)} (pid {worker.process.pid}) "
-                    f"sent no batch for {self.timeout:g} s (timeout=): it stalled"
+                    f"{which} sent no batch for {self.timeout:g} s (timeout=): it stalled"
                 )
 
     def _died(self, worker: _Worker) -> LoaderWorkerError:
@@ -335,10 +336,8 @@ class WorkerPool:
 
 def _stop(workers: list[_Worker]) -> None:
     for w in workers:
-        try:
+        with contextlib.suppress(OSError, EOFError):
             w.conn.send(None)
-        except (OSError, EOFError):
-            pass
     deadline = time.monotonic() + _STOP_S
     for step in ("join", "terminate", "kill"):
         for w in workers:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .clients import FetchError, Transient, client_for
+from .clients import FetchError, Transient, _Client, client_for
 from .urls import redact
 
 __all__ = ["FetchError", "Fetcher", "RemoteOptions", "shared_fetcher"]
@@ -64,7 +64,7 @@ class RemoteOptions:
     @property
     def worst_case_s(self) -> float:
         """The longest one read can take before it fails: every attempt times out."""
-        waits = sum(min(self.max_backoff, self.backoff * 2**k) for k in range(self.retries))
+        waits = sum(min(self.max_backoff, self.backoff * 2.0**k) for k in range(self.retries))
         return (self.retries + 1) * (self.timeout + self.connect_timeout) + waits
 
 
@@ -119,7 +119,7 @@ class Fetcher:
         """The object's size, ETag and modification time (retried like :meth:`fetch`)."""
         return self._retrying(url, lambda c: c.head(url))
 
-    def _retrying(self, url: str, op: Callable[[Any], T]) -> T:
+    def _retrying(self, url: str, op: Callable[[_Client], T]) -> T:
         o = self.options
         client = client_for(url, o)
         last: Transient | None = None

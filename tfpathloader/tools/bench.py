@@ -162,6 +162,7 @@ _RAW_CHUNK = 32  # files a raw process takes at a time (shared out as they go, a
 def _raw_worker(spec: RowSpec, lean: bool, barrier: Any, next_chunk: Any, done: Any) -> None:
     rng = np.random.default_rng([spec.seed, os.getpid()])
     barrier.wait()
+    t0 = time.perf_counter()  # here, not in the parent: it may run late after the barrier
     while True:
         with next_chunk.get_lock():
             start = next_chunk.value
@@ -180,7 +181,7 @@ def _raw_worker(spec: RowSpec, lean: bool, barrier: Any, next_chunk: Any, done: 
                 decode_image(data, channels=spec.channels, size=spec.size)
             else:
                 load_image(p, channels=spec.channels, size=spec.size)
-    done.put(time.perf_counter())
+    done.put((t0, time.perf_counter()))
 
 
 def _raw(spec: RowSpec, *, lean: bool = False) -> Run:
@@ -202,11 +203,10 @@ def _raw(spec: RowSpec, *, lean: bool = False) -> Run:
         for p in procs:
             p.start()
         barrier.wait()
-        t0 = time.perf_counter()
-        ends = [done.get() for _ in procs]
+        spans = [done.get() for _ in procs]
         for p in procs:
             p.join()
-        return len(spec.paths), None, max(ends) - t0
+        return len(spec.paths), None, max(e for _, e in spans) - min(s for s, _ in spans)
 
     return run
 
