@@ -102,7 +102,7 @@ def set_up(cfg: DictConfig, dist: Dist, out_dir: str | None = None) -> Run:
     try:
         # The shuffle group is a partial OrderSpec; the batch size it takes is loader.batch_size.
         unused: dict[str, Any] = {}
-        if cfg.shuffle.shuffle not in ("buffer", "tf-buffer") and cfg.shuffle.buffer_size:
+        if cfg.shuffle.shuffle != "buffer" and cfg.shuffle.buffer_size:
             # A sweep's shuffle.buffer_size=K reaches every shuffle choice: said, then unused.
             log.info("shuffle.buffer_size is not used by shuffle=%s", cfg.shuffle.shuffle)
             unused["buffer_size"] = None

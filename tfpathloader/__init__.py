@@ -6,8 +6,7 @@ stage two reads and decodes the images in that order, in PyTorch or in tf.data.
     >>> from tfpathloader import PathIndex, GlobalShuffleSampler, make_loader
 
 Importing the package needs neither torch nor TensorFlow (the backends load them on first use),
-installs no import hook and registers nothing in protobuf's global pool. It loads numpy and the
-orders only (NOTE [order registry] in :mod:`tfpathloader.order.orders`).
+installs no import hook and registers nothing in protobuf's global pool.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import tf_shuffle as _tf_shuffle  # registers the order "tf-buffer" (NOTE [order registry])
 from ._version import __version__
 
 # Public name -> module that defines it; loaded on first access (PEP 562).

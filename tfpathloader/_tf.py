@@ -1,7 +1,6 @@
 """Importing TensorFlow: quietly, beside the `tfrecord` package, with errors that say what to do.
 
-Below both users of TensorFlow, the tf backend (:mod:`tfpathloader.load`) and TensorFlow's own
-shuffle (:mod:`tfpathloader.tf_shuffle`), so that neither reaches into the other.
+Used by the tf backend (:mod:`tfpathloader.load.tf_backend`) and the benchmarks' tf.data rows.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ def import_tensorflow() -> Any:
         raise
     except ImportError as e:
         raise ImportError(
-            "the tf backend and the 'tf-buffer' order need TensorFlow: "
+            "the tf backend needs TensorFlow: "
             "pip install 'tfpathloader[tf-cpu]' (or [tf])"
         ) from e
     return tf

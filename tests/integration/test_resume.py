@@ -20,7 +20,6 @@ ORDERS = {
     "global-exact": {"shuffle": "global", "permutation": "exact"},
     "global-stateless": {"shuffle": "global", "permutation": "stateless"},
     "buffer": {"shuffle": "buffer", "buffer_size": 8},
-    "tf-buffer": {"shuffle": "tf-buffer", "buffer_size": 8},
     "none": {"shuffle": "none"},
 }
 

@@ -16,10 +16,9 @@ PACKAGE = "tfpathloader"
 
 # NOTE [layers]: bottom to top. Each part of the package (a sub-package or a top-level module;
 # "" is tfpathloader/__init__, the lazy public names) -> the parts it may import besides its own
-# modules. `order` is pure numpy (DESIGN.md §2): TensorFlow's own shuffle registers itself into
-# it from `tf_shuffle` (NOTE [order registry] in tfpathloader/order/orders.py).
+# modules. `order` is pure numpy (DESIGN.md §2).
 _BOTTOM = {"_redact", "_version", "_utils", "errors"}
-_BELOW_LOAD = _BOTTOM | {"storage", "index", "order", "transforms", "_tf", "tf_shuffle"}
+_BELOW_LOAD = _BOTTOM | {"storage", "index", "order", "transforms", "_tf"}
 MAY_IMPORT: dict[str, set[str]] = {
     "_redact": set(),
     "_version": set(),
@@ -30,7 +29,6 @@ MAY_IMPORT: dict[str, set[str]] = {
     "order": {"errors"},
     "transforms": set(),
     "_tf": _BOTTOM | {"storage", "index"},
-    "tf_shuffle": {"errors", "order", "_tf"},
     "load": _BELOW_LOAD,
     "tools": _BELOW_LOAD | {"load"},
 }
@@ -154,11 +152,9 @@ def test_the_graph_sees_function_level_and_relative_imports():
 
 
 def test_importing_the_orders_loads_no_framework_and_no_loader():
-    # "tf-buffer" is registered (by the package, NOTE [order registry]); TensorFlow comes in only
-    # when an epoch of it is computed.
     result = run_python(
         "import sys\nimport tfpathloader.order as o\n"
-        "o.GlobalShuffleSampler(10, shuffle='tf-buffer', buffer_size=4)\n"
+        "list(o.GlobalShuffleSampler(10, shuffle='buffer', buffer_size=4))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow')"
         " or m.startswith('tfpathloader.load')))"
     )

@@ -189,7 +189,7 @@ def test_state_from_another_configuration_is_refused():
     ("kwargs", "message"),
     [
         ({"rank": 4, "world_size": 4}, r"Invalid rank 4, rank should be in the interval \[0, 3\]"),
-        ({"shuffle": "random"}, "unknown shuffle 'random'; valid: global, buffer, tf-buffer, none"),
+        ({"shuffle": "random"}, "unknown shuffle 'random'; valid: global, buffer, none"),
         ({"permutation": "fast"}, "unknown permutation 'fast'; valid: exact, stateless"),
         ({"shuffle": "buffer"}, "needs buffer_size >= 1"),
         ({"seed": -1}, "seed must be an integer >= 0"),
@@ -311,18 +311,8 @@ def test_make_order_by_name():
         3,
         4,
     ]
-    with pytest.raises(ValueError, match="valid: global, buffer, tf-buffer, none"):
+    with pytest.raises(ValueError, match="valid: global, buffer, none"):
         make_order(OrderSpec(shuffle="nope"), 5, 0)
-
-
-def test_an_order_nothing_registered_fails_at_once_naming_its_module(monkeypatch):
-    from tfpathloader.order import orders
-
-    monkeypatch.delitem(orders._ORDERS, "tf-buffer")  # as if tfpathloader.tf_shuffle never ran
-    with pytest.raises(LookupError, match=r"import tfpathloader\.tf_shuffle"):
-        GlobalShuffleSampler(10, shuffle="tf-buffer", buffer_size=4)
-    with pytest.raises(ValueError, match="valid: global, buffer, tf-buffer, none"):
-        orders.register_order("random", orders.order_function("none"))
 
 
 def test_layout_documented_tail_rule():

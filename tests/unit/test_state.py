@@ -22,7 +22,7 @@ FP = "blake2b:test"
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"shuffle": "random"}, "unknown shuffle 'random'; valid: global, buffer, tf-buffer, none"),
+        ({"shuffle": "random"}, "unknown shuffle 'random'; valid: global, buffer, none"),
         ({"permutation": "fast"}, "unknown permutation 'fast'; valid: exact, stateless"),
         ({"shuffle": "buffer"}, "needs buffer_size >= 1, got None"),
         ({"shuffle": "buffer", "buffer_size": 0}, "buffer_size must be an integer >= 1"),

@@ -29,7 +29,7 @@ from .files import DEFAULT_MAX_FILE_BYTES, FileReader, check_max_file_bytes
 __all__ = ["Backend", "Loader", "make_loader"]
 
 Backend = Literal["torch", "tf"]
-Shuffle = Literal["global", "buffer", "tf-buffer", "none"]
+Shuffle = Literal["global", "buffer", "none"]
 Permutation = Literal["exact", "stateless"]
 UserTransform = Callable[[np.ndarray, np.random.Generator], Any]
 
@@ -232,7 +232,7 @@ def make_loader(
         backend: ``"torch"`` (worker processes, shared-memory batches) or ``"tf"`` (tf.data);
             both give the same batches.
         shuffle: ``"global"`` (uniform, per epoch; the default), ``"buffer"`` (the biased
-            baseline), ``"tf-buffer"`` (TensorFlow's own shuffle, for comparison) or ``"none"``.
+            baseline, tf.data ``shuffle`` semantics computed by numpy) or ``"none"``.
         seed: Seed of every random choice (default 0); the same config, the same batches.
         permutation: ``"exact"`` (default) or ``"stateless"`` (constant memory, 100M+ records).
         buffer_size: Shuffle buffer size, for the buffer orders.

@@ -11,8 +11,6 @@ from .orders import (
     buffer_order,
     exact_permutation,
     make_order,
-    order_function,
-    register_order,
 )
 from .sampler import GlobalShuffleSampler
 from .spec import ORDERS, OrderSpec, Stream, epoch_rng
@@ -34,6 +32,4 @@ __all__ = [
     "epoch_rng",
     "exact_permutation",
     "make_order",
-    "order_function",
-    "register_order",
 ]

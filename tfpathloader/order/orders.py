@@ -13,8 +13,6 @@ Orders (``DESIGN.md`` §4), chosen by name from :data:`ORDERS`:
 - ``"buffer"``: the bounded-buffer shuffle of the stored order (:func:`buffer_order`), with
   tf.data ``shuffle`` semantics: the biased baseline the article starts from.
 - ``"none"``: stored order.
-- ``"tf-buffer"``: TensorFlow's own ``Dataset.shuffle`` over the stored order, for comparison:
-  implemented in :mod:`tfpathloader.tf_shuffle`, which registers it here (NOTE [order registry]).
 
 Random streams and the validation of every field: :mod:`tfpathloader.order.spec`.
 """
@@ -36,8 +34,6 @@ __all__ = [
     "buffer_order",
     "exact_permutation",
     "make_order",
-    "order_function",
-    "register_order",
 ]
 
 
@@ -197,49 +193,17 @@ def _buffer(spec: OrderSpec, n: int, epoch: int) -> Order:
     return ArrayOrder(buffer_order(n, spec.buffer_size, spec.seed, epoch))
 
 
-# NOTE [order registry]: `order` imports numpy and nothing above it (DESIGN.md §2), yet
-# "tf-buffer" is TensorFlow's own Dataset.shuffle: tfpathloader.tf_shuffle implements it and
-# registers it here when imported. tfpathloader/__init__ imports it, so every way in (a worker
-# unpickling a sampler included) finds it registered; TensorFlow loads only for an epoch of it.
-# The name stays in spec.ORDERS, so an OrderSpec validates it without TensorFlow; were it ever
-# missing, order_function() says which module registers it.
 _ORDERS: dict[str, OrderFunction] = {
     "global": lambda spec, n, epoch: PERMUTATIONS[spec.permutation](n, spec.seed, epoch),
     "buffer": _buffer,
     "none": lambda spec, n, epoch: _Arange(n),
 }
 # The names OrderSpec validates (spec.py imports nothing of this) are the ones implemented here.
-assert tuple(PERMUTATIONS) == spec.PERMUTATIONS
-assert set(_ORDERS) | {"tf-buffer"} == set(spec.ORDERS)
-
-
-def register_order(name: str, function: OrderFunction) -> None:
-    """Make ``function`` the implementation of the order ``name`` (one of ``ORDERS``).
-
-    Args:
-        name: The order's name, as ``OrderSpec(shuffle=name)`` validates it.
-        function: ``(spec, n, epoch)`` -> the epoch's global :class:`Order` of ``n`` records.
-    """
-    if name not in spec.ORDERS:
-        raise ValueError(f"unknown order {name!r}; valid: {', '.join(spec.ORDERS)}")
-    _ORDERS[name] = function
-
-
-def order_function(name: str) -> OrderFunction:
-    """The implementation of the order ``name`` (see NOTE [order registry])."""
-    try:
-        return _ORDERS[name]
-    except KeyError:
-        if name not in spec.ORDERS:
-            raise ValueError(f"unknown order {name!r}; valid: {', '.join(spec.ORDERS)}") from None
-        raise LookupError(
-            f"the order {name!r} is not registered: import tfpathloader.tf_shuffle first "
-            "(importing tfpathloader does)"
-        ) from None
+assert tuple(PERMUTATIONS) == spec.PERMUTATIONS and tuple(_ORDERS) == spec.ORDERS
 
 
 def make_order(spec: OrderSpec, n: int, epoch: int) -> Order:
     """The global order of one epoch of ``n`` records under ``spec``."""
     check_int("n", n)
     check_int("epoch", epoch)
-    return order_function(spec.shuffle)(spec, n, epoch)
+    return _ORDERS[spec.shuffle](spec, n, epoch)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .layout import Layout
-from .orders import Order, make_order, order_function
+from .orders import Order, make_order
 from .spec import OrderSpec, check_int
 from .state import ResumeState, read_state
 
@@ -59,7 +59,6 @@ class GlobalShuffleSampler:
         if spec is not None and order:
             raise ValueError(f"give spec= or the order's fields, not both (got {sorted(order)})")
         self.spec = spec if spec is not None else OrderSpec(**order)
-        order_function(self.spec.shuffle)  # an order nothing registered fails here, not later
         self.num_records = check_int("num_records", num_records)
         self.fingerprint = fingerprint or "none"
         self.layout = self._layout(0)

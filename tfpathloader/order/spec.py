@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 # The orders by name (what each delivers: tfpathloader.order.orders, DESIGN.md §4).
-ORDERS: tuple[str, ...] = ("global", "buffer", "tf-buffer", "none")
+ORDERS: tuple[str, ...] = ("global", "buffer", "none")
 PERMUTATIONS: tuple[str, ...] = ("exact", "stateless")
 
 
@@ -45,7 +45,7 @@ class Stream(enum.IntEnum):
     STATELESS = 1  # the keys of the stateless (Feistel) permutation
     BUFFER = 2  # the draws of the buffer order
     TRANSFORM = 3  # per-record augmentation: [seed, epoch, TRANSFORM, record id]
-    TF_BUFFER = 4  # the seed handed to TensorFlow's own Dataset.shuffle
+    # 4 was the seed of TensorFlow's own Dataset.shuffle (an order no longer offered)
     TORCH_SEED = 5  # torch's global generator around a user transform: [.., record id, this]
     HOLDOUT = 100  # train_app's held-out evaluation split: [seed, HOLDOUT]
 
@@ -90,11 +90,10 @@ class OrderSpec:
     Args:
         shuffle: ``"global"`` (a uniform permutation per epoch), ``"buffer"`` (the bounded-buffer
             shuffle of the stored order, tf.data ``shuffle`` semantics computed by numpy: the
-            biased baseline), ``"tf-buffer"`` (TensorFlow's own ``Dataset.shuffle``, for
-            comparison; needs TensorFlow) or ``"none"`` (stored order).
+            biased baseline) or ``"none"`` (stored order).
         permutation: For ``"global"``: ``"exact"`` (numpy, materialized) or ``"stateless"``
             (a keyed bijection, constant memory, for 100M+ records).
-        buffer_size: Buffer size, required by (and only allowed with) the buffer orders.
+        buffer_size: Buffer size, required by (and only allowed with) the buffer order.
         seed: Seed of every random choice (with the epoch); an integer >= 0.
         batch_size: Per-rank batch size. A step consumes ``batch_size * world_size``
             consecutive positions of the epoch's global order.
@@ -116,7 +115,7 @@ class OrderSpec:
     def __post_init__(self) -> None:
         _check_choice("shuffle", self.shuffle, ORDERS)
         _check_choice("permutation", self.permutation, PERMUTATIONS)
-        if self.shuffle in ("buffer", "tf-buffer"):
+        if self.shuffle == "buffer":
             if self.buffer_size is None:
                 raise ValueError(f"shuffle={self.shuffle!r} needs buffer_size >= 1, got None")
             object.__setattr__(
@@ -126,8 +125,8 @@ class OrderSpec:
             # Silently ignoring it would hide a config mistake (a sweep over buffer sizes that
             # all run the global order).
             raise ValueError(
-                f"buffer_size={self.buffer_size!r} is only used by shuffle='buffer' or "
-                f"'tf-buffer', not {self.shuffle!r}; leave it unset"
+                f"buffer_size={self.buffer_size!r} is only used by shuffle='buffer', not "
+                f"{self.shuffle!r}; leave it unset"
             )
         object.__setattr__(self, "seed", check_int("seed", self.seed))
         object.__setattr__(self, "batch_size", check_int("batch_size", self.batch_size, minimum=1))

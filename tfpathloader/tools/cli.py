@@ -171,14 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shuffle",
         default="global",
-        help="comma-separated orders to compare: global, buffer, tf-buffer (TensorFlow's own "
-        "shuffle), none (default global)",
+        help="comma-separated orders to compare: global, buffer, none (default global)",
     )
     p.add_argument(
         "--buffer-size",
         type=int,
         default=10000,
-        help="shuffle buffer size for --shuffle buffer / tf-buffer (default 10000)",
+        help="shuffle buffer size for --shuffle buffer (default 10000)",
     )
     p.add_argument("--draws", type=int, help="draws to audit (default: one epoch)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")

@@ -176,7 +176,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     shuffles = [s.strip() for s in args.shuffle.split(",") if s.strip()]
     sequences, results = {}, {}
     for shuffle in shuffles:
-        buffered = shuffle in ("buffer", "tf-buffer")
+        buffered = shuffle == "buffer"
         name = f"{shuffle} ({args.buffer_size:,})" if buffered else shuffle
         spec = OrderSpec(
             shuffle=shuffle,
