@@ -112,7 +112,8 @@ def resnet50(*, channels: int, num_classes: int, width: int = 64) -> nn.Module:
         nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
     ]  # fmt: skip
     cin = width
-    for k, (mid, blocks) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), (3, 4, 6, 3))):
+    stages = zip((width, 2 * width, 4 * width, 8 * width), (3, 4, 6, 3), strict=True)
+    for k, (mid, blocks) in enumerate(stages):
         for b in range(blocks):
             layers.append(Bottleneck(cin, mid, 2 if b == 0 and k > 0 else 1))
             cin = 4 * mid

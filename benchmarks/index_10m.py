@@ -16,9 +16,9 @@ import shutil
 import time
 
 import numpy as np
+from procstats import status
 
 from tfpathloader import PathIndex, write_index
-from tfpathloader.tools.procstats import status
 
 
 def synthetic_paths(n: int, classes: int) -> tuple[list[str], np.ndarray]:

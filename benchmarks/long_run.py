@@ -18,9 +18,9 @@ import os
 import time
 
 import numpy as np
+from procstats import children, proc_stats
 
 from tfpathloader import PathIndex, make_loader
-from tfpathloader.tools.procstats import children, proc_stats
 
 
 def main() -> None:

@@ -5,10 +5,10 @@
     python benchmarks/peers.py --make-photos bench-photo      # photos, resized to 224x224
     python benchmarks/peers.py --make-photos bench-photo --crop   # ... through the training crop
 
-The rows of ``tfpathloader bench`` (raw, raw-lean, torch, tf, torch-fast, tf-fast), and peers,
+The rows of ``benchmarks/bench.py`` (raw, raw-lean, torch, tf, torch-fast, tf-fast), and peers,
 each written the way its own docs teach it (linked in each factory's docstring): a user's first,
 idiomatic pipeline with the same worker count and batch size as ours, no tuning beyond it. All
-run through the package's bench driver (NOTE [bench method] in tfpathloader/tools/bench.py):
+run through the bench driver (NOTE [bench method] in benchmarks/bench.py):
 the same files, each row in its own process, interleaved rounds. A peer whose package is
 missing is reported as skipped (``pip install 'tfpathloader[bench]'``: torchdata and grain).
 ``docs/make_docs.py --only bench`` runs this script for the README.
@@ -24,13 +24,21 @@ from functools import partial
 from typing import Any, cast
 
 import numpy as np
+from bench import (
+    ROWS,
+    Result,
+    Row,
+    RowSpec,
+    Run,
+    add_bench_arguments,
+    bench_index,
+    count_epoch,
+    pillow_crop,
+)
 from photos import make_jpeg_set, make_photo_set
 
 from tfpathloader import PathIndex
 from tfpathloader._utils import optional_import
-from tfpathloader.tools.bench import ROWS, Result, Row, RowSpec, Run, count_epoch, pillow_crop
-from tfpathloader.tools.cli import add_bench_arguments
-from tfpathloader.tools.commands import bench_index
 
 
 class PathListDataset:
@@ -256,7 +264,7 @@ CATALOG: dict[str, Row] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The options: an index or an image set to make, then those of ``tfpathloader bench``."""
+    """The options: an index or an image set to make, then those of ``benchmarks/bench.py``."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -266,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="make the 224x224 RGB JPEG set in DIR (if missing) and benchmark it",
     )
-    # The set sizes of the README's Speed table (NOTE [bench defaults] in tfpathloader/tools/cli.py).
+    # The set sizes of the README's Speed table (NOTE [bench defaults] in benchmarks/bench.py).
     p.add_argument("--jpeg-count", type=int, default=10000, help="JPEGs to make (default 10000)")
     p.add_argument(
         "--make-photos",

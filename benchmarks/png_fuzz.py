@@ -155,5 +155,6 @@ def main() -> None:
     for name, n in counts.most_common():
         print(f"  {n:6d} {name}")
 
+
 if __name__ == "__main__":
     main()

@@ -15,9 +15,10 @@ import time
 import urllib.request
 from typing import Any
 
+from procstats import cpu_s
+
 from tfpathloader import PathIndex, make_loader
 from tfpathloader.storage import RemoteOptions
-from tfpathloader.tools.procstats import cpu_s
 
 __all__ = ["format_remote_table", "run_remote_bench"]
 

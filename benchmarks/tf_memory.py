@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 
-from tfpathloader.tools.procstats import status
+from procstats import status
 
 
 def _mib(field: str) -> int:

@@ -25,9 +25,9 @@ import os
 import numpy as np
 import torch
 import torch.utils.data
+from procstats import proc_stats
 
 from tfpathloader import PathIndex
-from tfpathloader.tools.procstats import proc_stats
 
 
 class IndexPaths(torch.utils.data.Dataset):

@@ -174,7 +174,7 @@ def audit_table(orders: dict[str, dict[str, Any]], *, draws: int) -> str:
 # The four image sets of the Speed table: (file name under docs/bench, column title, arguments of
 # benchmarks/peers.py: the index or set options, then rows). BENCH_ARGS is how much of each is
 # measured. The JPEG sets also run the rows of equal pixel quality (NOTE [equal pixels] in
-# tfpathloader/tools/bench.py); on the PNGs they would repeat their defaults' rows.
+# benchmarks/bench.py); on the PNGs they would repeat their defaults' rows.
 _EQUAL = (
     "--rows",
     "raw,raw-lean,torch,tf,torch-fast,tf-fast,baseline,stateful,grain,tf-hand,tf-hand-exact",
@@ -193,7 +193,7 @@ BENCH_ARGS = ("--repeat", "5")
 
 
 def _bench(ctx: Context) -> str:
-    from tfpathloader.tools.bench import format_bench_table
+    from bench import format_bench_table
 
     results = {}
     for name, _, args in _BENCH_SETS:

@@ -34,7 +34,6 @@ def import_tensorflow() -> Any:
         raise
     except ImportError as e:
         raise ImportError(
-            "the tf backend needs TensorFlow: "
-            "pip install 'tfpathloader[tf-cpu]' (or [tf])"
+            "the tf backend needs TensorFlow: pip install 'tfpathloader[tf-cpu]' (or [tf])"
         ) from e
     return tf

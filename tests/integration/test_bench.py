@@ -1,4 +1,4 @@
-"""`tfpathloader bench` and benchmarks/peers.py: every row over the same files, each in its own
+"""benchmarks/bench.py and benchmarks/peers.py: every row over the same files, each in its own
 process, ratios to raw; the image-set makers of benchmarks/photos.py."""
 
 from __future__ import annotations
@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import os
 
+import bench
 import numpy as np
 import peers
 import pytest
+from bench import ROWS, _tabulate, format_bench_table, memory_mib, run_bench
 from conftest import make_images
 from photos import make_jpeg_set, make_photo_set
+from procstats import cpu_s, descendants, proc_stats
 
 from tfpathloader import write_index
-from tfpathloader.tools.bench import ROWS, _tabulate, format_bench_table, memory_mib, run_bench
-from tfpathloader.tools.cli import main
-from tfpathloader.tools.procstats import cpu_s, descendants, proc_stats
 
 
 def _check_columns_agree(result):
@@ -47,11 +47,11 @@ def test_bench_raw_rows_in_their_own_processes(tmp_path):
 def test_bench_cli_every_row(tmp_path, capsys):
     paths, labels = make_images(tmp_path, 48, size=(16, 16))
     index = write_index(tmp_path / "index.tfrecord", paths, labels)
-    argv = ["bench", index.files[0], "--workers", "1", "--batch-size", "16", "--repeat", "1"]
-    assert main([*argv, "--json", "--quiet"]) == 0
+    argv = [index.files[0], "--workers", "1", "--batch-size", "16", "--repeat", "1"]
+    assert bench.main([*argv, "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     rows = result["rows"]
-    assert list(rows) == ["raw", "raw-lean", "torch", "tf"]  # the package's rows: no peers
+    assert list(rows) == ["raw", "raw-lean", "torch", "tf"]  # our rows: no peers
     for name, r in rows.items():
         assert r["images_per_s"] > 0 and len(r["runs"]) == 1
         assert r["mem_mib"] > 0 and r["uss_mib"] > 0  # from the untimed memory epoch
@@ -60,7 +60,7 @@ def test_bench_cli_every_row(tmp_path, capsys):
     _check_columns_agree(result)
 
 
-def test_the_package_holds_only_our_rows():
+def test_the_bench_holds_only_our_rows():
     assert list(ROWS) == ["raw", "raw-lean", "torch", "tf", "torch-fast", "tf-fast"]
     assert list(peers.CATALOG)[: len(ROWS)] == list(ROWS)  # the peers come after ours
 
@@ -170,9 +170,9 @@ def test_make_photo_set_is_imagenet_like_and_seeded(tmp_path):
 
 def test_pillow_crop_row_is_torchvisions_random_resized_crop(tmp_path):
     """The Pillow peers' crop: the box torchvision would draw, resized, flipped half the time."""
+    from bench import RowSpec, pillow_crop
     from PIL import Image
 
-    from tfpathloader.tools.bench import RowSpec, pillow_crop
     from tfpathloader.transforms import RandomResizedCrop
 
     src = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)

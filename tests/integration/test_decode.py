@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import simplejpeg
 import torch
-from PIL import Image
 from photos import make_photo_set
+from PIL import Image
 
-from tfpathloader import ImageLoadError, make_loader, write_index
+from tfpathloader import ImageLoadError, make_loader
 from tfpathloader import transforms as T
 from tfpathloader.load import decode, jpeg
 from tfpathloader.load.decode import Recipe, decode_image, inspect, render
@@ -145,7 +145,7 @@ def test_png_pixels_follow_the_pixel_rules_with_either_decoder(mode, pyspng, cha
         with Image.open(io.BytesIO(data)) as im:
             assert im.info.get("interlace") in (None, 0, 1)
     elif mode == "I;16":
-        data = _save((RGB[:, :, 0].astype(np.uint16) * 257))
+        data = _save(RGB[:, :, 0].astype(np.uint16) * 257)
     elif mode in ("LA", "RGBA"):
         data = _save(np.dstack([RGB[:, :, : 1 if mode == "LA" else 3], RGB[:, :, 2]]))
     elif mode == "P":

@@ -6,7 +6,6 @@ as on a GPU, so these tests build and run everywhere; the CUDA test skips with o
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from photos import make_photo_set

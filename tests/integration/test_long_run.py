@@ -11,10 +11,10 @@ import os
 import numpy as np
 import pytest
 from conftest import make_images
+from procstats import proc_stats
 
 from tfpathloader import write_index
 from tfpathloader.load.loader import make_loader
-from tfpathloader.tools.procstats import proc_stats
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from conftest import ROOT, make_images, run_python
 
 from tfpathloader import GlobalShuffleSampler, write_index
@@ -193,7 +192,7 @@ def test_a_script_exits_within_a_second_of_its_last_line(png_index, tmp_path, en
         from tfpathloader.load.loader import make_loader
         index = PathIndex.read({str(tmp_path / "index.tfrecord")!r})
     """
-    loop = f"""
+    loop = """
         loader = make_loader(backend="tf", index=index, batch_size=4, seed=3, num_workers=2,
                              transform=lambda img, rng: (time.sleep(0.05), img)[1])
     """

@@ -308,7 +308,7 @@ def test_kill_and_resume_loses_nothing(small_data, tmp_path, loader, kill_steps,
 
 def _kill_tree(pid):
     """SIGKILL a process and all its descendants, the deepest first."""
-    from tfpathloader.tools.procstats import descendants
+    from procstats import descendants
 
     for p in reversed(descendants(pid)):
         with contextlib.suppress(ProcessLookupError):
@@ -411,7 +411,7 @@ def test_a_bad_loader_jpeg_dct_is_a_config_error_naming_the_valid_ones(small_dat
 
 def _rank_workers(launcher: int, rank: int) -> list[int]:
     """The loader workers of one rank of a torchrun launch: children of the rank's process."""
-    from tfpathloader.tools.procstats import children, descendants
+    from procstats import children, descendants
 
     for pid in descendants(launcher):
         try:

@@ -1,4 +1,4 @@
-"""The ``tfpathloader`` command line: demo data, index build/info/verify, audit, bench."""
+"""The ``tfpathloader`` command line: demo data, index build/info/verify, audit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .._version import __version__
 from ..errors import TFPathLoaderError
 from . import commands
 
-__all__ = ["add_bench_arguments", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
 
 _DESCRIPTION = """\
 Shuffle millions of training images evenly, then load them fast.
@@ -43,39 +43,6 @@ def _index_options() -> argparse.ArgumentParser:
         "leading outside it",
     )
     return p
-
-
-def add_bench_arguments(p: argparse.ArgumentParser, *, rows: str, rows_help: str) -> None:
-    """The options of ``tfpathloader bench``, shared with ``benchmarks/peers.py``."""
-    # NOTE [bench defaults]: the defaults are the README's Speed table's settings (2 workers,
-    # batch 256, 9 rounds, the index's first 50,000 images), so the plain command reproduces it.
-    p.add_argument(
-        "--size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="resize every image to H x W in every row (needed for images of varied sizes)",
-    )
-    p.add_argument(
-        "--crop",
-        action="store_true",
-        help="every row applies the training crop instead of a resize: RandomResizedCrop to "
-        "--size (default 224 224) + horizontal flip, each the way its own users write it "
-        "(Pillow for the raw rows and the PyTorch peers, decode_and_crop_jpeg for tf.data, "
-        "tfpathloader.transforms for ours)",
-    )
-    p.add_argument("--rows", default=rows, help=rows_help)
-    p.add_argument(
-        "--workers", type=int, default=2, help="processes per row (default 2, as in the README)"
-    )
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument(
-        "--images", type=int, help="images per measurement (default: the index, at most 50,000)"
-    )
-    p.add_argument("--repeat", type=int, default=9, help="interleaved rounds (default 9)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,24 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an earlier audit in --out")
     p.set_defaults(func=commands.cmd_audit)
 
-    p = sub.add_parser(
-        "bench",
-        parents=[_index_options()],
-        help="images/s of the loaders against the machine's decode limit",
-        description="Measure, in one run and over the same files of INDEX: the raw decode "
-        "limit (the files decoded flat out by as many processes as the loaders use) and this "
-        "project's loaders. Prints each row's ratio to the raw limit. The loaders people write "
-        "instead are measured beside these by the repository's benchmarks/peers.py.",
-        epilog="example: tfpathloader bench data/index.tfrecord --rows raw,torch,tf",
-    )
-    add_bench_arguments(
-        p,
-        rows="raw,raw-lean,torch,tf",
-        rows_help="comma-separated rows: raw, raw-lean, torch, tf (the default); and for "
-        "equal pixels: torch-fast, tf-fast (ours at tf.data's defaults: fast IDCT, no "
-        "antialiasing)",
-    )
-    p.set_defaults(func=commands.cmd_bench)
     return parser
 
 

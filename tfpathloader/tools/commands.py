@@ -7,11 +7,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .bench import Row
+from typing import Any
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -218,37 +214,3 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return _report(
         args, payload, [table, f"\nwrote {figure} and {os.path.join(out, 'audit.json')}"]
     )
-
-
-# --------------------------------------------------------------------------- bench
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    return bench_index(args, _open(args))
-
-
-def bench_index(
-    args: argparse.Namespace, index: Any, catalog: Mapping[str, Row] | None = None
-) -> int:
-    """Run the bench's rows (of ``catalog``; default: ours) on ``index`` and print the table.
-
-    ``args`` holds the options of :func:`~tfpathloader.tools.cli.add_bench_arguments`;
-    ``benchmarks/peers.py`` calls this with the peer rows in ``catalog``.
-    """
-    from .bench import ROWS, format_bench_table, run_bench
-
-    size: tuple[int, int] | None = (args.size[0], args.size[1]) if args.size else None
-    result = run_bench(
-        index,
-        rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()),
-        catalog=ROWS if catalog is None else catalog,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        images=args.images,
-        repeat=args.repeat,
-        seed=args.seed,
-        size=size or ((224, 224) if args.crop else None),
-        crop=args.crop,
-        progress=_progress(args),
-    )
-    return _report(args, result, [format_bench_table(result)])

@@ -1,4 +1,6 @@
-"""``tfpathloader bench``: our loaders against the machine's decode limit, on a user's own index.
+"""Our loaders against the machine's decode limit, on any index: the bench driver and its rows.
+
+    python benchmarks/bench.py data/index.tfrecord [--rows raw,torch,tf] [--crop]
 
 A row is a factory ``f(spec) -> run`` called inside the row's own process; ``run(epoch)``
 iterates one epoch over ``spec.paths`` and returns the images delivered and when the first batch
@@ -39,11 +41,11 @@ from functools import partial
 from typing import Any, Literal
 
 import numpy as np
+from procstats import cpu_s, tree_rollup
 
-from .._utils import progress_bar
-from ..index import PathIndex
-from ..load.decode import decode_image, load_image
-from .procstats import cpu_s, tree_rollup
+from tfpathloader._utils import progress_bar
+from tfpathloader.index import PathIndex
+from tfpathloader.load.decode import decode_image, load_image
 
 __all__ = [
     "DEFAULT_ROWS",
@@ -137,7 +139,7 @@ def pillow_crop(
 
     from PIL import Image
 
-    from ..transforms import RandomResizedCrop
+    from tfpathloader.transforms import RandomResizedCrop
 
     assert spec.size is not None
     src: Any = path
@@ -226,9 +228,9 @@ def _ours(spec: RowSpec, backend: Literal["torch", "tf"], fast: bool = False) ->
 
     ``fast``: with hand-written tf.data's pixel quality (NOTE [equal pixels]).
     """
-    from .. import transforms as T
-    from ..index import PathIndex
-    from ..load.loader import make_loader
+    from tfpathloader import transforms as T
+    from tfpathloader.index import PathIndex
+    from tfpathloader.load.loader import make_loader
 
     index = PathIndex.read(list(spec.index_files), root=spec.root)
     how: dict[str, Any] = {"channels": spec.channels}
@@ -426,8 +428,8 @@ def run_bench(
     unknown = set(rows) - set(catalog)
     if unknown:
         raise ValueError(f"unknown bench rows {sorted(unknown)}; valid: {', '.join(catalog)}")
-    from ..load.decode import load_image
-    from ..order.sampler import GlobalShuffleSampler
+    from tfpathloader.load.decode import load_image
+    from tfpathloader.order.sampler import GlobalShuffleSampler
 
     n = len(index)
     m = min(n, images or 50_000)
@@ -574,3 +576,76 @@ def format_bench_table(result: dict[str, Any]) -> str:
             f"{num(r['cpu_ms_per_image'], '.2f')} |"
         )
     return "\n".join(lines)
+
+
+def add_bench_arguments(p: Any, *, rows: str, rows_help: str) -> None:
+    """The bench's options (this script's and ``peers.py``'s)."""
+    # NOTE [bench defaults]: the defaults are the README's Speed table's settings (2 workers,
+    # batch 256, 9 rounds, the index's first 50,000 images), so the plain command reproduces it.
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize every image to H x W in every row (needed for varied sizes)",
+    )
+    p.add_argument(
+        "--crop",
+        action="store_true",
+        help="every row applies the training crop instead: RandomResizedCrop to "
+        "--size (default 224 224) + horizontal flip, each the way its own users "
+        "write it (Pillow for the raw rows and the PyTorch peers, "
+        "decode_and_crop_jpeg for tf.data, tfpathloader.transforms for ours)",
+    )
+    p.add_argument("--rows", default=rows, help=rows_help)
+    p.add_argument("--workers", type=int, default=2, help="processes per row (default 2)")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    p.add_argument("--images", type=int, help="images per measurement (default: at most 50,000)")
+    p.add_argument("--repeat", type=int, default=9, help="interleaved rounds (default 9)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every order (default 0)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=None)  # fmt: skip
+
+
+def bench_index(args: Any, index: PathIndex, catalog: Mapping[str, Row] | None = None) -> int:
+    """Run the rows of ``args.rows`` (from ``catalog``; default: ours) and print the table."""
+    import json
+    import sys
+
+    size: tuple[int, int] | None = (args.size[0], args.size[1]) if args.size else None
+    result = run_bench(
+        index,
+        rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()),
+        catalog=ROWS if catalog is None else catalog,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        images=args.images,
+        repeat=args.repeat,
+        seed=args.seed,
+        size=size or ((224, 224) if args.crop else None),
+        crop=args.crop,
+        progress=False if args.quiet else None,
+    )
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_bench_table(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("index", help="index file, glob or sharded name")
+    add_bench_arguments(p, rows="raw,raw-lean,torch,tf", rows_help="comma-separated rows: "
+                        "raw, raw-lean, torch, tf (the default); torch-fast, tf-fast (ours at "
+                        "tf.data's defaults: fast IDCT, no antialiasing)")  # fmt: skip
+    args = p.parse_args(argv)
+    return bench_index(args, PathIndex.read(args.index))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The one reader of Linux /proc: memory, CPU time, threads and descriptors of a process tree.
 
-Used by ``tfpathloader bench`` and by the benchmarks and tests beside the package. Off Linux (no
+Used by the benchmarks and tests beside the package. Off Linux (no
 /proc) the tree readers return ``None``.
 """
 
@@ -45,7 +45,7 @@ def rollup(pid: int) -> dict[str, int]:
     """``/proc/PID/smaps_rollup``: kB by field (``Rss``, ``Pss``, ``Private_Dirty`` ...).
 
     Reading it walks every mapping of the process: 30-45 ms of CPU in a process that holds
-    TensorFlow and torch (NOTE [bench method] in :mod:`tfpathloader.tools.bench`).
+    TensorFlow and torch (NOTE [bench method] in benchmarks/bench.py).
     """
     out: dict[str, int] = {}
     with open(f"/proc/{pid}/smaps_rollup") as f:
