@@ -257,7 +257,7 @@ def _pillow_pixels(src: Source) -> np.ndarray:
         raise _pillow_error(e, src.record_id, src.path) from None
     if src.kind == "png":  # what Pillow lets through (NOTE [png checks])
         check_rows(src.data, src.path, src.record_id)
-    return out
+    return np.asarray(out, dtype=np.uint8)
 
 
 def _png_pixels(src: Source) -> np.ndarray:
@@ -266,7 +266,7 @@ def _png_pixels(src: Source) -> np.ndarray:
     if _pyspng is None or depth != 8 or colour == 3:
         return _pillow_pixels(src)
     try:  # libspng's RGB drops alpha (no compositing), and expands grey+alpha to RGB
-        arr = _pyspng.load(src.data, "L" if colour == 0 else "RGB")
+        arr: np.ndarray = _pyspng.load(src.data, "L" if colour == 0 else "RGB")
     except (RuntimeError, ValueError) as e:
         why = str(e).rsplit(": ", 1)[-1]  # "pyspng: could not decode image: <libspng's reason>"
         raise ImageLoadError(
