@@ -70,13 +70,18 @@ def run_python(
     )
 
 
+# Both backends as a test parameter: a failure names its backend, and the tf case skips (the one
+# way to skip without TensorFlow: the `tf` marker, NOTE [test tiers]).
+BACKENDS = ["torch", pytest.param("tf", marks=pytest.mark.tf)]
+
+
 def has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
 
 
-__all__ = ["PathIndex", "make_images", "run_python", "tfpathloader"]
+__all__ = ["BACKENDS", "PathIndex", "make_images", "run_python", "tfpathloader"]
 
 
 # NOTE [test tiers]: the default run (`python -m pytest -q`) skips tests marked `slow` so that it

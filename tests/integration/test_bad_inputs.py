@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_python
+from conftest import BACKENDS, ROOT, run_python
 from PIL import Image
 
 from tfpathloader import ImageLoadError, IndexFormatError, PathIndex, write_index
@@ -25,7 +25,6 @@ from tfpathloader.index import encode_example
 from tfpathloader.index._records import RecordWriter
 from tfpathloader.load.loader import make_loader
 
-BACKENDS = ("torch", "tf")
 SIZE = (8, 8)
 
 
@@ -113,11 +112,12 @@ def small_bomb_limit(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
 
 
+@pytest.mark.tf  # compares the two backends
 @pytest.mark.parametrize("name", list(CASES))
 def test_raise_mode_outcome_is_the_same_in_both_loaders(tmp_path, name, small_bomb_limit):
     index, expected = build(tmp_path, name)
     results = {}
-    for backend in BACKENDS:
+    for backend in ("torch", "tf"):
         loader = make_loader(
             backend=backend,
             index=index,
@@ -134,7 +134,7 @@ def test_raise_mode_outcome_is_the_same_in_both_loaders(tmp_path, name, small_bo
             assert len(batches) == 1
             results[backend] = ("ok", batches[0]["index"].tolist(), batches[0]["image"])
     if expected == "ok":
-        for backend in BACKENDS:
+        for backend in ("torch", "tf"):
             assert results[backend][:2] == ("ok", [0, 1, 2, 3]), (backend, results[backend])
         a, b = results["torch"][2].int(), results["tf"][2].int()
         assert a.shape == b.shape == (4, 3, *SIZE)
@@ -146,11 +146,12 @@ def test_raise_mode_outcome_is_the_same_in_both_loaders(tmp_path, name, small_bo
         assert expected in cause, cause
 
 
+@pytest.mark.tf  # compares the two backends
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c[2] != "ok"])
 def test_skip_mode_skips_counts_and_reports_the_same(tmp_path, name, small_bomb_limit):
     index, expected = build(tmp_path, name)
     results = {}
-    for backend in BACKENDS:
+    for backend in ("torch", "tf"):
         loader = make_loader(
             backend=backend, index=index, batch_size=4, shuffle="none", channels=3, on_error="skip"
         )
@@ -163,7 +164,8 @@ def test_skip_mode_skips_counts_and_reports_the_same(tmp_path, name, small_bomb_
     assert len(skipped) == 1 and skipped[0][0] == 1 and expected in skipped[0][1]
 
 
-def test_a_path_escaping_the_root_is_refused_before_any_loader(tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_path_escaping_the_root_is_refused_before_any_loader(tmp_path, backend):
     (tmp_path / "data").mkdir()
     Image.fromarray(_rgb(0)).save(tmp_path / "outside.png")
     Image.fromarray(_rgb(1)).save(tmp_path / "data" / "inside.png")
@@ -175,11 +177,11 @@ def test_a_path_escaping_the_root_is_refused_before_any_loader(tmp_path):
         PathIndex.read(out)
     assert err.value.record == 1
     index = PathIndex.read(out, allow_outside_root=True)  # explicitly allowed: both load it
-    for backend in BACKENDS:
-        batch = next(iter(make_loader(backend=backend, index=index, batch_size=2, shuffle="none")))
-        assert batch["index"].tolist() == [0, 1]
+    batch = next(iter(make_loader(backend=backend, index=index, batch_size=2, shuffle="none")))
+    assert batch["index"].tolist() == [0, 1]
 
 
+@pytest.mark.tf  # compares the two backends
 def test_unreadable_file_is_named_in_both_loaders():
     """Permission bits do not stop root, so as root the check drops to 'nobody' first."""
     folder = tempfile.mkdtemp(prefix="tfpl-perm-", dir="/tmp")
@@ -325,8 +327,11 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
         assert grew_mb < 300, (backend, grew_mb)
 
 
-@pytest.mark.parametrize("batch_size", [8, 5])  # tf: 8 images per loop step, or one by one
-def test_mixed_image_sizes_in_a_batch_name_the_record_in_both_loaders(tmp_path, batch_size):
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch_size", [8, 5])
+def test_mixed_image_sizes_in_a_batch_name_the_record_in_both_loaders(
+    tmp_path, batch_size, backend
+):
     paths = []
     for i in range(16):
         shape = (10, 12, 3) if i == 6 else (*SIZE, 3)
@@ -334,21 +339,20 @@ def test_mixed_image_sizes_in_a_batch_name_the_record_in_both_loaders(tmp_path, 
         paths.append(f"{i}.png")
     index = write_index(tmp_path / "index.tfrecord", paths, [0] * 16)
     first = 0 if batch_size == 8 else 5  # the first record of the batch holding record 6
-    for backend in BACKENDS:
-        kw = {"index": index, "batch_size": batch_size, "shuffle": "none", "channels": 3}
-        with pytest.raises(BatchShapeError) as err:  # the library's error, not DataLoader's
-            list(make_loader(backend=backend, num_workers=2 if backend == "torch" else 0, **kw))
-        message = str(err.value)
-        assert (err.value.record_id, err.value.path) == (6, index.path(6))
-        assert "DataLoader worker" not in message
-        assert f"record 6 ({index.path(6)}) has shape (10, 12, 3)" in message, (backend, message)
-        assert f"but record {first} has (8, 8, 3)" in message, (backend, message)
-        assert "pass size=(height, width)" in message
-        # Resized, the same images batch in both.
-        batches = list(make_loader(backend=backend, size=SIZE, **kw))
-        assert [b["image"].shape[1:] for b in batches] == [(3, *SIZE)] * len(batches)
+    kw = {"index": index, "batch_size": batch_size, "shuffle": "none", "channels": 3}
+    with pytest.raises(BatchShapeError) as err:  # the library's error, from a worker too
+        list(make_loader(backend=backend, num_workers=2, **kw))
+    message = str(err.value)
+    assert (err.value.record_id, err.value.path) == (6, index.path(6))
+    assert f"record 6 ({index.path(6)}) has shape (10, 12, 3)" in message
+    assert f"but record {first} has (8, 8, 3)" in message
+    assert "pass size=(height, width)" in message
+    # Resized, the same images batch.
+    batches = list(make_loader(backend=backend, size=SIZE, **kw))
+    assert [b["image"].shape[1:] for b in batches] == [(3, *SIZE)] * len(batches)
 
 
+@pytest.mark.tf  # compares the two backends
 @pytest.mark.parametrize("on_error", ["raise", "skip"])
 def test_cmyk_jpegs_among_others_give_pillows_pixels_in_both_loaders(tmp_path, on_error):
     paths = []

@@ -133,14 +133,27 @@ def test_the_fast_idct_is_tensorflows_default_decode(photos):
 # -- PNG ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "I;16", "1", "RGB interlaced"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "L",
+        "LA",
+        "RGB",
+        "RGBA",
+        "P",
+        "I;16",
+        "1",
+        pytest.param("RGB interlaced", marks=pytest.mark.tf),
+    ],
+)
 @pytest.mark.parametrize("pyspng", [True, False])
 @pytest.mark.parametrize("channels", [None, 1, 3])
 def test_png_pixels_follow_the_pixel_rules_with_either_decoder(mode, pyspng, channels, monkeypatch):
     if not pyspng:
         monkeypatch.setattr(decode, "_pyspng", None)
     if mode == "RGB interlaced":  # Pillow writes no Adam7: libpng through tf.io does
-        tf = pytest.importorskip("tensorflow")
+        import tensorflow as tf
+
         data = tf.io.encode_png(RGB).numpy()
         with Image.open(io.BytesIO(data)) as im:
             assert im.info.get("interlace") in (None, 0, 1)

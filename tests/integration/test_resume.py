@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import has_module, make_images
-from hypothesis import HealthCheck, given, settings
+from conftest import make_images
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tfpathloader import OrderSpec, StateError, make_loader, write_index
 from tfpathloader.order import Layout
 
-BACKENDS = ["torch", "tf"] if has_module("tensorflow") else ["torch"]
+BACKEND_NAMES = ("torch", "tf")
 N = 30
 
 ORDERS = {
@@ -107,15 +107,13 @@ def _check_elastic(index, backends, workers, spec1, spec2, frac, epoch=2):
     ("backends", "workers", "layout1", "layout2"),
     [
         (("torch", "torch"), (2, 0), (2, 4, False), (3, 3, False)),  # 2 ranks -> 3, other batch
-        (("torch", "tf"), (0, 0), (3, 2, True), (1, 5, False)),
-        (("tf", "torch"), (0, 1), (1, 7, False), (2, 2, True)),
+        pytest.param(("torch", "tf"), (0, 0), (3, 2, True), (1, 5, False), marks=pytest.mark.tf),
+        pytest.param(("tf", "torch"), (0, 1), (1, 7, False), (2, 2, True), marks=pytest.mark.tf),
     ],
 )
 def test_elastic_resume_onto_another_world_size_batch_size_and_workers(
     index, backends, workers, layout1, layout2
 ):
-    if "tf" in backends and "tf" not in BACKENDS:
-        pytest.skip("TensorFlow is not installed")
     (w1, b1, d1), (w2, b2, d2) = layout1, layout2
     spec1 = OrderSpec(seed=3, world_size=w1, batch_size=b1, drop_last=d1)
     spec2 = OrderSpec(seed=3, world_size=w2, batch_size=b2, drop_last=d2)
@@ -123,6 +121,7 @@ def test_elastic_resume_onto_another_world_size_batch_size_and_workers(
 
 
 @pytest.mark.slow
+@pytest.mark.tf
 @settings(
     max_examples=40,
     deadline=None,
@@ -137,7 +136,7 @@ def test_elastic_resume_onto_another_world_size_batch_size_and_workers(
     k2=st.integers(0, 2),
     drop=st.tuples(st.booleans(), st.booleans()),
     order=st.sampled_from(["global-exact", "global-stateless", "buffer", "none"]),
-    backends=st.tuples(st.sampled_from(BACKENDS), st.sampled_from(BACKENDS)),
+    backends=st.tuples(st.sampled_from(BACKEND_NAMES), st.sampled_from(BACKEND_NAMES)),
     frac=st.floats(0, 1),
 )
 def test_elastic_resume_property_over_layouts_orders_and_backends(
@@ -146,6 +145,5 @@ def test_elastic_resume_property_over_layouts_orders_and_backends(
     base = ORDERS[order]
     spec1 = OrderSpec(**base, seed=5, world_size=w1, batch_size=b1, drop_last=drop[0])
     spec2 = OrderSpec(**base, seed=5, world_size=w2, batch_size=b2, drop_last=drop[1])
-    if Layout(N, b1, w1, drop[0]).steps < 2:
-        return  # no mid-epoch point to resume from
+    assume(Layout(N, b1, w1, drop[0]).steps >= 2)  # a mid-epoch point to resume from
     _check_elastic(index, backends, (k1, k2), spec1, spec2, frac)
