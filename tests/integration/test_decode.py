@@ -21,6 +21,7 @@ from tfpathloader import ImageLoadError, make_loader
 from tfpathloader import transforms as T
 from tfpathloader.load import decode, jpeg
 from tfpathloader.load.decode import Recipe, decode_image, inspect, render
+from tfpathloader.load.png import _ADAM7
 
 
 def _save(arr, fmt="PNG", **kw):
@@ -188,17 +189,6 @@ def test_png_pixels_follow_the_pixel_rules_with_either_decoder(mode, pyspng, cha
 def _chunk(kind, data, crc=None):
     crc = zlib.crc32(kind + data) if crc is None else crc
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-_ADAM7 = (
-    (0, 0, 8, 8),
-    (0, 4, 8, 8),
-    (4, 0, 8, 4),
-    (0, 2, 4, 4),
-    (2, 0, 4, 2),
-    (0, 1, 2, 2),
-    (1, 0, 2, 1),
-)
 
 
 def _adam7_rows(hwc):

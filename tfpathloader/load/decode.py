@@ -380,7 +380,7 @@ def _mirror(src: np.ndarray, dst: np.ndarray) -> None:
 # from (seed, epoch, record id, TORCH_SEED) inside ``torch.random.fork_rng``, so its draws depend
 # on the record, not on the worker or the order of work, and the caller's own generator is left
 # as it was. tf.data runs the decode in threads, so the seeding and the call hold one lock. Its
-# output must be a CxHxW uint8 array (NOTE [transform dtype]): tf.data must declare a
+# output must be a CxHxW uint8 array: tf.data must declare a
 # ``numpy_function``'s dtype before it runs, and casting there once turned a float image of 0..1
 # into zeros and ones; so anything else is a TransformOutputError in both backends, in both
 # on_error modes (it is a bug in the transform, not a bad image).

@@ -54,7 +54,8 @@ class _Iteration:
 # N epochs on N orders. A batch counts as delivered when the consumer takes it (a map after the
 # prefetch runs in the consumer's ``next``), so ``state_dict()`` (and ``loader.checkpoint``, for
 # ``tf.train.Checkpoint``) is a position in the epoch that resumes exactly. A new iterator per
-# epoch costs tf.data's iterator set-up once per epoch (NOTE [tf epoch start]).
+# epoch costs tf.data's iterator set-up once per epoch (``benchmarks/tf_epochs.py`` measures
+# the epochs' rates and first batches).
 #
 # NOTE [tf exit]: a tf.data iterator freed while the interpreter finalizes waits forever for its
 # threads, which wait, inside ``numpy_function``, for a GIL that a finalizing interpreter no
