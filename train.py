@@ -408,7 +408,7 @@ def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
         run = set_up(cfg, dist, out_dir)
         try:
             fit(run)
-        except TFPathLoaderError as e:  # wherever in the step it arrived (NOTE [worker deaths])
+        except TFPathLoaderError as e:  # wherever in the step it arrived (NOTE [worker death])
             raise LoaderFault(e, run.folder, cfg.trainer.checkpoint_every) from e
         metrics = report(run, evaluate_and_audit(run))
         dist.barrier()
