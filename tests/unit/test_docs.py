@@ -204,3 +204,19 @@ def test_the_design_notes_hold_each_note_once_in_full(tfpl_docs):
     tail = next(n for n in notes if n.topic == "tail rule")
     assert tail.path == os.path.join("tfpathloader", "order", "layout.py")
     assert "drop_last=False" in tail.text and "DistributedSampler" in tail.text
+
+
+def test_relative_links_in_the_readme_and_docs_lead_to_files(make_docs):
+    import re
+
+    broken = []
+    for page in make_docs.doc_files():
+        with open(page) as f:
+            text = re.sub(r"```.*?```", "", f.read(), flags=re.S)  # not inside code
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = os.path.join(os.path.dirname(page), target.split("#")[0])
+            if not os.path.exists(path):
+                broken.append(f"{os.path.relpath(page, ROOT)}: {target}")
+    assert not broken, broken

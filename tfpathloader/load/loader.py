@@ -260,8 +260,9 @@ def make_loader(
             backend only: workers only read and plan, and each batch's JPEGs are decoded on
             ``device`` by nvImageCodec, a GPU's hardware decoder where present; NOTE [device
             decode]).
-        prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 for batches
-            over 16 MiB) or in all (tf; default: tf.data's autotuning).
+        prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 when four
+            per worker would hold over 64 MiB) or, times ``num_workers``, in all (tf;
+            default: tf.data's autotuning).
         persistent_workers: Torch backend only: keep its worker processes between epochs
             (default True).
         pin_memory: Deliver batches in pinned memory (default: when CUDA is available).
