@@ -273,8 +273,10 @@ def _index10m(ctx: Context) -> str:
 
 
 def _worker_memory(ctx: Context) -> str:
-    index = os.path.join(ctx.work, "i10m-kept", "index.tfrecord")
-    if not os.path.exists(index):
+    index = os.path.join(ctx.work, "i10m-kept", "index.tfrecord")  # a sharded name: index-*
+    import glob
+
+    if not glob.glob(os.path.join(ctx.work, "i10m-kept", "index*.tfrecord*")):
         ctx.run(
             sys.executable,
             "benchmarks/index_10m.py",

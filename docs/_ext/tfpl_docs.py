@@ -112,6 +112,21 @@ def loader_arguments() -> list[Argument]:
     return args
 
 
+def link_notes(text: str) -> str:
+    """``NOTE [topic]`` in ``text`` as a link to that note on the design-notes page."""
+    anchors: dict[str, str] = {}
+    for n in all_notes():
+        anchors.setdefault(n.topic, _anchor(n))
+
+    def link(m: re.Match[str]) -> str:
+        topic = m[1]
+        if topic not in anchors:
+            return m[0]
+        return f"{{ref}}`NOTE [{topic}] <{anchors[topic]}>`"
+
+    return _NOTE_REF.sub(link, text)
+
+
 def make_loader_page() -> str:
     rows = [
         "| argument | default | backends | meaning |",
@@ -119,7 +134,8 @@ def make_loader_page() -> str:
     ]
     for a in loader_arguments():
         rows.append(
-            f"| `{a.name}` | {_cell(a.default)} | {a.backends} | {_cell(rst_to_md(a.meaning))} |"
+            f"| `{a.name}` | {_cell(a.default)} | {a.backends} "
+            f"| {_cell(link_notes(rst_to_md(a.meaning)))} |"
         )
     return "\n".join(rows) + "\n"
 
