@@ -33,6 +33,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from tfpathloader._tf import quiet_tensorflow_logs
 from tfpathloader.errors import TFPathLoaderError
 from tfpathloader.storage import is_url
 from tfpathloader.tools.audit import audit_figure
@@ -407,7 +408,7 @@ def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
         run = set_up(cfg, dist, out_dir)
         try:
             fit(run)
-        except TFPathLoaderError as e:  # a dead worker (NOTE [worker death])
+        except TFPathLoaderError as e:  # a dead worker (NOTE [worker death]), a bad image
             raise LoaderFault(e, run.folder, cfg.trainer.checkpoint_every) from e
         metrics = report(run, evaluate_and_audit(run))
         dist.barrier()
@@ -419,6 +420,7 @@ def train(cfg: DictConfig, out_dir: str | None = None) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Entry point; returns the test accuracy (for Hydra sweepers that optimize it)."""
+    quiet_tensorflow_logs()  # unless TF_CPP_MIN_LOG_LEVEL is set (NOTE [quiet TensorFlow])
     try:
         metrics = train(cfg)
     except RunConfigError as e:

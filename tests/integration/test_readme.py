@@ -25,4 +25,9 @@ def test_ci_runs_the_readme_test_command():
 
 def test_ci_installs_the_cpu_torch_wheel_before_the_project():
     ci = _read(".ci/run")
-    assert ci.index("torch==2.13.0") < ci.index('pip install -e ".[test]"')
+    assert ci.index("torch==2.13.0") < ci.index('pip install -e ".[test,docs]"')
+
+
+def test_ci_builds_the_docs_with_warnings_as_errors():
+    ci = _read(".ci/run")
+    assert "sphinx -W" in ci and ci.index(".[test,docs]") < ci.index("sphinx -W")

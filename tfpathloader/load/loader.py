@@ -227,17 +227,20 @@ def make_loader(
 
     Args:
         index: The :class:`~tfpathloader.PathIndex`.
-        batch_size: Per-rank batch size.
-        order: The whole order as an :class:`~tfpathloader.OrderSpec` (e.g. from Hydra).
+        batch_size: Per-rank batch size (required, unless ``order`` is given).
+        order: The whole order as an :class:`~tfpathloader.OrderSpec` (e.g. from Hydra), instead
+            of ``batch_size`` and the order's other fields.
         backend: ``"torch"`` (worker processes, shared-memory batches) or ``"tf"`` (tf.data);
             both give the same batches.
         shuffle: ``"global"`` (uniform, per epoch; the default), ``"buffer"`` (the biased
             baseline, tf.data ``shuffle`` semantics computed by numpy) or ``"none"``.
         seed: Seed of every random choice (default 0); the same config, the same batches.
         permutation: ``"exact"`` (default) or ``"stateless"`` (constant memory, 100M+ records).
-        buffer_size: Shuffle buffer size, for the buffer orders.
+        buffer_size: Shuffle buffer size: required by ``shuffle="buffer"``, refused by the
+            other orders.
         drop_last: Drop the incomplete last global batch (NOTE [tail rule]; default False).
-        rank, world_size: This process's share of a distributed epoch.
+        rank, world_size: This process's share of a distributed epoch: its rank in
+            ``[0, world_size)`` and the number of ranks (default 0 of 1).
         num_workers: How many batches are decoded at once: worker processes (torch) or
             tf.data's parallel calls (tf). 0 decodes in the iterating thread.
         channels: 1 or 3; ``None`` takes the first readable record's (grey 1, else 3).
@@ -253,18 +256,21 @@ def make_loader(
             image is not yielded but counted, see NOTE [all-skipped batch]).
         jpeg_dct: ``"accurate"`` (default; libjpeg's accurate integer IDCT, Pillow's pixels)
             or ``"fast"`` (its fast integer IDCT, TensorFlow's ``decode_jpeg`` default).
-        decode_on: ``"workers"`` (default: workers decode on the CPU) or ``"device"`` (torch:
-            workers only read and plan, and each batch's JPEGs are decoded on ``device`` by
-            nvImageCodec, a GPU's hardware decoder where present; NOTE [device decode]).
-        prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 for batches
-            over 16 MiB) or in all (tf; default: tf.data's autotuning).
-        persistent_workers: Keep the torch backend's workers between epochs (default True).
+        decode_on: ``"workers"`` (default: workers decode on the CPU) or ``"device"`` (torch
+            backend only: workers only read and plan, and each batch's JPEGs are decoded on
+            ``device`` by nvImageCodec, a GPU's hardware decoder where present; NOTE [device
+            decode]).
+        prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 when four
+            per worker would hold over 64 MiB) or, times ``num_workers``, in all (tf;
+            default: tf.data's autotuning).
+        persistent_workers: Torch backend only: keep its worker processes between epochs
+            (default True).
         pin_memory: Deliver batches in pinned memory (default: when CUDA is available).
         device: Deliver batches on this device (e.g. ``"cuda"``), copied with
             ``non_blocking=True`` from pinned memory.
-        timeout: Seconds a torch worker may take for one batch before the loader gives up
-            (LoaderWorkerError; default 0: no limit). A dead worker is found within a second
-            whatever this is.
+        timeout: Torch backend only: seconds a worker may take for one batch before the
+            loader gives up (LoaderWorkerError; default 0: no limit). A dead worker is found
+            within a second whatever this is.
         max_file_bytes: Refuse image files larger than this (checked before reading; default
             256 MiB). Only regular files are read: a FIFO, device or socket is refused.
         allow_outside_root: Follow paths and symlinks that lead outside the index root;

@@ -68,7 +68,7 @@ class RemoteOptions:
         return (self.retries + 1) * (self.timeout + self.connect_timeout) + waits
 
 
-# NOTE [retry counts]: counts are kept per Fetcher (one per process that reads: a DataLoader
+# NOTE [retry counts]: counts are kept per Fetcher (one per process that reads: a loader
 # worker, the tf.data host process) and handed out as deltas by take_stats(), which the loaders
 # add into loader.remote_stats. Keys: requests (attempts made), retries, one key per transient
 # kind (timeout, connection, throttled, server_error), and failed (records given up on).

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .._tf import quiet_tensorflow_logs
 from .._version import __version__
 from ..errors import TFPathLoaderError
 from . import commands
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    quiet_tensorflow_logs()  # NOTE [quiet TensorFlow]: unless TF_CPP_MIN_LOG_LEVEL is set
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
