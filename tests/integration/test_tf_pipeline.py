@@ -172,6 +172,13 @@ def _exit_time(code: str) -> float:
     return time.monotonic() - t0
 
 
+_DECODES = {  # in tf.data's thread, slowly; or in worker processes (NOTE [tf workers])
+    "threads": "num_workers=0, transform=lambda img, rng: (time.sleep(0.05), img)[1]",
+    "workers": "num_workers=2, transform=T.Resize((6, 5))",
+}
+
+
+@pytest.mark.parametrize("decode", list(_DECODES))
 @pytest.mark.parametrize(
     "ending",
     [
@@ -179,7 +186,7 @@ def _exit_time(code: str) -> float:
         for e in _ENDINGS
     ],
 )
-def test_a_script_exits_within_a_second_of_its_last_line(png_index, tmp_path, ending):
+def test_a_script_exits_within_a_second_of_its_last_line(png_index, tmp_path, ending, decode):
     """NOTE [tf exit]: whatever ends the loop, the loader delays the exit by under a second.
 
     The baseline is the same imports without a loader: a process holding TensorFlow and torch
@@ -188,13 +195,12 @@ def test_a_script_exits_within_a_second_of_its_last_line(png_index, tmp_path, en
     head = f"""
         import time
         import tensorflow, torch
-        from tfpathloader import PathIndex
+        from tfpathloader import PathIndex, transforms as T
         from tfpathloader.load.loader import make_loader
         index = PathIndex.read({str(tmp_path / "index.tfrecord")!r})
     """
-    loop = """
-        loader = make_loader(backend="tf", index=index, batch_size=4, seed=3, num_workers=2,
-                             transform=lambda img, rng: (time.sleep(0.05), img)[1])
+    loop = f"""
+        loader = make_loader(backend="tf", index=index, batch_size=4, seed=3, {_DECODES[decode]})
     """
     last = "\nprint('last line', flush=True)\n"
     baseline = _exit_time(textwrap.dedent(head) + last)

@@ -12,12 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
+from ..errors import LoaderWorkerError
 from ..index import PathIndex
 from ..order.sampler import GlobalShuffleSampler
 from ..order.spec import OrderSpec
 from ..storage import RemoteOptions
 from .batches import DecodeJob
 from .files import DEFAULT_MAX_FILE_BYTES
+from .workers import Feed, WorkerPool, default_prefetch, pool_slots, start_method
 
 __all__ = ["DecodeOn", "JpegDct", "Loader", "LoaderConfig", "OnError"]
 
@@ -163,14 +167,55 @@ class Loader:
         got = self.sampler.load_state_dict(state)
         self.skipped = got.skipped
 
+    # -- worker processes (both backends) ---------------------------------------------------
+
+    def _use_workers(self, work: Any, slot_shape: tuple[int, ...]) -> None:
+        """What the workers run (``work(ids, epoch, out)``) and what one slot holds."""
+        cfg = self.config
+        self._pool: WorkerPool | None = None
+        self._work, self._slot_shape = work, slot_shape
+        n = cfg.num_workers
+        self.prefetch = cfg.prefetch_factor or (
+            default_prefetch(n, int(np.prod(slot_shape))) if n else 0
+        )
+        self.persistent = n > 0 and cfg.persistent_workers is not False
+
+    def _feed(self, batches: Iterator[np.ndarray], epoch: int) -> Feed:
+        """This iteration's batches, sent to the workers (started now if not running)."""
+        cfg = self.config
+        if self._pool is None or not self._pool.alive:
+            self._pool = WorkerPool(
+                self._work,
+                workers=cfg.num_workers,
+                slot_shape=self._slot_shape,
+                slots=pool_slots(cfg.num_workers, self.prefetch),
+                method=start_method(remote=self.job.remote_root),
+                timeout=float(cfg.timeout),
+                preload=("torch",),
+            )
+        return Feed(self._pool, batches, epoch, self.prefetch * cfg.num_workers)
+
+    def _worker_died(self, e: LoaderWorkerError) -> LoaderWorkerError:
+        """``e`` with where the epoch stands (the pool closed itself: the next iteration
+        starts fresh workers)."""
+        self._pool = None
+        return LoaderWorkerError(
+            f"{e}. {self.batches_consumed} batches of epoch {self.epoch} were delivered; "
+            "iterate again, or give loader.state_dict() to a new loader, to get exactly "
+            "the rest of the epoch"
+        )
+
+    def close(self) -> None:
+        """Stop the loader's worker processes now (they also stop when the loader is freed);
+        iterating again starts them anew."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     # -- the rest is the backend's ---------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict[str, Any]]:  # pragma: no cover - backends override
         raise NotImplementedError
-
-    def close(self) -> None:
-        """Stop the loader's workers (or free its tf.data iterator) now; iterating again
-        starts them anew."""
 
     def __enter__(self) -> Loader:
         return self

@@ -261,8 +261,7 @@ def make_loader(
             ``device`` by nvImageCodec, a GPU's hardware decoder where present; NOTE [device
             decode]).
         prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 when four
-            per worker would hold over 64 MiB) or, times ``num_workers``, in all (tf;
-            default: tf.data's autotuning).
+            per worker would hold over 64 MiB) or per parallel call (tf; default 2).
         persistent_workers: Torch backend only: keep its worker processes between epochs
             (default True).
         pin_memory: Deliver batches in pinned memory (default: when CUDA is available).

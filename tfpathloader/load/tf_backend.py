@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 
 from .._tf import import_tensorflow
+from ..errors import LoaderWorkerError
 from ..index import PathIndex
 from ._private import one_openmp_thread
 from .base import Loader, LoaderConfig
-from .batches import BatchOutcome, DecodeJob
+from .batches import BatchOutcome, DecodeJob, _aligned
+from .workers import Feed
 
 __all__ = ["TFLoader", "import_tensorflow"]
 
@@ -36,6 +38,7 @@ class _Iteration:
         self.ids, self.epoch, self.start, self.batch_size = ids, epoch, start, batch_size
         self.failures: dict[int, BaseException] = {}  # batch -> why it failed
         self.outcomes: dict[int, BatchOutcome] = {}  # batch -> its skips and remote counts
+        self.feed: Feed | None = None  # its batches sent to the workers (num_workers > 0)
 
     def batch_ids(self, k: int) -> np.ndarray:
         b = self.batch_size
@@ -56,6 +59,23 @@ class _Iteration:
 # ``tf.train.Checkpoint``) is a position in the epoch that resumes exactly. A new iterator per
 # epoch costs tf.data's iterator set-up once per epoch (``benchmarks/tf_epochs.py`` measures
 # the epochs' rates and first batches).
+#
+# NOTE [tf workers]: the decoders are Python extensions, and libspng (pyspng), with the Python
+# around every decoder call, holds the GIL: on tf.data's threads the decode ran on one core, and
+# two threads were slower than one (28x28 PNGs, 2 cores: 31,000 images/s with one parallel call,
+# 21,500 with two or three, the GIL handed back and forth). So with ``num_workers > 0`` the tf
+# backend decodes in the torch backend's worker processes (NOTE [what is shared with workers]),
+# ``num_workers`` of them, each batch into a shared-memory slot; its one tf.data map call per
+# batch waits for the batch and copies its rows into the array it hands to tf.data.
+# ``num_workers`` then means the same in both backends: worker processes, 0 decoding in the
+# iterating thread (here tf.data's).
+#
+# NOTE [no autotune]: with tf.data's autotuning on, some epochs ran on one core at random: on
+# 10,000 224px JPEGs (2 parallel calls, 2 cores) epochs of 3,906 images/s at 1.0-1.2 cores
+# among epochs of 5,000-6,900 at 1.9 (8 epochs each: 2 of them with an AUTOTUNE prefetch, 5
+# with a fixed one); with autotuning off, every epoch ran at 6,084-7,069 images/s on 1.8-1.9
+# cores (measured with tf.data's threads decoding, before NOTE [tf workers]). Its parallelism is
+# fixed anyway, so there is nothing for it to tune.
 #
 # NOTE [tf exit]: a tf.data iterator freed while the interpreter finalizes waits forever for its
 # threads, which wait, inside ``numpy_function``, for a GIL that a finalizing interpreter no
@@ -79,6 +99,7 @@ class TFLoader(Loader):
         self._pipelines: dict[bool, Any] = {}
         self._live: dict[int, list[Any]] = {}  # NOTE [tf exit]
         weakref.finalize(self, _free_iterators, self._live)
+        self._use_workers(job, (cfg.batch_size, *job.shape))
         self._torch: Any = None
         self._checkpoint: Any = None
         # torch's kernels resize and mirror (not needed to decode images kept whole)
@@ -102,9 +123,12 @@ class TFLoader(Loader):
     def _decode(self, token: np.int64, k: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(On a tf.data thread) batch ``k`` of an iteration, read and decoded."""
         it = self._iterations[int(token)]
-        if self._torch_kernels:
-            one_openmp_thread()  # NOTE [one OpenMP thread]
-        out = self.job(it.batch_ids(int(k)), it.epoch)
+        try:
+            out = self._from_workers(it) if self.config.num_workers else self._here(it, int(k))
+        except LoaderWorkerError as e:
+            out = BatchOutcome(
+                np.zeros(0, np.int64), np.zeros(0, np.int64), error=self._worker_died(e)
+            )
         if out.error is not None:
             it.failures[int(k)] = out.error
             raise out.error  # tf.data ends the iteration with this message
@@ -112,6 +136,33 @@ class TFLoader(Loader):
             it.outcomes[int(k)] = out
         assert out.array is not None
         return out.array, out.labels, out.ids
+
+    def _feed(self, batches: Any, epoch: int) -> Feed:
+        new = self._pool is None or not self._pool.alive
+        feed = super()._feed(batches, epoch)
+        if new:  # freed at exit before the pool stops (finalizers run newest first): NOTE [tf exit]
+            weakref.finalize(self, _free_iterators, self._live)
+        return feed
+
+    def _here(self, it: _Iteration, k: int) -> BatchOutcome:
+        """Batch ``k`` decoded on this thread (``num_workers=0``)."""
+        if self._torch_kernels:
+            one_openmp_thread()  # NOTE [one OpenMP thread]
+        return self.job(it.batch_ids(k), it.epoch)
+
+    def _from_workers(self, it: _Iteration) -> BatchOutcome:
+        """The iteration's next batch from the workers, its rows copied out of their slot."""
+        if it.feed is None:
+            batches = (it.batch_ids(k) for k in range(it.batches))
+            it.feed = self._feed(batches, it.epoch)
+        reply = next(it.feed)
+        out: BatchOutcome = reply.result
+        if reply.slot is not None:
+            if out.error is None:
+                out.array = _aligned((out.n, *self.image_shape))
+                out.array[...] = it.feed.pool.slot_array(reply.slot)[: out.n]
+            it.feed.pool.release(reply.slot)
+        return out
 
     def _consumed(self, token: np.int64, k: np.int64) -> np.int64:
         """(On the consumer's thread) batch ``k`` was taken: count it (NOTE [tf iterations])."""
@@ -154,20 +205,18 @@ class TFLoader(Loader):
             }
             return {**batch, "batch": k} if cfg.on_error == "skip" else batch
 
-        parallel = cfg.num_workers or None
         ds = tf.data.Dataset.range(1).flat_map(one_iteration)
-        ds = ds.map(decode, num_parallel_calls=parallel, deterministic=True if parallel else None)
-        ds = ds.prefetch(
-            cfg.prefetch_factor * max(1, cfg.num_workers)
-            if cfg.prefetch_factor
-            else tf.data.AUTOTUNE
-        )
+        ds = ds.map(
+            decode
+        )  # one call at a time: the parallelism is the workers' (NOTE [tf workers])
+        ds = ds.prefetch(2)
         ds = ds.map(consumed)  # after the prefetch: runs when the consumer takes the batch
         if cfg.on_error == "skip":  # NOTE [all-skipped batch]: counted, not yielded
             ds = ds.filter(lambda x: tf.shape(x["index"])[0] > 0)
         options = tf.data.Options()
         options.deterministic = True
         options.experimental_warm_start = False  # nothing is read before the first next()
+        options.autotune.enabled = False  # NOTE [no autotune]
         # The consumer-side map must stay on the consumer's side: no prefetch injected after it.
         options.experimental_optimization.inject_prefetch = False
         ds = ds.with_options(options)
@@ -243,8 +292,9 @@ class TFLoader(Loader):
         return out
 
     def close(self) -> None:
-        """Free the tf.data iterator of an iteration in progress."""
+        """Free the tf.data iterator of an iteration in progress, then stop the workers."""
         _free_iterators(self._live)
+        super().close()
 
 
 def _free_iterators(live: dict[int, list[Any]]) -> None:

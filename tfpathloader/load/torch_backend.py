@@ -9,7 +9,6 @@ transport]). Pinned memory and device copies for CUDA happen here, in the main p
 
 from __future__ import annotations
 
-import collections
 import os
 import weakref
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from ..index import PathIndex
 from .base import Loader, LoaderConfig
 from .batches import BatchOutcome, DecodeJob
 from .device import DeviceDecoder, PlanJob, PlannedBatch
-from .workers import Reply, WorkerPool, start_method
+from .workers import Reply, WorkerPool
 
 __all__ = ["TorchLoader"]
 
@@ -35,28 +34,6 @@ __all__ = ["TorchLoader"]
 # sends its rows through the socket (pickled): slower, never wrong. A torch tensor sent the
 # usual way travels as a fresh shared-memory segment: about a millisecond per tensor plus
 # first-touch page faults (7.5 ms per 38 MB batch of 224px JPEGs).
-
-
-def default_prefetch(workers: int, batch_bytes: int) -> int:
-    """Batches each worker keeps queued: 4 for small batches, 2 (DataLoader's default) for big.
-
-    NOTE [prefetch depth]: with 2 the main process, competing with busy workers for the cores,
-    is often late to send the next request and workers idle (28x28 PNGs on 2 cores: 0.78x the
-    raw decode rate with 2, 0.93x with 4). Big batches take long enough to decode that 2 keep
-    the workers busy, and each queued batch holds a slot: 4 only while the 4 batches per worker
-    hold at most 64 MiB in all.
-    """
-    return 4 if workers * 4 * batch_bytes <= 64 * 2**20 else 2
-
-
-# NOTE [slot count]: a slot is taken when a request is sent and given back when the last view of
-# its batch dies. The loader keeps workers * prefetch requests out and sends the next one when a
-# batch arrives, while the caller's ``for`` variable still holds the previous batch: so the pool
-# needs two slots over the requests, or every few batches a request finds none. Fewer slots is
-# never wrong (a request without one gets its rows through the socket), only slower.
-def pool_slots(workers: int, prefetch: int) -> int:
-    """How many batch slots a loader's pool holds (see NOTE [slot count])."""
-    return workers * prefetch + 2
 
 
 class TorchLoader(Loader):
@@ -78,37 +55,10 @@ class TorchLoader(Loader):
         # What workers run, and what a slot holds: a whole batch of pixels, or of file bytes
         # (NOTE [device decode]).
         self._decoder = DeviceDecoder(job, self.device) if on_device else None
-        self._work: Any = PlanJob(job) if on_device else job
-        self._slot_shape = (
-            (_byte_slot(index, cfg.batch_size),) if on_device else (cfg.batch_size, *job.shape)
-        )
-        workers = cfg.num_workers
-        self.prefetch = cfg.prefetch_factor or (
-            default_prefetch(workers, int(np.prod(self._slot_shape))) if workers else 0
-        )
-        self.persistent = workers > 0 and cfg.persistent_workers is not False
-        self._pool: WorkerPool | None = None
-
-    def _workers(self) -> WorkerPool:
-        """The loader's worker pool, started now if it is not running."""
-        if self._pool is None or not self._pool.alive:
-            cfg = self.config
-            self._pool = WorkerPool(
-                self._work,
-                workers=cfg.num_workers,
-                slot_shape=self._slot_shape,
-                slots=pool_slots(cfg.num_workers, self.prefetch),
-                method=start_method(remote=self.job.remote_root),
-                timeout=float(cfg.timeout),
-                preload=("torch",),
-            )
-        return self._pool
-
-    def close(self) -> None:
-        """Stop the worker processes now (they also stop when the loader is freed)."""
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        if on_device:
+            self._use_workers(PlanJob(job), (_byte_slot(index, cfg.batch_size),))
+        else:
+            self._use_workers(job, (cfg.batch_size, *job.shape))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         start = self._start()
@@ -135,26 +85,15 @@ class TorchLoader(Loader):
     ) -> Iterator[dict[str, torch.Tensor] | None]:
         """Each batch from the workers, in order, ``prefetch`` per worker in flight."""
         try:
-            pool = self._workers()
-            epoch = self.epoch
-            pending: collections.deque[int] = collections.deque()
-            depth = self.prefetch * len(pool)
-            for ids in batches:
-                pending.append(pool.send(ids, epoch))
-                if len(pending) >= depth:
-                    yield self._deliver(self._receive(pool, pending.popleft()))
-            while pending:
-                yield self._deliver(self._receive(pool, pending.popleft()))
+            feed = self._feed(batches, self.epoch)
+            for reply in feed:
+                yield self._deliver(self._receive(feed.pool, reply))
         except LoaderWorkerError as e:
-            self._pool = None  # closed by the pool: the next iteration starts fresh workers
-            raise LoaderWorkerError(
-                f"{e}. {self.batches_consumed} batches of epoch {self.epoch} were delivered; "
-                "iterate again, or give loader.state_dict() to a new loader, to get exactly "
-                "the rest of the epoch"
-            ) from e
+            raise self._worker_died(e) from e
 
-    def _receive(self, pool: WorkerPool, seq: int) -> BatchOutcome:
-        reply: Reply = pool.receive(seq)
+    def _receive(self, pool: WorkerPool, reply: Reply) -> BatchOutcome:
+        """A worker's reply as a decoded batch; its slot, viewed by the batch's tensor, is free
+        once no tensor views it (NOTE [batch transport])."""
         if reply.slot is None:
             return self._outcome(reply.result, None)
         slot = pool.slot_array(reply.slot)

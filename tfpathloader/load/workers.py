@@ -44,7 +44,7 @@ import sys
 import time
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +52,15 @@ import numpy as np
 
 from ..errors import LoaderWorkerError
 
-__all__ = ["Reply", "Request", "WorkerPool", "start_method"]
+__all__ = [
+    "Feed",
+    "Reply",
+    "Request",
+    "WorkerPool",
+    "default_prefetch",
+    "pool_slots",
+    "start_method",
+]
 
 _POLL_S = 1.0  # how often a waiting main process looks at the worker's liveness
 _STOP_S = 2.0  # how long a stop waits for workers before terminating them
@@ -364,3 +372,51 @@ def _alive(p: Any) -> bool:
             return True
         except OSError:
             return False
+
+
+def default_prefetch(workers: int, batch_bytes: int) -> int:
+    """Batches each worker keeps queued: 4 for small batches, 2 (DataLoader's default) for big.
+
+    NOTE [prefetch depth]: with 2 the main process, competing with busy workers for the cores,
+    is often late to send the next request and workers idle (28x28 PNGs on 2 cores: 0.78x the
+    raw decode rate with 2, 0.93x with 4). Big batches take long enough to decode that 2 keep
+    the workers busy, and each queued batch holds a slot: 4 only while the 4 batches per worker
+    hold at most 64 MiB in all.
+    """
+    return 4 if workers * 4 * batch_bytes <= 64 * 2**20 else 2
+
+
+# NOTE [slot count]: a slot is taken when a request is sent and given back when the last view of
+# its batch dies. The loader keeps workers * prefetch requests out and sends the next one when a
+# batch arrives, while the caller's ``for`` variable still holds the previous batch: so the pool
+# needs two slots over the requests, or every few batches a request finds none. Fewer slots is
+# never wrong (a request without one gets its rows through the socket), only slower.
+def pool_slots(workers: int, prefetch: int) -> int:
+    """How many batch slots a loader's pool holds (see NOTE [slot count])."""
+    return workers * prefetch + 2
+
+
+class Feed:
+    """An iteration's batches sent to ``pool`` ``depth`` ahead, their replies taken in order."""
+
+    def __init__(self, pool: WorkerPool, batches: Iterator[np.ndarray], epoch: int, depth: int):
+        self.pool, self.batches, self.epoch, self.depth = pool, batches, epoch, depth
+        self.pending: collections.deque[int] = collections.deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.depth:
+            ids = next(self.batches, None)
+            if ids is None:
+                return
+            self.pending.append(self.pool.send(ids, self.epoch))
+
+    def __iter__(self) -> Feed:
+        return self
+
+    def __next__(self) -> Reply:
+        if not self.pending:
+            raise StopIteration
+        reply = self.pool.receive(self.pending.popleft())
+        self._fill()
+        return reply
