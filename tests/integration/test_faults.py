@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_images, run_python
+from conftest import BACKENDS, ROOT, make_images, run_python
 from PIL import Image
 
 from tfpathloader import LoaderWorkerError, PathIndex, write_index
@@ -35,15 +35,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("persistent", [True, False])
-def test_killed_worker_is_a_clear_error_and_the_epoch_resumes(tmp_path, persistent):
+def test_killed_worker_is_a_clear_error_and_the_epoch_resumes(tmp_path, persistent, backend):
     paths, labels = make_images(tmp_path, 96)
     index = write_index(tmp_path / "index.tfrecord", paths, labels)
     reference = [
         b["index"].tolist() for b in make_loader(backend="torch", index=index, batch_size=4)
     ]
     loader = make_loader(
-        backend="torch", index=index, batch_size=4, num_workers=2, persistent_workers=persistent
+        backend=backend, index=index, batch_size=4, num_workers=2, persistent_workers=persistent
     )
     it = iter(loader)
     got = [next(it)["index"].tolist() for _ in range(3)]

@@ -23,10 +23,10 @@ Decoders, by what the bytes are (not the file name):
   Pillow for the rest, after the checks of NOTE [png checks] in :mod:`.png`.
 - anything else Pillow reads (GIF, BMP, TIFF, WebP ...): Pillow, whole, then cropped.
 
-Every one of them is called from tf.data's threads too, so it matters which release the GIL
-(measured, the same images over 2 threads against 1: simplejpeg 1.8-2.0x, nvImageCodec 1.9x,
-Pillow 0.7-1.8x, pyspng 0.97x): pyspng does not, but a 28x28 PNG costs it 13 us, less than the
-Python around it.
+Both backends call it in worker processes (NOTE [tf workers]): in tf.data's threads, the decoders
+that hold the GIL (pyspng, and the Python around every call) ran on one core (measured, the same
+images over 2 threads against 1: simplejpeg 1.8-2.0x, nvImageCodec 1.9x, Pillow 0.7-1.8x,
+pyspng 0.97x).
 
 NOTE [pixel rules]: 16-bit samples keep their high byte; palette images expand through their
 palette; alpha is dropped (not composited); RGB becomes grey by Pillow's ITU-R 601-2 integer

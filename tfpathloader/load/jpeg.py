@@ -14,8 +14,8 @@ identical to simplejpeg's full decode cut to the box (0 difference over 152 JPEG
 and 4:4:4 included), with the accurate or the fast IDCT. Per RandomResizedCrop(224) box of a
 photo, one core: 0.60 ms against 0.74 ms for simplejpeg's whole decode and a slice (0.45 against
 0.73 for boxes under 30% of the image). Without nvImageCodec, simplejpeg decodes the whole photo:
-the same pixels, slower. The decoders release the GIL, so tf.data's threads run them in
-parallel; each thread has its own nvImageCodec decoder (one CPU thread each).
+the same pixels, slower. Each thread has its own nvImageCodec decoder (one CPU thread each): one
+decoder shared by threads gave wrong images or crashed.
 """
 
 from __future__ import annotations

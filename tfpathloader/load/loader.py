@@ -120,13 +120,6 @@ def _check_args(cfg: LoaderConfig, backend: str) -> None:
     if not isinstance(cfg.remote, RemoteOptions):
         raise ValueError(f"remote must be a RemoteOptions, got {type(cfg.remote).__name__}")
     # NOTE [one meaning]: an argument a backend cannot honour is an error, never ignored.
-    if backend == "tf":
-        for name in ("persistent_workers", "timeout"):
-            if getattr(cfg, name) not in (None, 0, 0.0):
-                raise ValueError(
-                    f"{name}= applies to the torch backend's worker processes; the tf backend "
-                    "decodes in tf.data's threads (leave it unset)"
-                )
     if cfg.num_workers == 0:
         for name in ("prefetch_factor", "persistent_workers"):
             if getattr(cfg, name) is not None:
@@ -241,8 +234,8 @@ def make_loader(
         drop_last: Drop the incomplete last global batch (NOTE [tail rule]; default False).
         rank, world_size: This process's share of a distributed epoch: its rank in
             ``[0, world_size)`` and the number of ranks (default 0 of 1).
-        num_workers: How many batches are decoded at once: worker processes (torch) or
-            tf.data's parallel calls (tf). 0 decodes in the iterating thread.
+        num_workers: Worker processes decoding batches (in both backends; NOTE [tf workers]).
+            0 decodes in the iterating thread (tf: tf.data's).
         channels: 1 or 3; ``None`` takes the first readable record's (grey 1, else 3).
         size: ``(height, width)`` to resize every image to (needed for mixed sizes).
         transform: A :mod:`tfpathloader.transforms` pipeline (e.g.
@@ -256,20 +249,19 @@ def make_loader(
             image is not yielded but counted, see NOTE [all-skipped batch]).
         jpeg_dct: ``"accurate"`` (default; libjpeg's accurate integer IDCT, Pillow's pixels)
             or ``"fast"`` (its fast integer IDCT, TensorFlow's ``decode_jpeg`` default).
-        decode_on: ``"workers"`` (default: workers decode on the CPU) or ``"device"`` (torch
-            backend only: workers only read and plan, and each batch's JPEGs are decoded on
+        decode_on: Torch backend only: ``"workers"`` (default: workers decode on the CPU) or
+            ``"device"`` (workers only read and plan, and each batch's JPEGs are decoded on
             ``device`` by nvImageCodec, a GPU's hardware decoder where present; NOTE [device
             decode]).
-        prefetch_factor: Batches decoded ahead per worker (torch; default 4, or 2 when four
-            per worker would hold over 64 MiB) or per parallel call (tf; default 2).
-        persistent_workers: Torch backend only: keep its worker processes between epochs
-            (default True).
+        prefetch_factor: Batches decoded ahead per worker (default 4, or 2 when four per worker
+            would hold over 64 MiB).
+        persistent_workers: Keep the worker processes between epochs (default True).
         pin_memory: Deliver batches in pinned memory (default: when CUDA is available).
         device: Deliver batches on this device (e.g. ``"cuda"``), copied with
             ``non_blocking=True`` from pinned memory.
-        timeout: Torch backend only: seconds a worker may take for one batch before the
-            loader gives up (LoaderWorkerError; default 0: no limit). A dead worker is found
-            within a second whatever this is.
+        timeout: Seconds a worker may take for one batch before the loader gives up
+            (LoaderWorkerError; default 0: no limit). A dead worker is found within a second
+            whatever this is.
         max_file_bytes: Refuse image files larger than this (checked before reading; default
             256 MiB). Only regular files are read: a FIFO, device or socket is refused.
         allow_outside_root: Follow paths and symlinks that lead outside the index root;

@@ -1,10 +1,10 @@
 """The tf.data backend: the same ids and the same decode function as the PyTorch loader.
 
 The pipeline, built once per loader: a source that asks the loader, at the start of each
-iteration, which epoch and which batches it delivers -> a parallel, deterministic ``map`` whose
-``tf.numpy_function`` reads and decodes a whole batch with :class:`~.batches.DecodeJob` (NOTE
-[one decode path]; its decoders release the GIL, so tf.data's threads decode in parallel) ->
-``prefetch`` -> a ``map`` on the consumer's side that counts the batch as delivered. Batches reach
+iteration, which epoch and which batches it delivers -> a ``map`` whose ``tf.numpy_function``
+hands over a whole batch read and decoded by :class:`~.batches.DecodeJob` (NOTE [one decode
+path]) in the worker processes (NOTE [tf workers]) -> ``prefetch`` -> a ``map`` on the
+consumer's side that counts the batch as delivered. Batches reach
 PyTorch by DLPack without a copy (iterating the loader); :meth:`TFLoader.as_tf_dataset` gives
 the pipeline as a plain ``tf.data.Dataset`` for TensorFlow users, each of whose iterations is
 the next epoch.
@@ -173,6 +173,8 @@ class TFLoader(Loader):
             self._delivered(out.skipped if out else [])
             if int(k) == it.batches - 1:
                 self._finish()
+                if not self.persistent:
+                    super().close()  # persistent_workers=False: the workers stop with the epoch
         return k
 
     def _pipeline(self, advance: bool) -> Any:

@@ -326,13 +326,23 @@ class WorkerPool:
 
     def _died(self, worker: _Worker) -> LoaderWorkerError:
         index = self._workers.index(worker)
-        worker.process.join(0.1)
+        with contextlib.suppress(OSError, ValueError, AssertionError, EOFError):
+            worker.process.join(0.1)
         code = worker.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         if code is None:
             how = "its connection closed"
+        hint = ""
+        if code == 1 and self.method != "fork":  # most often: an unguarded script
+            hint = (
+                f"; a worker started by {self.method} imports the script's main module, so a "
+                "script must keep its top-level code under `if __name__ == \"__main__\":` (its "
+                "error is printed above)"
+            )
         self.close()
-        return LoaderWorkerError(f"loader worker {index} (pid {worker.process.pid}) died ({how})")
+        return LoaderWorkerError(
+            f"loader worker {index} (pid {worker.process.pid}) died ({how}){hint}"
+        )
 
     # -- shutdown ---------------------------------------------------------------------------
 
