@@ -104,7 +104,7 @@ def crafted_png(
     end: bytes = _chunk(b"IEND", b""),
 ) -> bytes:
     """An RGB PNG of ``arr`` written by hand with chunks ``before`` and ``after`` its IDATs
-    (the zlib stream split into ``idats``, as given), every CRC right (NOTE [png rules])."""
+    (the zlib stream split into ``idats``, as given), every CRC right (NOTE [png checks])."""
     h, w = arr.shape[:2]
     ihdr = ihdr or struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     idats = (zlib.compress(_rows(arr)),) if idats is None else idats

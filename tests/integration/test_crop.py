@@ -174,8 +174,9 @@ def test_skip_with_a_pipeline_is_the_same_in_both_backends(tmp_path):
 
 @pytest.mark.tf
 def test_tf_crop_resize_leaves_torch_threads_of_the_training_loop_alone(tmp_path):
-    """The tf backend runs torch's resize on tf.data's threads, one OpenMP thread each; the
-    process-wide setting a training loop uses is unchanged (NOTE [one OpenMP thread])."""
+    """With num_workers=0 the tf backend runs torch's resize on tf.data's threads, one OpenMP
+    thread each; the process-wide setting a training loop uses is unchanged (NOTE [one OpenMP
+    thread])."""
     index = _coordinate_pngs(tmp_path, n=4)
     before = torch.get_num_threads()
     loader = make_loader(backend="tf", index=index, batch_size=4, transform=_EXACT, seed=0)

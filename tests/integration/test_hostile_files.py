@@ -27,7 +27,7 @@ QUICK = [
     "PNG with a bad IDAT CRC",
     "PNG with a wrong zlib checksum (Adler-32), its chunk CRCs right",
     "BMP named .png",
-    # NOTE [png rules]: two records each in the shared index (0.4 s for these 13)
+    # NOTE [png checks]: two records each in the shared index (0.4 s for these 13)
     "PNG without IEND",
     "PNG cut right after its IDAT data",
     "PNG whose zlib stream lacks its Adler-32",

@@ -223,7 +223,7 @@ def test_verify_names_missing_remote_files(served):
 
 
 def test_verify_checks_remote_pngs_as_the_loaders_do(served):
-    """A fetched PNG goes through check_bytes in verify too (NOTE [png rules]), not only in
+    """A fetched PNG goes through the PNG checks in verify too (NOTE [png checks]), not only in
     the loaders: a PNG without IEND is flagged, in the loaders' words."""
     from tfpathloader.tools.verify import verify_index
 
