@@ -285,9 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--photo-count", type=int, default=3000, help="photos to make (default 3000)")
     add_bench_arguments(
         p,
-        rows="raw,raw-lean,torch,tf,baseline,stateful,grain,tf-hand",
+        rows="raw,raw-lean,torch,tf,baseline,stateful,grain,tf-hand,dali",
         rows_help=f"comma-separated rows of: {', '.join(CATALOG)} (default: raw, raw-lean, "
-        "torch, tf, baseline, stateful, grain, tf-hand)",
+        "torch, tf, baseline, stateful, grain, tf-hand, dali)",
     )
     return p
 

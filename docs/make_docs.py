@@ -194,7 +194,7 @@ def audit_table(orders: dict[str, dict[str, Any]], *, draws: int) -> str:
 # benchmarks/bench.py); on the PNGs they would repeat their defaults' rows.
 _EQUAL = (
     "--rows",
-    "raw,raw-lean,torch,tf,torch-fast,tf-fast,baseline,stateful,grain,tf-hand,tf-hand-exact",
+    "raw,raw-lean,torch,tf,torch-fast,tf-fast,baseline,stateful,grain,tf-hand,tf-hand-exact,dali",
 )
 _BENCH_SETS = (
     ("demo-png", "demo PNG 28x28", ("{data}/index.tfrecord",)),
