@@ -250,9 +250,9 @@ def _pillow_pixels(src: Source) -> np.ndarray:
                 arr = np.asarray(im).astype(np.int64)
                 out = np.clip(arr >> 8, 0, 255).astype(np.uint8)[:, :, None]
             elif src.grey:
-                out = np.asarray(im.convert("L"))[:, :, None]
+                out = np.array(im.convert("L"))[:, :, None]  # writable: torch warns on others
             else:
-                out = np.asarray(im.convert("RGB"))
+                out = np.array(im.convert("RGB"))
     except _PILLOW_ERRORS as e:
         raise _pillow_error(e, src.record_id, src.path) from None
     if src.kind == "png":  # what Pillow lets through (NOTE [png checks])

@@ -336,7 +336,7 @@ class WorkerPool:
         if code == 1 and self.method != "fork":  # most often: an unguarded script
             hint = (
                 f"; a worker started by {self.method} imports the script's main module, so a "
-                "script must keep its top-level code under `if __name__ == \"__main__\":` (its "
+                'script must keep its top-level code under `if __name__ == "__main__":` (its '
                 "error is printed above)"
             )
         self.close()
