@@ -10,7 +10,7 @@ each written the way its own docs teach it (linked in each factory's docstring):
 idiomatic pipeline with the same worker count and batch size as ours, no tuning beyond it. All
 run through the bench driver (NOTE [bench method] in benchmarks/bench.py):
 the same files, each row in its own process, interleaved rounds. A peer whose package is
-missing is reported as skipped (``pip install 'tfpathloader[bench]'``: torchdata and grain).
+missing is reported as skipped (``pip install 'tfpathloader[bench]'``: torchdata, grain and DALI).
 ``docs/make_docs.py --only bench`` runs this script for the README.
 """
 
