@@ -264,6 +264,32 @@ def test_a_killed_forkserver_is_a_loader_worker_error_and_a_new_one_starts(tmp_p
     assert "OK" in result.stdout
 
 
+class _Refusing:
+    """A process whose start meets a dead forkserver's closed socket ``refusals`` times."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals, self.starts = refusals, 0
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.starts <= self.refusals:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+
+def test_a_start_retries_while_the_dead_forkserver_is_not_yet_reaped(monkeypatch):
+    """NOTE [worker death]: the race test_a_killed_forkserver... met in CI, deterministically."""
+    from tfpathloader.load import workers
+
+    process = _Refusing(3)
+    workers._start_process(process, "forkserver")  # type: ignore[arg-type]
+    assert process.starts == 4
+    with pytest.raises(ConnectionRefusedError):  # fork has no server to wait for
+        workers._start_process(_Refusing(1), "fork")  # type: ignore[arg-type]
+    monkeypatch.setattr(workers, "FORKSERVER_RESTART_S", 0.2)  # and the wait is bounded
+    with pytest.raises(ConnectionRefusedError):
+        workers._start_process(_Refusing(10**6), "forkserver")  # type: ignore[arg-type]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tf", [False, pytest.param(True, marks=pytest.mark.tf)])
 def test_chaos_random_kills_never_hang_and_lose_nothing(tf):

@@ -21,8 +21,11 @@ for the children of this process), found within a second whatever the worker hel
 then raises :class:`~tfpathloader.LoaderWorkerError` naming the worker, its exit status and the
 batches delivered; its state still counts only delivered batches, so iterating again starts
 fresh workers and delivers exactly the rest of the epoch. Starting a worker from a dead
-forkserver fails the same way (the next start launches a new forkserver). Shutting down has
-deadlines too: a stop message, then ``terminate``, then ``kill``.
+forkserver fails the same way, once: a killed forkserver closes its socket a moment before
+``waitpid`` sees it exit, and only then does multiprocessing start a new one, so a start that
+finds the socket refused retries for up to ``FORKSERVER_RESTART_S`` (under load, two
+iterations in a row once both met the dead one). Shutting down has deadlines too: a stop
+message, then ``terminate``, then ``kill``.
 
 NOTE [main process death]: a worker blocks only in ``recv`` on its socket, so when the main
 process dies (any signal, SIGKILL included) the worker reads end-of-file and exits; a worker in
@@ -164,6 +167,23 @@ class _Worker:
     waiting: collections.deque[int] = field(default_factory=collections.deque)  # seqs sent
 
 
+# A dead forkserver is restarted by multiprocessing once waitpid sees it exit; its socket closes
+# a moment before that (NOTE [worker death]).
+FORKSERVER_RESTART_S = 5.0
+
+
+def _start_process(process: mp.process.BaseProcess, method: str) -> None:
+    """``process.start()``, retried while a killed forkserver refuses connections."""
+    deadline = time.monotonic() + FORKSERVER_RESTART_S
+    while True:
+        try:
+            return process.start()
+        except ConnectionRefusedError:
+            if method != "forkserver" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class WorkerPool:
     """``workers`` processes running ``job`` on batch requests, replies in the order sent.
 
@@ -229,7 +249,7 @@ class WorkerPool:
             daemon=True,
         )
         try:
-            process.start()
+            _start_process(process, self.method)
         except (pickle.PicklingError, AttributeError, TypeError) as e:  # only when not forked
             ours.close()
             theirs.close()
