@@ -1,7 +1,7 @@
 """Fuzzed PNGs through both loaders: crafted files, CRCs right, one outcome in both backends?
 
 Not a test: run it by hand and quote its counts. The files are written into a folder with
-their index and loaded by the torch backend (2 workers) and the tf backend (2 parallel calls),
+their index and loaded by the torch and the tf backends (2 workers each),
 ``on_error="skip"`` and ``size=(12, 12)``; per file, the counts say how often both loaded it to
 the same pixels, both refused it for the same reason, or they parted (the first few such files
 are kept in ``--out`` for a look). ``--kind chunks``: random chunks (known, unknown, APNG,
