@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from conftest import BACKENDS, make_images
 from PIL import Image
 
 from tfpathloader import GlobalShuffleSampler, ImageLoadError, PathIndex, write_index
@@ -199,19 +199,36 @@ def test_resize_makes_mixed_sizes_batch(tmp_path):
     assert batch["image"].shape == (3, 1, 7, 4)
 
 
-def test_kept_batches_stay_valid_when_the_buffer_pool_runs_dry(image_dir):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kept_batches_stay_valid_when_the_buffer_pool_runs_dry(image_dir, backend):
+    """NOTE [batch transport]: batches view their slots, in both backends, and a slot is reused
+    only once nothing views it."""
     # With TensorFlow imported (a full test run) the workers come from a forkserver and share
     # the slots by pickle: the same rules hold either way.
     _, index = image_dir
-    loader = make_loader(backend="torch", index=index, batch_size=2, num_workers=2)
+    loader = make_loader(backend=backend, index=index, batch_size=2, num_workers=2)
     kept = list(loader)  # 15 batches, more than the pool's slots: some come through the pipe
     pool = loader._pool
     assert pool is not None and len(pool._free) == 0
+    memory = np.frombuffer(pool._memory, np.uint8)
+    start, end = memory.ctypes.data, memory.ctypes.data + memory.nbytes
+    in_slots = [start <= b["image"].data_ptr() < end for b in kept]
+    assert sum(in_slots) == len(pool._arrays)  # no copy: the first batches are the slots
     for b in kept:
         for img, i in zip(b["image"], b["index"], strict=True):
             np.testing.assert_array_equal(img[0].numpy(), pillow_pixels(index.path(int(i))))
+    if backend == "tf":  # and kept tf.data tensors too
+        import tensorflow as tf
+
+        tensors = list(loader.as_tf_dataset())
+        for b in tensors:
+            for img, i in zip(b["image"].numpy(), b["index"].numpy(), strict=True):
+                np.testing.assert_array_equal(img[..., 0], pillow_pixels(index.path(int(i))))
+        del tensors
     del kept, b, img
     gc.collect()
+    if backend == "tf":  # tf drops the numpy arrays it held at its next conversion
+        tf.constant(np.zeros(1))
     assert len(pool._free) == len(pool._arrays)  # every slot came back
 
 

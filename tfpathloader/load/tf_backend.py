@@ -25,7 +25,7 @@ from ..errors import LoaderWorkerError
 from ..index import PathIndex
 from ._private import one_openmp_thread
 from .base import Loader, LoaderConfig
-from .batches import BatchOutcome, DecodeJob, _aligned
+from .batches import BatchOutcome, DecodeJob
 from .workers import Feed
 
 __all__ = ["TFLoader", "import_tensorflow"]
@@ -90,6 +90,7 @@ class TFLoader(Loader):
     """The ``backend="tf"`` loader made by :func:`~tfpathloader.make_loader`."""
 
     backend = "tf"
+    held_batches = 3  # prefetch(2) and the consumer-side map's batch (NOTE [batch transport])
 
     def __init__(self, index: PathIndex, cfg: LoaderConfig, transform: Any, job: DecodeJob):
         super().__init__(index, cfg, transform, job)
@@ -151,18 +152,11 @@ class TFLoader(Loader):
         return self.job(it.batch_ids(k), it.epoch)
 
     def _from_workers(self, it: _Iteration) -> BatchOutcome:
-        """The iteration's next batch from the workers, its rows copied out of their slot."""
+        """The iteration's next batch from the workers, its rows a view of their slot."""
         if it.feed is None:
             batches = (it.batch_ids(k) for k in range(it.batches))
             it.feed = self._feed(batches, it.epoch)
-        reply = next(it.feed)
-        out: BatchOutcome = reply.result
-        if reply.slot is not None:
-            if out.error is None:
-                out.array = _aligned((out.n, *self.image_shape))
-                out.array[...] = it.feed.pool.slot_array(reply.slot)[: out.n]
-            it.feed.pool.release(reply.slot)
-        return out
+        return self._slot_batch(it.feed.pool, next(it.feed))
 
     def _consumed(self, token: np.int64, k: np.int64) -> np.int64:
         """(On the consumer's thread) batch ``k`` was taken: count it (NOTE [tf iterations])."""

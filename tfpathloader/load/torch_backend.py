@@ -10,7 +10,6 @@ transport]). Pinned memory and device copies for CUDA happen here, in the main p
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,15 +24,6 @@ from .device import DeviceDecoder, PlanJob, PlannedBatch
 from .workers import Reply, WorkerPool
 
 __all__ = ["TorchLoader"]
-
-# NOTE [batch transport]: a batch leaves a worker through its socket as ids, labels and skips
-# only: the pixels are already in the shared-memory slot the main process assigned to the
-# request, and the batch is a tensor viewing that slot. A slot returns to the pool when the
-# last tensor viewing it is freed (a weakref on the numpy view the tensor holds), so batches a
-# user keeps stay valid. When every slot is held, a request goes without one and the worker
-# sends its rows through the socket (pickled): slower, never wrong. A torch tensor sent the
-# usual way travels as a fresh shared-memory segment: about a millisecond per tensor plus
-# first-touch page faults (7.5 ms per 38 MB batch of 224px JPEGs).
 
 
 class TorchLoader(Loader):
@@ -102,14 +92,7 @@ class TorchLoader(Loader):
                 return self._outcome(reply.result, slot)
             finally:
                 self._decoder.release_after(pool.release, reply.slot)
-        out: BatchOutcome = reply.result
-        if out.error is not None or out.n == 0:
-            pool.release(reply.slot)
-            return out
-        view = slot[: out.n]
-        weakref.finalize(view, pool.release, reply.slot)  # free once no tensor views it
-        out.array = view
-        return out
+        return self._slot_batch(pool, reply)
 
     def _outcome(self, result: Any, slot: np.ndarray | None) -> Any:
         """A worker's result as a decoded batch (decoded here, NOTE [device decode])."""

@@ -152,12 +152,25 @@ def _picklable(e: BaseException) -> BaseException:
         return RuntimeError("".join(traceback.format_exception(e)))
 
 
+# Each slot starts on a 64-byte boundary, where tf.numpy_function takes an array without copying
+# it (NOTE [batch transport]); multiprocessing's heap aligns a RawArray to 8 bytes only.
+_ALIGN = 64
+
+
+def _stride(slot_shape: tuple[int, ...]) -> int:
+    return -(-int(np.prod(slot_shape)) // _ALIGN) * _ALIGN
+
+
 def _slot_arrays(memory: Any, slot_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The slots in ``memory``, aligned: the same offsets in every process (a mapping starts on
+    a page)."""
     if memory is None:
         return None
-    per = int(np.prod(slot_shape))
-    n = len(memory) // per if per else 0
-    return np.frombuffer(memory, dtype=np.uint8, count=n * per).reshape(n, *slot_shape)
+    buf = np.frombuffer(memory, dtype=np.uint8)
+    start, stride = -buf.ctypes.data % _ALIGN, _stride(slot_shape)
+    n = (len(buf) - _ALIGN) // stride
+    rows = buf[start : start + n * stride].reshape(n, stride)
+    return rows[:, : int(np.prod(slot_shape))].reshape(n, *slot_shape)
 
 
 @dataclass
@@ -215,8 +228,8 @@ class WorkerPool:
         self.method = method
         self.timeout = timeout
         self.slot_shape = slot_shape
-        size = int(np.prod(slot_shape)) * slots
-        self._memory = self._ctx.RawArray("B", size) if size else None
+        size = _stride(slot_shape) * slots
+        self._memory = self._ctx.RawArray("B", size + _ALIGN) if size else None
         self._arrays = _slot_arrays(self._memory, slot_shape)
         self._free = list(range(slots if size else 0))
         self._seq = 0
