@@ -18,6 +18,7 @@ from ..index import PathIndex
 from ..storage import FetchError, RemoteOptions, is_url, redact, shared_fetcher
 from .decode import Recipe, decode_batch, inspect, render
 from .files import FileReader
+from .workers import ALIGN, aligned
 
 __all__ = ["BatchOutcome", "DecodeJob"]
 
@@ -42,12 +43,10 @@ class BatchOutcome:
 
 
 def _aligned(shape: tuple[int, ...]) -> np.ndarray:
-    """A new uint8 array on a 64-byte boundary: ``tf.numpy_function`` hands such an array to
-    tf.data without copying it (4-10 ms less per 38 MB batch of 224px images, measured)."""
+    """A new uint8 array that tf.data takes without a copy (4-10 ms less per 38 MB batch of
+    224px images, measured)."""
     n = int(np.prod(shape))
-    raw = np.empty(n + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + n].reshape(shape)
+    return aligned(np.empty(n + ALIGN, np.uint8), n).reshape(shape)
 
 
 class DecodeJob:

@@ -99,7 +99,7 @@ class TFLoader(Loader):
         self._tokens = itertools.count(1)
         self._pipelines: dict[bool, Any] = {}
         self._live: dict[int, list[Any]] = {}  # NOTE [tf exit]
-        weakref.finalize(self, _free_iterators, self._live)
+        self._at_exit = weakref.finalize(self, _free_iterators, self._live)
         self._use_workers(job, (cfg.batch_size, *job.shape))
         self._torch: Any = None
         self._checkpoint: Any = None
@@ -142,7 +142,8 @@ class TFLoader(Loader):
         new = self._pool is None or not self._pool.alive
         feed = super()._feed(batches, epoch)
         if new:  # freed at exit before the pool stops (finalizers run newest first): NOTE [tf exit]
-            weakref.finalize(self, _free_iterators, self._live)
+            self._at_exit.detach()
+            self._at_exit = weakref.finalize(self, _free_iterators, self._live)
         return feed
 
     def _here(self, it: _Iteration, k: int) -> BatchOutcome:
@@ -202,9 +203,8 @@ class TFLoader(Loader):
             return {**batch, "batch": k} if cfg.on_error == "skip" else batch
 
         ds = tf.data.Dataset.range(1).flat_map(one_iteration)
-        ds = ds.map(
-            decode
-        )  # one call at a time: the parallelism is the workers' (NOTE [tf workers])
+        # One call at a time: the parallelism is the workers' (NOTE [tf workers]).
+        ds = ds.map(decode)
         ds = ds.prefetch(2)
         ds = ds.map(consumed)  # after the prefetch: runs when the consumer takes the batch
         if cfg.on_error == "skip":  # NOTE [all-skipped batch]: counted, not yielded

@@ -152,13 +152,19 @@ def _picklable(e: BaseException) -> BaseException:
         return RuntimeError("".join(traceback.format_exception(e)))
 
 
-# Each slot starts on a 64-byte boundary, where tf.numpy_function takes an array without copying
-# it (NOTE [batch transport]); multiprocessing's heap aligns a RawArray to 8 bytes only.
-_ALIGN = 64
+# tf.numpy_function hands tf.data an array on a 64-byte boundary without copying it (NOTE [batch
+# transport]); multiprocessing's heap aligns a RawArray to 8 bytes only, numpy to 16.
+ALIGN = 64
+
+
+def aligned(buf: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` bytes of ``buf`` from its first 64-byte boundary (``buf`` has ``ALIGN`` spare)."""
+    start = -buf.ctypes.data % ALIGN
+    return buf[start : start + n]
 
 
 def _stride(slot_shape: tuple[int, ...]) -> int:
-    return -(-int(np.prod(slot_shape)) // _ALIGN) * _ALIGN
+    return -(-int(np.prod(slot_shape)) // ALIGN) * ALIGN
 
 
 def _slot_arrays(memory: Any, slot_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -166,10 +172,9 @@ def _slot_arrays(memory: Any, slot_shape: tuple[int, ...]) -> np.ndarray | None:
     a page)."""
     if memory is None:
         return None
-    buf = np.frombuffer(memory, dtype=np.uint8)
-    start, stride = -buf.ctypes.data % _ALIGN, _stride(slot_shape)
-    n = (len(buf) - _ALIGN) // stride
-    rows = buf[start : start + n * stride].reshape(n, stride)
+    buf, stride = np.frombuffer(memory, dtype=np.uint8), _stride(slot_shape)
+    n = (len(buf) - ALIGN) // stride
+    rows = aligned(buf, n * stride).reshape(n, stride)
     return rows[:, : int(np.prod(slot_shape))].reshape(n, *slot_shape)
 
 
@@ -229,7 +234,7 @@ class WorkerPool:
         self.timeout = timeout
         self.slot_shape = slot_shape
         size = _stride(slot_shape) * slots
-        self._memory = self._ctx.RawArray("B", size + _ALIGN) if size else None
+        self._memory = self._ctx.RawArray("B", size + ALIGN) if size else None
         self._arrays = _slot_arrays(self._memory, slot_shape)
         self._free = list(range(slots if size else 0))
         self._seq = 0
