@@ -23,7 +23,8 @@ import textwrap
 
 _TRIAL = textwrap.dedent(
     """
-    import json, os, statistics, sys, time, resource
+    import json, os, statistics, sys, time
+    from procstats import cpu_s  # the whole process tree: workers under a forkserver too
     from tfpathloader import PathIndex, make_loader
     from tfpathloader import transforms as T
     a = json.loads(sys.argv[1])
@@ -45,23 +46,11 @@ _TRIAL = textwrap.dedent(
             if n >= limit:
                 break
         return n / (time.perf_counter() - t0)
-    def cpu():
-        s = resource.getrusage(resource.RUSAGE_SELF); c = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-        for pid in os.listdir("/proc"):  # live workers (forkserver ones are not our children)
-            if pid.isdigit():
-                try:
-                    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(f[1]) == os.getpid():
-                    t += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-        return t
     epoch(0)
-    c0 = cpu()
+    c0 = cpu_s(os.getpid())
     rates = [epoch(e) for e in range(1, 1 + a["epochs"])]
     n = min(limit, len(index)) * a["epochs"]
-    print(json.dumps({"rate": statistics.median(rates), "cpu_ms": 1000 * (cpu() - c0) / n}))
+    print(json.dumps({"rate": statistics.median(rates), "cpu_ms": 1000 * (cpu_s(os.getpid()) - c0) / n}))
     """
 )
 
@@ -69,7 +58,12 @@ _TRIAL = textwrap.dedent(
 def trial(checkout: str, args: argparse.Namespace, backend: str) -> dict[str, float]:
     a = {"index": args.index, "backend": backend, "batch": args.batch_size, "workers": args.workers,
          "crop": args.crop, "size": args.size, "fast": args.fast, "images": args.images, "epochs": args.epochs}  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": checkout, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    here = os.path.dirname(os.path.abspath(__file__))  # procstats.py
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([checkout, here]),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     got = subprocess.run([sys.executable, "-c", _TRIAL, json.dumps(a)], capture_output=True, text=True,
                          env=env, cwd=checkout, timeout=1800)  # fmt: skip
     if got.returncode:

@@ -165,6 +165,30 @@ def test_skip_mode_skips_counts_and_reports_the_same(tmp_path, name, small_bomb_
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_the_first_bad_record_of_a_batch_is_the_one_reported(tmp_path, backend):
+    """A batch's records are all planned before any is decoded; the outcome stays the one of
+    taking them in order: record 1 fails only when decoded, record 2 already when planned."""
+    _, truncated, _ = CASES["truncated JPEG"]
+    good = _png(_rgb(9))
+    text = b"just some text\n" * 20  # refused by inspect(): no image header
+    files = {"good0.png": good, "trunc.jpg": truncated, "notes.png": text, "good3.png": good}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    index = write_index(tmp_path / "index.tfrecord", list(files), [0, 1, 0, 1])
+    kw = {"backend": backend, "index": index, "batch_size": 4, "shuffle": "none", "channels": 3}
+    with pytest.raises(ImageLoadError) as err:
+        list(make_loader(num_workers=1, **kw))
+    assert (err.value.record_id, err.value.path) == (1, index.path(1))
+    assert "corrupt or truncated" in err.value.cause
+    loader = make_loader(on_error="skip", **kw)
+    with pytest.warns(RuntimeWarning, match="skipped 2 unreadable"):
+        assert [b["index"].tolist() for b in loader] == [[0, 3]]
+    assert [s["record_id"] for s in loader.skipped] == [1, 2]
+    assert "corrupt or truncated" in loader.skipped[0]["cause"]
+    assert "not a recognized image" in loader.skipped[1]["cause"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_path_escaping_the_root_is_refused_before_any_loader(tmp_path, backend):
     (tmp_path / "data").mkdir()
     Image.fromarray(_rgb(0)).save(tmp_path / "outside.png")

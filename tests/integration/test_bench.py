@@ -216,3 +216,21 @@ def test_bench_crop_rows_deliver_the_crop(tmp_path):
     assert "(RandomResizedCrop + flip)" in format_bench_table(result)
     with pytest.raises(ValueError, match="crop needs"):
         run_bench(index, rows=("raw",), crop=True, progress=False)
+
+
+@pytest.mark.slow
+def test_crop_cost_splits_a_crop_into_its_steps(tmp_path, capsys):
+    import crop_cost
+
+    index = make_photo_set(tmp_path, 12, classes=2, progress=False)
+    argv = [index.files[0], "--rounds", "1", "--workers", "1", "--batch-size", "5"]
+    assert crop_cost.main(argv) == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith("| ") and not line.startswith("| step"):
+            label, ms = line.strip("| ").rsplit(" | ", 1)
+            rows[label] = float(ms)
+    steps = [rows[crop_cost.LABELS[k]] for k in crop_cost.STEPS]
+    assert len(rows) == 7 and all(v > 0 for v in rows.values()), rows
+    assert rows[crop_cost.LABELS["sum"]] == pytest.approx(sum(steps), abs=0.003)
+    assert steps[2] == max(steps)  # decoding the box is most of a crop

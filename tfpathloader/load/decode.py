@@ -455,14 +455,17 @@ def decode_batch(
         epoch: The epoch, for the per-record generators.
         skip: ``on_error="skip"``: leave out records that fail, and list them.
     """
+    # Every record is inspected (header, checks, plan) before any is decoded, the outcome still
+    # the one of taking them in order: planned between two decodes, a record's plan cost 0.11
+    # ms of CPU (the decoder had pushed the interpreter out of the caches), in a row 0.03; the
+    # crop's batch 7% less CPU (benchmarks/crop_cost.py on photos).
     kept: list[int] = []
     skipped: list[tuple[int, str, str]] = []
-    for rid, path, data in records:
+    for rid, src in [_inspected(r, recipe, epoch) for r in records]:
         row = out[len(kept)]
         try:
-            if isinstance(data, BaseException):
-                raise data
-            src = inspect(data, recipe, record_id=rid, path=path, epoch=epoch)
+            if isinstance(src, BaseException):
+                raise src
             if recipe.callback is None:
                 shape = (*src.plan.size, recipe.channels or (1 if src.grey else 3))
                 if shape != row.shape:
@@ -482,6 +485,19 @@ def decode_batch(
             return BatchResult(kept, skipped, e)
         kept.append(rid)
     return BatchResult(kept, skipped)
+
+
+def _inspected(
+    record: tuple[int, str, bytes | BaseException], recipe: Recipe, epoch: int
+) -> tuple[int, Source | BaseException]:
+    """A record inspected, or the error that refused it (raised in its turn)."""
+    rid, path, data = record
+    if isinstance(data, BaseException):
+        return rid, data
+    try:
+        return rid, inspect(data, recipe, record_id=rid, path=path, epoch=epoch)
+    except ImageLoadError as e:
+        return rid, e
 
 
 def _shape_error(
