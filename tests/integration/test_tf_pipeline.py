@@ -101,6 +101,38 @@ def test_keras_fit_trains_each_epoch_on_its_own_order(png_index):
     assert loader.epoch == 2
 
 
+@pytest.mark.slow
+def test_keras_fit_on_the_repeated_stream_resumes_mid_epoch_exactly(png_index):
+    """As the tf.data guide says: ``fit(ds.repeat(), steps_per_epoch=len(loader))`` takes full
+    epochs of the stream from a mid-epoch checkpoint (without it Keras took 3, 4, 1, 4)."""
+    import tensorflow as tf
+
+    kw = {"backend": "tf", "index": png_index, "batch_size": 8, "seed": 3, "channels": 1}
+    first = make_loader(**kw)
+    it = iter(first.as_tf_dataset())
+    taken = [next(it)["index"].numpy().tolist() for _ in range(2)]
+    loader = make_loader(**kw)
+    loader.load_state_dict(first.state_dict())
+    steps: list[int] = []
+
+    class Count(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[-1] += 1
+
+    ds = loader.as_tf_dataset().map(lambda b: (tf.cast(b["image"], tf.float32), b["label"]))
+    model = tf.keras.Sequential([tf.keras.Input((6, 5, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(4)])  # fmt: skip
+    model.compile("sgd", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ds.repeat(), steps_per_epoch=len(loader), epochs=3, verbose=0, callbacks=[Count()])
+    assert taken == expected_ids(40, 0, 8)[:2]
+    assert steps == [5, 5, 5]
+    # 15 batches from (epoch 0, batch 2): the rest of epoch 0, epochs 1 and 2, 2 of epoch 3
+    assert (loader.epoch, loader.batches_consumed) == (3, 2)
+
+
 def test_iterators_freed_inside_a_garbage_collection_are_harmless(png_index):
     """Iterations left in reference cycles are freed by the collector, at any moment, while
     other loaders trace and run their pipelines."""
