@@ -54,11 +54,12 @@ class _Iteration:
 # iterating the loader (torch tensors) starts where the loader stands, like the torch backend;
 # an iteration of ``as_tf_dataset()`` goes on to the next epoch once the current one is done
 # (as ``shuffle(reshuffle_each_iteration=True)`` behaves), so ``ds.repeat()`` is the stream of
-# epochs (Keras: with ``steps_per_epoch=len(loader)``, the tf.data guide). A batch counts as delivered when the consumer takes it (a map after the
-# prefetch runs in the consumer's ``next``), so ``state_dict()`` (and ``loader.checkpoint``, for
-# ``tf.train.Checkpoint``) is a position in the epoch that resumes exactly. A new iterator per
-# epoch costs tf.data's iterator set-up once per epoch (``benchmarks/tf_epochs.py`` measures
-# the epochs' rates and first batches).
+# epochs (Keras: with ``steps_per_epoch=len(loader)``, the tf.data guide). A batch counts as
+# delivered when the consumer takes it (a map after the prefetch runs in the consumer's
+# ``next``), so ``state_dict()`` (and ``loader.checkpoint``, for ``tf.train.Checkpoint``) is a
+# position in the epoch that resumes exactly. A new iterator per epoch costs tf.data's iterator
+# set-up once per epoch (``benchmarks/tf_epochs.py`` measures the epochs' rates and first
+# batches).
 #
 # NOTE [tf workers]: the decoders are Python extensions, and libspng (pyspng), with the Python
 # around every decoder call, holds the GIL: on tf.data's threads the decode ran on one core, and
