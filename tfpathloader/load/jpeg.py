@@ -11,9 +11,13 @@ the rows above and below it and the columns beside it, which nvImageCodec expose
 (``CodeStream(data).get_sub_code_stream(region=Region(...))``; the ``nvimgcodec`` extra, NVIDIA's
 library under DALI's decoders, runs on the CPU without a GPU). Its pixels are libjpeg-turbo's,
 identical to simplejpeg's full decode cut to the box (0 difference over 152 JPEGs, progressive
-and 4:4:4 included), with the accurate or the fast IDCT. Per RandomResizedCrop(224) box of a
-photo, one core: 0.60 ms against 0.74 ms for simplejpeg's whole decode and a slice (0.45 against
-0.73 for boxes under 30% of the image). Without nvImageCodec, simplejpeg decodes the whole photo:
+and 4:4:4 included), with the accurate or the fast IDCT. Per RandomResizedCrop(224) box of the
+3,000 photos of ``benchmarks/photos.py``, one core: 0.77 ms against 0.98 ms for simplejpeg's
+whole decode and a slice (0.62 against 0.99 for boxes under 30% of the image); the torch loader,
+2 workers: 1.18-1.21 CPU ms per crop against 1.43 (``benchmarks/crop_cost.py``, with and without
+``TFPATHLOADER_NVIMGCODEC=0``). Most of what is left is the entropy decoding of every row above
+the box's bottom, which a JPEG without restart markers cannot skip: an 8x8 box at the bottom of
+a photo costs half of a whole decode. Without nvImageCodec, simplejpeg decodes the whole photo:
 the same pixels, slower. Each thread has its own nvImageCodec decoder (one CPU thread each): one
 decoder shared by threads gave wrong images or crashed.
 """
