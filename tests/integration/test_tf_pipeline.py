@@ -188,7 +188,7 @@ _ENDINGS = {
     "an exception kept with its traceback": (
         "try:\n    for b in loader:\n        raise ValueError\nexcept ValueError as e:\n    err = e"
     ),
-    "a dataset iterator in a global": "it = iter(loader.as_tf_dataset())\nnext(it)",
+    "a dataset iterator deleted": "it = iter(loader.as_tf_dataset())\nnext(it)\ndel it",
     "a finished epoch": "for b in loader:\n    pass",
 }
 

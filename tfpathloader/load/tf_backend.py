@@ -85,8 +85,9 @@ class _Iteration:
 # loader's iteration holds its iterator in a list the loader also knows, and a
 # ``weakref.finalize`` on the loader empties those lists at exit, while the interpreter still
 # runs: the iterator is freed there and the process exits at once (4.0-4.1 s for the script
-# with TensorFlow's import, against the hang). A user's own iterator of ``as_tf_dataset()``
-# suspended at exit is TensorFlow's to free: hold it in a global or finish the loop.
+# with TensorFlow's import, against the hang). A user's own iterator of ``as_tf_dataset()`` is
+# the user's to free (finish the loop, or ``del`` it): left suspended, TensorFlow frees it during
+# finalization, where a thread still decoding aborted the exit once in 15 runs under load.
 class TFLoader(Loader):
     """The ``backend="tf"`` loader made by :func:`~tfpathloader.make_loader`."""
 
