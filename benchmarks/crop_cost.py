@@ -31,8 +31,10 @@ from procstats import cpu_s
 
 from tfpathloader import PathIndex, make_loader
 from tfpathloader import transforms as T
-from tfpathloader.load.decode import Recipe, _pixels, decode_batch, finish, inspect
+from tfpathloader.load.batches import DecodeJob
+from tfpathloader.load.decode import Recipe, _pixels, finish, inspect
 from tfpathloader.load.files import FileReader
+from tfpathloader.storage import RemoteOptions
 
 STEPS = ("read", "inspect", "decode", "resize")
 LABELS = {
@@ -75,13 +77,13 @@ def steps(index: PathIndex, recipe: Recipe, epoch: int, batch: int) -> dict[str,
 
 
 def batches(index: PathIndex, recipe: Recipe, epoch: int, batch: int) -> float:
-    """CPU ms per image of ``decode_batch`` over the index, as one worker runs it."""
-    reader, out = FileReader(), np.empty((batch, *recipe.pipeline.output_size, 3), np.uint8)  # type: ignore[union-attr]
+    """CPU ms per image of the workers' call (read, then ``decode_batch``) over the index."""
+    shape = (*recipe.pipeline.output_size, 3)  # type: ignore[union-attr]
+    job = DecodeJob(index, recipe, shape, FileReader(), skip=False, remote=RemoteOptions())
+    out = np.empty((batch, *shape), np.uint8)
     t = time.thread_time()
     for start in range(0, len(index), batch):
-        ids = range(start, min(start + batch, len(index)))
-        records = [(i, index.path(i), reader.read(index.path(i), i)) for i in ids]
-        decode_batch(records, recipe, out, epoch=epoch, skip=False)
+        job(np.arange(start, min(start + batch, len(index))), epoch, out)
     return (time.thread_time() - t) / len(index) * 1e3
 
 

@@ -86,10 +86,9 @@ class TorchLoader(Loader):
         once no tensor views it (NOTE [batch transport])."""
         if reply.slot is None:
             return self._outcome(reply.result, None)
-        slot = pool.slot_array(reply.slot)
         if self._decoder is not None:  # decoded from the slot's bytes, then it is free
             try:
-                return self._outcome(reply.result, slot)
+                return self._outcome(reply.result, pool.slot_array(reply.slot))
             finally:
                 self._decoder.release_after(pool.release, reply.slot)
         return self._slot_batch(pool, reply)
